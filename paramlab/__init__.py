@@ -1,0 +1,25 @@
+"""paramlab: width parameterizations (SP, NTK, MF, muP, any abc-scheme) for PyTorch models, and the
+experiments that show which of them learn features.
+
+    import paramlab as pl
+    model = pl.mlp(d_in=40, d_out=10, width=1024, depth=3, scheme="mup", base_width=64)
+    opt = pl.optimizer(model, "adam", lr=3e-3)       # per-tensor LR from the scheme
+    print(pl.role_table(model))                      # name, shape, role, a, b, c, init std, lr
+    net = pl.parameterize(my_module, "ntk", base=my_module_at_base_width)
+    pl.schemes.equivalent("mf", "mup", optimizer="sgd")  # True
+"""
+
+__version__ = "0.1.0"
+
+from . import schemes
+from .models import MLP, mlp
+from .optim import optimizer, param_groups
+from .parameterize import Plan, TensorPlan, get_plan, initialize, parameterize, role_table, unparameterize
+from .roles import load_bsh, save_bsh
+from .schemes import Exponents, Scheme, custom, equivalent, get_scheme, lazy_rich
+
+__all__ = [
+    "Exponents", "MLP", "Plan", "Scheme", "TensorPlan", "custom", "equivalent", "get_plan", "get_scheme",
+    "initialize", "lazy_rich", "load_bsh", "mlp", "optimizer", "param_groups", "parameterize", "role_table",
+    "save_bsh", "schemes", "unparameterize",
+]
