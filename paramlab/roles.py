@@ -168,8 +168,15 @@ def width_dims_from_mup(model: nn.Module) -> dict[str, WidthDims]:
     return out
 
 
+def _is_width_dims(d: Mapping) -> bool:
+    """A dict of width dims has a None (fixed dim) somewhere; a dict of plain shapes has none."""
+    return any(x is None for v in d.values() for x in v)
+
+
 def resolve_width_dims(model: nn.Module, base=None, delta=None) -> dict[str, WidthDims]:
-    """Width dims of `model` from base (module / dict of shapes / .bsh path / None = mup infshapes)."""
+    """Width dims of `model` from `base`: a module or dict of shapes at the base width (with `delta`),
+    a mup .bsh path, a dict of width dims (as `load_bsh` returns), a mup-configured model, or None when
+    `model` itself was set up by mup."""
     if base is None:
         if delta is not None:
             raise ValueError("delta= needs base=: pass the model at the base width too")
@@ -179,12 +186,14 @@ def resolve_width_dims(model: nn.Module, base=None, delta=None) -> dict[str, Wid
             "paramlab needs to know which dims are widths: pass base= (the same model at the base width, "
             "e.g. built on device='meta'), a mup .bsh file, or a model set up by mup.set_base_shapes"
         )
-    if isinstance(base, (str, Path)):
-        dims = load_bsh(base)
+    if isinstance(base, nn.Module) and delta is None and any(hasattr(p, "infshape") for p in base.parameters()):
+        base = width_dims_from_mup(base)  # a mup-configured model: take its width dims, like a .bsh file
+    if isinstance(base, (str, Path)) or (isinstance(base, Mapping) and _is_width_dims(base)):
+        dims = load_bsh(base) if isinstance(base, (str, Path)) else dict(base)
         shapes = _shapes(model)
         if set(dims) != set(shapes):
             raise ValueError(
-                f"{base}: names do not match the model (extra: {sorted(set(dims) - set(shapes))[:5]}, "
+                f"{base if isinstance(base, (str, Path)) else 'base shapes'}: names do not match the model (extra: {sorted(set(dims) - set(shapes))[:5]}, "
                 f"missing: {sorted(set(shapes) - set(dims))[:5]})"
             )
         return dims

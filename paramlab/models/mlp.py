@@ -50,6 +50,7 @@ def mlp(
     bias: bool = True,
     readout_zero_init: bool = False,
     gain: float | None = None,
+    readout_gain: float = 1.0,
     output_mult: float = 1.0,
     bias_std: float = 0.0,
     seed: int | None = None,
@@ -66,5 +67,5 @@ def mlp(
         check_width(n, v)
     make = lambda w, device=device: MLP(d_in, d_out, w, depth, activation, bias, device=device, dtype=dtype)  # noqa: E731
     g = GAINS.get(activation, 1.0) if gain is None else gain
-    return build(make, width, base_width, scheme, seed=seed, gain=g, readout_zero_init=readout_zero_init,
+    return build(make, width, base_width, scheme, seed=seed, gain=g, readout_gain=readout_gain, readout_zero_init=readout_zero_init,
                  output_mult=output_mult, bias_std=bias_std)
