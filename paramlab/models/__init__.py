@@ -2,4 +2,6 @@
 
 from .mlp import MLP, mlp
 
-__all__ = ["MLP", "mlp"]
+BUILDERS = {"mlp": mlp}
+
+__all__ = ["BUILDERS", "MLP", "mlp"]
