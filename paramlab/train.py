@@ -142,7 +142,8 @@ def train(
             xb, yb = xtr[idx], ytr[idx]
         opt.zero_grad(set_to_none=True)
         value = loss_fn(loss, model(xb), yb, task.n_classes)
-        if not math.isfinite(float(value)):
+        lv = float(value.detach())
+        if not math.isfinite(lv):
             res.diverged = True
             rec = {"step": step, "train/loss": float("nan"), "diverged": 1}
             res.history.append(rec)
@@ -154,7 +155,7 @@ def train(
         res.steps_done = step
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{float(value):.3g}", refresh=False)
+            bar.set_postfix(loss=f"{lv:.3g}", refresh=False)
         if step % eval_every == 0 or step == steps:
             rec = record(step)
             if not math.isfinite(rec["train/loss"]):

@@ -8,7 +8,7 @@ from typing import Callable
 
 from torch import nn
 
-from ..parameterize import parameterize
+from ..parameterize import get_plan, parameterize
 
 
 def check_width(name: str, value) -> int:
@@ -20,12 +20,25 @@ def check_width(name: str, value) -> int:
     return value
 
 
-def build(make: Callable[..., nn.Module], width: int, base_width: int, scheme, **parameterize_kwargs) -> nn.Module:
-    """`make(width, device=None)` -> module with a `role_tags()` method; returns the parameterized model."""
+def build(make: Callable[..., nn.Module], width: int, base_width: int, scheme, delta_width: int | None = None,
+          **parameterize_kwargs) -> nn.Module:
+    """`make(width, device=None)` -> module with a `role_tags()` method; returns the parameterized model.
+
+    delta_width: the second width that marks the width dims (default 2 * base_width + 1); builders
+    whose architecture constrains the width (heads, norm groups) pass one it accepts.
+    If the module has an `apply_plan(plan)` method, it is called last, so that numbers the forward
+    needs beyond paramlab's hooks (attention scale, a tied readout's multiplier) come from the plan.
+    """
     check_width("width", width)
     check_width("base_width", base_width)
+    delta_width = 2 * base_width + 1 if delta_width is None else check_width("delta_width", delta_width)
+    if delta_width == base_width:
+        raise ValueError(f"delta_width must differ from base_width ({base_width}) to mark the width dims")
     model = make(width)
     base = make(base_width, device="meta")
-    delta = make(2 * base_width + 1, device="meta")  # any other width marks the width dims
+    delta = make(delta_width, device="meta")  # any other width marks the width dims
     tags = model.role_tags() if hasattr(model, "role_tags") else None
-    return parameterize(model, scheme, base=base, delta=delta, roles=tags, **parameterize_kwargs)
+    model = parameterize(model, scheme, base=base, delta=delta, roles=tags, **parameterize_kwargs)
+    if hasattr(model, "apply_plan"):
+        model.apply_plan(get_plan(model))
+    return model
