@@ -22,11 +22,12 @@ LR schedulers keep working: they scale each group's lr relative to its initial l
 from __future__ import annotations
 
 import math
+from typing import Mapping
 
 import torch
 from torch import nn
 
-from .parameterize import get_plan
+from .parameterize import _match, get_plan
 from .schemes import _family
 
 EPS_MODES = ("gradient", "none")
@@ -47,10 +48,13 @@ def param_groups(
     weight_decay: float = 0.0,
     eps: float | None = None,
     eps_mode: str = "gradient",
+    layer_lr: Mapping[str, float] | None = None,
 ) -> list[dict]:
     """Param groups with per-tensor lr (and weight_decay, eps) from the model's plan.
 
-    Each group also carries `lr_mult` (m^-c) and `names` (the parameter names in it).
+    `layer_lr` maps parameter names or fnmatch patterns to width-independent lr constants (Everett et
+    al.'s per-layer gamma_l; exact names win over patterns), multiplied into that tensor's lr.
+    Each group also carries `lr_mult` (m^-c times the constant) and `names` (the parameter names in it).
     """
     fam = _family(optimizer)
     lr = _check_positive("lr", lr)
@@ -69,7 +73,8 @@ def param_groups(
         if name not in plan:
             raise ValueError(f"parameter {name!r} is not in the model's plan: was it added after parameterize()?")
         t = plan[name]
-        mult = t.lr_mult(fam)
+        const = _match(name, layer_lr)
+        mult = t.lr_mult(fam) * (1.0 if const is None else _check_positive(f"layer_lr[{name!r}]", const))
         key = [mult, weight_decay / mult if weight_decay else 0.0]
         if fam == "adam" and eps is not None:
             g = g_back if t.role in ("input", "hidden", "vector") else 0.0
@@ -95,19 +100,20 @@ def optimizer(
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
     eps_mode: str = "gradient",
+    layer_lr: Mapping[str, float] | None = None,
     **kwargs,
 ) -> torch.optim.Optimizer:
     """A torch optimizer ('sgd', 'adam' or 'adamw') with per-tensor hyperparameters from the plan.
 
     `lr`, `weight_decay` and `eps` are the values at the base width; see the module docstring for
-    how they scale. Extra kwargs go to the torch optimizer (e.g. foreach, fused).
+    how they scale. `layer_lr`: name/pattern -> width-independent lr constant (see `param_groups`). Extra kwargs go to the torch optimizer (e.g. foreach, fused).
     """
     key = name.lower()
     fam = _family(key)
     if fam == "sgd":
-        groups = param_groups(model, "sgd", lr, weight_decay)
+        groups = param_groups(model, "sgd", lr, weight_decay, layer_lr=layer_lr)
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov, **kwargs)
     _check_positive("eps", eps, allow_zero=True)
-    groups = param_groups(model, "adam", lr, weight_decay, eps=eps, eps_mode=eps_mode)
+    groups = param_groups(model, "adam", lr, weight_decay, eps=eps, eps_mode=eps_mode, layer_lr=layer_lr)
     cls = torch.optim.AdamW if key == "adamw" else torch.optim.Adam
     return cls(groups, lr=lr, betas=betas, eps=eps, **kwargs)

@@ -73,3 +73,14 @@ def test_lr_scheduler_scales_groups_relatively():
     for g in opt.param_groups:
         assert g["lr"] == pytest.approx(before[tuple(g["names"])] * 0.25)
         assert g["lr"] == pytest.approx(0.025 * g["lr_mult"])
+
+
+def test_layer_lr_constants_multiply_per_tensor_lr():
+    model = pl.mlp(D_IN, D_OUT, WIDTH, scheme="mup", base_width=BASE)
+    groups = pl.optimizer(model, "sgd", lr=0.1, layer_lr={"readout.*": 0.5, "layers.0.weight": 3.0}).param_groups
+    lr = {n: g["lr"] for g in groups for n in g["names"]}
+    m = WIDTH / BASE
+    assert lr["readout.weight"] == pytest.approx(0.1 * m * 0.5) and lr["readout.bias"] == pytest.approx(0.05)
+    assert lr["layers.0.weight"] == pytest.approx(0.1 * m * 3.0) and lr["layers.1.weight"] == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="layer_lr"):
+        pl.optimizer(model, "sgd", lr=0.1, layer_lr={"readout.*": -1.0})
