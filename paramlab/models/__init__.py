@@ -1,7 +1,9 @@
 """Builders: each makes a module, tags its roles and applies a scheme (see models.build)."""
 
+from .cnn import CNN, cnn
 from .mlp import MLP, mlp
+from .transformer import Transformer, transformer
 
-BUILDERS = {"mlp": mlp}
+BUILDERS = {"mlp": mlp, "cnn": cnn, "transformer": transformer}
 
-__all__ = ["BUILDERS", "MLP", "mlp"]
+__all__ = ["BUILDERS", "CNN", "MLP", "Transformer", "cnn", "mlp", "transformer"]
