@@ -10,7 +10,8 @@ import numpy as np
 from .measure.fit import fit_slope
 
 # One colour per preset so every figure paramlab draws reads the same way.
-COLORS = {"sp": "#d62728", "sp-stable": "#ff7f0e", "ntk": "#1f77b4", "mf": "#2ca02c", "mup": "#9467bd"}
+COLORS = {"sp": "#d62728", "sp-stable": "#ff7f0e", "ntk": "#1f77b4", "mf": "#2ca02c", "mup": "#9467bd",
+          "init features": "#7f7f7f"}
 # mf and muP coincide (one symmetry class): draw mf dashed on top so both stay visible.
 LINESTYLES = {"mf": "--"}
 
@@ -30,11 +31,15 @@ def plot_vs_width(
     ylabel: str,
     title: str = "",
     ax=None,
+    logy: bool = True,
+    hlines: Mapping[str, float] | None = None,
 ) -> Path | None:
-    """Log-log plot of a quantity against width, one line per label with its fitted slope.
+    """Plot a quantity against width (log2 x), one line per label with its fitted slope.
 
-    series: label -> (widths, values) where values is (n_widths,) or (n_widths, n_seeds); the line
-    is the geometric mean over seeds, the band its min-max.
+    series: label -> (widths, values) where values is (n_widths,) or (n_widths, n_seeds); the band
+    is the min-max over seeds. logy=True: log-log, geometric mean, slope of log2 value per doubling
+    of width (the width exponent). logy=False: linear y, mean, slope = change per doubling.
+    hlines: label -> value drawn as horizontal dashed lines (e.g. kernel baselines).
     """
     plt = _plt()
     own = ax is None
@@ -42,18 +47,26 @@ def plot_vs_width(
         fig, ax = plt.subplots(figsize=(5.2, 3.8))
     for label, (widths, values) in series.items():
         v = np.asarray(values, dtype=float).reshape(len(widths), -1)
-        ok = np.all(np.isfinite(v) & (v > 0), axis=1)
+        ok = np.all(np.isfinite(v) & ((v > 0) if logy else True), axis=1)
         if not ok.any():
             continue
         w, v = np.asarray(widths, dtype=float)[ok], v[ok]
-        gm = np.exp(np.log(v).mean(axis=1))
-        slope = fit_slope(w, v)[0] if len(w) >= 2 else float("nan")
+        if logy:
+            gm = np.exp(np.log(v).mean(axis=1))
+            slope = fit_slope(w, v)[0] if len(w) >= 2 else float("nan")
+        else:
+            gm = v.mean(axis=1)
+            slope = float(np.polyfit(np.log2(w), gm, 1)[0]) if len(w) >= 2 else float("nan")
         c = COLORS.get(label)
-        ax.plot(w, gm, marker="o", ls=LINESTYLES.get(label, "-"), color=c, label=f"{label} (slope {slope:+.2f})")
+        unit = "slope" if logy else "per 2x width"
+        ax.plot(w, gm, marker="o", ls=LINESTYLES.get(label, "-"), color=c, label=f"{label} ({unit} {slope:+.2f})")
         if v.shape[1] > 1:
             ax.fill_between(w, v.min(axis=1), v.max(axis=1), color=c, alpha=0.15, lw=0)
+    for i, (label, y) in enumerate((hlines or {}).items()):
+        ax.axhline(y, ls=":", lw=1.5, color=f"C{7 + i}", label=f"{label} ({y:.3g})")
     ax.set_xscale("log", base=2)
-    ax.set_yscale("log", base=2)
+    if logy:
+        ax.set_yscale("log", base=2)
     ax.set_xlabel("width")
     ax.set_ylabel(ylabel)
     if title:

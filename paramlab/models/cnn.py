@@ -110,7 +110,8 @@ class CNN(nn.Module):
         self.readout = nn.Linear(width, d_out, bias=bias, device=device, dtype=dtype)
         self.in_channels, self.dim, self.depth = in_channels, dim, depth
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled activations of the last block (B, width): what the readout (or a probe) sees."""
         if x.dim() == self.dim + 1 and self.in_channels == 1:
             x = x.unsqueeze(1)  # (B, L) -> (B, 1, L); (B, H, W) -> (B, 1, H, W)
         if x.dim() != self.dim + 2 or x.shape[1] != self.in_channels:
@@ -118,7 +119,10 @@ class CNN(nn.Module):
             raise ValueError(f"CNN(dim={self.dim}, in_channels={self.in_channels}) expects {want}, got {tuple(x.shape)}")
         for block in self.blocks:
             x = block(x)
-        return self.readout(self.pool(x))  # (B, d_out)
+        return self.pool(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.readout(self.features(x))  # (B, d_out)
 
     def role_tags(self) -> dict[str, str]:
         tags = {"readout.weight": "output", "readout.bias": "scalar"}

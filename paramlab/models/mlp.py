@@ -25,10 +25,14 @@ class MLP(nn.Module):
         self.readout = nn.Linear(width, d_out, **kw)
         self.depth = depth
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last hidden layer's activations (B, width): what the readout (or a probe) sees."""
         for layer in self.layers:
             x = self.act(layer(x))
-        return self.readout(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.readout(self.features(x))
 
     def role_tags(self) -> dict[str, str]:
         tags = {"layers.0.weight": "input", "readout.weight": "output", "readout.bias": "scalar"}

@@ -1,0 +1,129 @@
+"""What every experiment shares: sizes, the run loop (one tracked run per grid point), the closing
+summary (table, plots, a wandb summary run), and the command-line options."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Mapping
+
+import torch
+
+from ..report import markdown_table
+from ..tracking import default_group, start_run, to_jsonable
+
+SIZES = ("tiny", "quick", "default")
+
+
+@dataclass
+class Context:
+    """Where an experiment invocation writes: root/<experiment>/<group>/ (one wandb group)."""
+
+    experiment: str
+    root: Path = Path("runs")
+    group: str | None = None
+    use_wandb: bool = True
+    progress: bool = True
+    results: list = field(default_factory=list)
+
+    def __post_init__(self):
+        self.root = Path(self.root)
+        self.group = self.group or default_group(self.experiment)
+
+    @property
+    def out_dir(self) -> Path:
+        d = self.root / self.experiment / self.group
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+
+def grid(**axes: Iterable) -> list[dict]:
+    """All combinations of the given axes, as config dicts, in a stable order."""
+    keys = list(axes)
+    return [dict(zip(keys, vals)) for vals in itertools.product(*(list(axes[k]) for k in keys))]
+
+
+def run_grid(ctx: Context, configs: list[dict], fn: Callable[[dict, object], dict], desc: str = "") -> list[tuple[dict, dict]]:
+    """Run `fn(config, run) -> summary` for every config, each recorded as one tracked run.
+
+    `fn` may call `run.log(metrics, step)`; a summary with `diverged: 1` marks the run diverged.
+    Returns [(config, summary)] and keeps them on `ctx.results`.
+    """
+    from tqdm.auto import tqdm
+
+    for cfg in tqdm(configs, desc=desc or ctx.experiment, disable=not ctx.progress):
+        cfg = {"experiment": ctx.experiment, **cfg}
+        with start_run(cfg, experiment=ctx.experiment, group=ctx.group, root=ctx.root, use_wandb=ctx.use_wandb) as run:
+            summary = fn(cfg, run)
+            run.summary(summary)
+            if summary.get("diverged"):
+                run.finish("diverged")
+        ctx.results.append((cfg, summary))
+    return ctx.results
+
+
+def finish(ctx: Context, title: str, columns, rows, figures: Mapping[str, Path], extra: Mapping | None = None,
+           notes: str = "") -> dict:
+    """Print and store the summary table, list the figures, and log both to a wandb 'summary' run."""
+    table = markdown_table(columns, rows)
+    out = ctx.out_dir
+    md = [f"# {title}", "", notes, "", table, ""] + [f"![{k}]({Path(p).name})" for k, p in figures.items()]
+    (out / "summary.md").write_text("\n".join(md) + "\n")
+    summary = {"title": title, "columns": list(columns), "rows": to_jsonable(rows), "figures": {k: str(p) for k, p in figures.items()},
+               **to_jsonable(dict(extra or {}))}
+    tmp = out / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=1))
+    os.replace(tmp, out / "summary.json")
+    if ctx.use_wandb:
+        with start_run({"experiment": ctx.experiment, "kind": "summary"}, experiment=ctx.experiment, group=ctx.group,
+                       root=out, name="summary", use_wandb=True) as run:
+            run.log_table("summary", list(columns), [list(map(_cell, r)) for r in rows])
+            for k, p in figures.items():
+                run.log_image(k, p)
+    print(f"\n{title}\n{notes}\n{table}" if notes else f"\n{title}\n{table}")
+    for k, p in figures.items():
+        print(f"plot ({k}): {p}")
+    print(f"records: {out}")
+    return summary
+
+
+def _cell(v):
+    return v if isinstance(v, (int, float, str)) or v is None else str(v)
+
+
+def arg_parser(name: str, doc: str) -> argparse.ArgumentParser:
+    """Options every experiment takes (sizes, where to write, wandb, and grid overrides)."""
+    p = argparse.ArgumentParser(prog=f"paramlab run {name}", description=doc)
+    p.add_argument("--size", choices=SIZES, default="default", help="grid size (quick: ~1 min on 2 CPU cores)")
+    p.add_argument("--quick", dest="size", action="store_const", const="quick", help="same as --size quick")
+    p.add_argument("--root", default="runs", help="local store root (default: runs/)")
+    p.add_argument("--group", default=None, help="group name (default: a timestamp id)")
+    p.add_argument("--no-wandb", dest="use_wandb", action="store_false", help="local store only")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--schemes", nargs="+", default=None)
+    p.add_argument("--widths", nargs="+", type=int, default=None)
+    p.add_argument("--seeds", type=int, default=None, help="number of seeds")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: 1 for small widths)")
+    return p
+
+
+def resolve(sizes: Mapping[str, dict], size: str, overrides: Mapping) -> dict:
+    """The size's parameters with non-None overrides applied."""
+    if size not in sizes:
+        raise ValueError(f"unknown size {size!r}: known are {', '.join(sizes)}")
+    params = dict(sizes[size])
+    for k, v in overrides.items():
+        if v is None:
+            continue
+        if k not in params:
+            raise ValueError(f"unknown option {k!r} for this experiment: options are {', '.join(sorted(params))}")
+        params[k] = v
+    return params
+
+
+def set_threads(n: int | None) -> None:
+    torch.set_num_threads(n or 1)

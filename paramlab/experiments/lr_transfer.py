@@ -1,0 +1,117 @@
+"""lr_transfer: does the best learning rate found at a small width stay best at a large width?
+
+Train the same MLP at widths spanning at least 8x, over a log2 grid of base learning rates, and
+take the loss after a fixed budget. Under muP the curves line up: the optimum stays put (muTransfer,
+TP5 Fig. 1). Under SP it drifts to smaller LRs, roughly like 1/width with Adam (TP5 Fig. 1, §3),
+so tuning at small width and then scaling up goes wrong. Divergent runs count as infinite loss.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from .. import data as D
+from ..models import mlp
+from ..report import _plt
+from ..train import train
+from .common import Context, finish, grid, resolve, run_grid, set_threads
+
+NAME = "lr_transfer"
+_BASE = dict(task="mnist1d", depth=2, activation="relu", base_width=64, optimizer="adam", batch_size=128,
+             metric="train/loss")
+SIZES = {
+    "tiny": {**_BASE, "schemes": ["sp", "mup"], "widths": [32, 256], "seeds": 1, "steps": 20,
+             "log2_lrs": [-10, -8, -6, -4], "task": "digits", "base_width": 32},
+    "quick": {**_BASE, "schemes": ["sp", "mup"], "widths": [64, 128, 256, 512], "seeds": 1, "steps": 150,
+              "log2_lrs": list(range(-13, -3))},
+    "default": {**_BASE, "schemes": ["sp", "mup", "mf"], "widths": [64, 128, 256, 512, 1024], "seeds": 1, "steps": 400,
+                "log2_lrs": list(range(-15, -3))},
+}
+
+
+@functools.lru_cache(maxsize=4)
+def _task(name: str):
+    return D.get_task(name)  # mnist1d (generated locally, cached on disk) or digits, default splits
+
+
+def run_one(cfg: dict, run) -> dict:
+    task = _task(cfg["task"])
+    model = mlp(task.d_in, task.d_out, cfg["width"], depth=cfg["depth"], scheme=cfg["scheme"],
+                base_width=cfg["base_width"], activation=cfg["activation"], seed=cfg["seed"])
+    res = train(model, task, optimizer=cfg["optimizer"], lr=2.0 ** cfg["log2_lr"], steps=cfg["steps"],
+                batch_size=cfg["batch_size"], seed=cfg["seed"], log=run.log, eval_every=max(1, cfg["steps"] // 4))
+    final = res.final
+    return {"train/loss": final.get("train/loss", float("nan")), "test/loss": final.get("test/loss", float("nan")),
+            "test/acc": final.get("test/acc", float("nan")), "diverged": int(res.diverged)}
+
+
+def optimum(log2_lrs, losses) -> float:
+    """log2 lr of the smallest finite mean loss (nan if all diverged)."""
+    losses = np.where(np.isfinite(losses), losses, np.inf)
+    return float(log2_lrs[int(np.argmin(losses))]) if np.isfinite(losses).any() else float("nan")
+
+
+def run(size: str = "default", root="runs", use_wandb: bool = True, progress: bool = True, group=None,
+        threads=None, **overrides) -> dict:
+    p = resolve(SIZES, size, overrides)
+    set_threads(threads)
+    ctx = Context(NAME, root, group, use_wandb, progress)
+    fixed = {k: v for k, v in p.items() if k not in ("schemes", "widths", "seeds", "log2_lrs")}
+    configs = [{**fixed, **c} for c in grid(scheme=p["schemes"], width=p["widths"], log2_lr=p["log2_lrs"],
+                                            seed=range(p["seeds"]))]
+    results = run_grid(ctx, configs, run_one)
+    lrs, widths, metric = np.array(p["log2_lrs"], dtype=float), p["widths"], p["metric"]
+
+    def curve(s, w):  # mean over seeds of the metric per lr (inf where diverged)
+        vals = [[r[metric] if not r.get("diverged") else np.inf for c, r in results
+                 if c["scheme"] == s and c["width"] == w and c["log2_lr"] == lr] for lr in p["log2_lrs"]]
+        return np.array([np.mean(v) for v in vals])
+
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(p["schemes"]), figsize=(5 * len(p["schemes"]), 3.8), sharey=True)
+    rows, verdicts = [], {}
+    cmap = plt.get_cmap("viridis")
+    for ax, s in zip(np.atleast_1d(axes), p["schemes"]):
+        opts = []
+        for i, w in enumerate(widths):
+            c = curve(s, w)
+            opt = optimum(lrs, c)
+            opts.append(opt)
+            shown = np.where(np.isfinite(c), c, np.nan)
+            ax.plot(lrs, shown, "o-", ms=3, color=cmap(i / max(1, len(widths) - 1)), label=f"width {w}")
+            if np.isfinite(opt):
+                ax.plot([opt], [c[list(lrs).index(opt)]], "*", ms=12, color=cmap(i / max(1, len(widths) - 1)))
+        ax.set_title(f"{s}: optimum log2 lr {opts[0]:g} -> {opts[-1]:g}")
+        ax.set_xlabel("log2 base learning rate")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        shift = opts[-1] - opts[0]
+        spread = float(np.nanmax(opts) - np.nanmin(opts))
+        rows.append([s] + opts + [shift, spread])
+        verdicts[s] = {"optima": opts, "shift_steps": shift, "spread_steps": spread}
+    np.atleast_1d(axes)[0].set_ylabel(f"{metric} after {p['steps']} steps")
+    np.atleast_1d(axes)[0].legend(fontsize=8)
+    fig.tight_layout()
+    path = ctx.out_dir / "loss_vs_lr.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    cols = ["scheme"] + [f"best log2 lr w={w}" for w in widths] + ["shift (grid steps)", "max spread"]
+    notes = (f"task {p['task']}, {p['optimizer']}, {p['steps']} steps, batch {p['batch_size']}, base width "
+             f"{p['base_width']}; grid step = factor 2 in lr. Prediction: muP shift <= 1 step, SP >= 2.")
+    return finish(ctx, "LR transfer: best learning rate per width", cols, rows, {"loss_vs_lr": path},
+                  extra={"verdicts": verdicts, "params": p}, notes=notes)
+
+
+def main(argv=None):
+    from .common import arg_parser
+
+    ap = arg_parser(NAME, __doc__.split("\n")[0])
+    a = ap.parse_args(argv)
+    return run(a.size, a.root, a.use_wandb, a.progress, a.group, a.threads, schemes=a.schemes, widths=a.widths,
+               seeds=a.seeds)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

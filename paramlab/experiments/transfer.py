@@ -1,0 +1,175 @@
+"""transfer: which schemes learn features that transfer to a new task?
+
+Pretrain an MLP on task A, then solve a few-shot task B two ways. The first is a linear probe on
+the frozen last-hidden features (ridge chosen by leave-one-out, `measure.probe`). The second is a
+low-LR fine-tune with a fresh zero readout. Each is compared with the same procedure applied to
+the *initial* network; every preset has the same effective init, so the initial features are the
+same for all schemes. The difference is the transfer gain. The NNGP and NTK kernel regressors on
+task B (the infinite-width GP / NTK models, `measure.kernels`) are baselines.
+
+Prediction (TP4; the seed post "NTK/GP models of neural nets can't learn features"):
+- under muP and MF the gain is positive at every width and does not shrink with width;
+- under NTK and SP-with-stable-LR the features freeze as width grows, so the gain goes to 0 and
+  the probe tends to the probe at init (which itself tends to a kernel method).
+
+Default task: a multi-index teacher. A is y = g_A(U x) and B is y = g_B(U x), with the same rank-2
+subspace U in d = 32 and 64 examples for B.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+
+from .. import data as D
+from ..measure.kernels import MLPKernel
+from ..measure.probe import kernel_ridge_loo, linear_probe, score
+from ..models import mlp
+from ..models.activations import GAINS
+from ..optim import optimizer as make_optimizer
+from ..report import _plt, plot_vs_width
+from ..train import train
+from .common import Context, finish, grid, resolve, run_grid, set_threads
+
+NAME = "transfer"
+_BASE = dict(task="multi_index", depth=2, activation="relu", base_width=64, optimizer="sgd", lr=0.1,
+             batch_size=128, ft_lr_ratio=0.1, data_seed=0)
+SIZES = {
+    "tiny": {**_BASE, "schemes": ["ntk", "mup"], "widths": [64, 128], "seeds": 1, "steps": 40, "ft_steps": 20,
+             "base_width": 32, "n_train": 512},
+    "quick": {**_BASE, "schemes": ["ntk", "mup"], "widths": [128, 256, 512, 1024], "seeds": 1, "steps": 300,
+              "ft_steps": 100, "n_train": 2048},
+    "default": {**_BASE, "schemes": ["sp-stable", "ntk", "mf", "mup"], "widths": [128, 256, 512, 1024, 2048],
+                "seeds": 2, "steps": 500, "ft_steps": 200, "n_train": 2048},
+}
+
+
+def tasks(p: dict):
+    kw = {"seed": p["data_seed"]}
+    if p["task"] == "multi_index":
+        kw["n_train"] = p["n_train"]
+    return D.transfer_pair(p["task"], **kw)
+
+
+def _score_key(task) -> str:
+    return "acc" if task.kind == "classification" else "r2"
+
+
+def _probe(model, A, B) -> float:
+    with torch.no_grad():
+        pred, _ = linear_probe(model.features(B.x_train), B.targets("train"), model.features(B.x_test))
+    return score(pred, B.y_test)[_score_key(B)]
+
+
+def _finetune(model, B, p: dict) -> float:
+    """Zero a fresh readout for B and fine-tune every layer at lr * ft_lr_ratio (full batch)."""
+    model = copy.deepcopy(model)
+    with torch.no_grad():
+        model.readout.weight.zero_()
+        if model.readout.bias is not None:
+            model.readout.bias.zero_()
+    res = train(model, B, optimizer=p["optimizer"], lr=p["lr"] * p["ft_lr_ratio"], steps=p["ft_steps"], loss="mse",
+                seed=p["seed"])
+    if res.diverged:
+        return float("nan")
+    with torch.no_grad():
+        return score(model(B.x_test).double(), B.y_test)[_score_key(B)]
+
+
+def run_one(cfg: dict, run) -> dict:
+    A, B = tasks(cfg)
+    if A.d_out != B.d_out:
+        raise ValueError("transfer needs tasks A and B with the same output size (one readout shape)")
+    model = mlp(A.d_in, A.d_out, cfg["width"], depth=cfg["depth"], scheme=cfg["scheme"], base_width=cfg["base_width"],
+                activation=cfg["activation"], seed=cfg["seed"])
+    init = copy.deepcopy(model)
+    res = train(model, A, optimizer=cfg["optimizer"], lr=cfg["lr"], steps=cfg["steps"], batch_size=cfg["batch_size"],
+                seed=cfg["seed"], log=run.log, eval_every=max(1, cfg["steps"] // 5))
+    out = {"A/test_loss": res.final.get("test/loss", float("nan")), "diverged": int(res.diverged)}
+    if res.diverged:
+        return out
+    out["B/probe_init"], out["B/probe"] = _probe(init, A, B), _probe(model, A, B)
+    out["B/probe_gain"] = out["B/probe"] - out["B/probe_init"]
+    out["B/finetune_init"], out["B/finetune"] = _finetune(init, B, cfg), _finetune(model, B, cfg)
+    out["B/finetune_gain"] = out["B/finetune"] - out["B/finetune_init"]
+    return out
+
+
+def kernel_baselines(p: dict) -> dict[str, float]:
+    """NNGP and NTK kernel ridge regression on B (architecture-matched ReLU/erf/linear MLP kernels)."""
+    A, B = tasks(p)
+    if p["activation"] not in ("relu", "erf", "linear"):
+        return {}
+    k = MLPKernel(depth=p["depth"], activation=p["activation"], W_std=GAINS[p["activation"]])
+    xtr, xte = B.x_train.double().flatten(1), B.x_test.double().flatten(1)
+    out = {}
+    for name in ("nngp", "ntk"):
+        pred, _ = kernel_ridge_loo(getattr(k, name)(xtr), B.targets("train"), getattr(k, name)(xte, xtr))
+        out[name] = score(pred, B.y_test)[_score_key(B)]
+    return out
+
+
+def run(size: str = "default", root="runs", use_wandb: bool = True, progress: bool = True, group=None,
+        threads=None, **overrides) -> dict:
+    p = resolve(SIZES, size, overrides)
+    set_threads(threads)
+    ctx = Context(NAME, root, group, use_wandb, progress)
+    fixed = {k: v for k, v in p.items() if k not in ("schemes", "widths", "seeds")}
+    configs = [{**fixed, **c} for c in grid(scheme=p["schemes"], width=p["widths"], seed=range(p["seeds"]))]
+    results = run_grid(ctx, configs, run_one)
+    kern = kernel_baselines(p)
+
+    widths, schemes = p["widths"], p["schemes"]
+
+    def table(key):  # scheme -> (n_widths, n_seeds)
+        return {s: np.array([[r.get(key, np.nan) for c, r in results if c["scheme"] == s and c["width"] == w]
+                             for w in widths]) for s in schemes}
+
+    gains, probe, ft_gain = table("B/probe_gain"), table("B/probe"), table("B/finetune_gain")
+    init_probe = np.nanmean(np.stack([v for v in table("B/probe_init").values()]), axis=0)
+    key = "R^2" if p["task"] == "multi_index" else "accuracy"
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    plot_vs_width({s: (widths, gains[s]) for s in schemes}, None, f"probe gain on B ({key}, trained - init)",
+                  "transfer gain of a linear probe", ax=axes[0], logy=False)
+    axes[0].axhline(0, color="k", lw=0.8)
+    plot_vs_width({**{s: (widths, probe[s]) for s in schemes}, "init features": (widths, init_probe)}, None,
+                  f"probe {key} on B", "few-shot B: probe vs kernel baselines", ax=axes[1], logy=False,
+                  hlines={f"{k.upper()} kernel": v for k, v in kern.items()})
+    plot_vs_width({s: (widths, ft_gain[s]) for s in schemes}, None, f"fine-tune gain on B ({key})",
+                  "transfer gain of low-LR fine-tuning", ax=axes[2], logy=False)
+    axes[2].axhline(0, color="k", lw=0.8)
+    fig.tight_layout()
+    path = ctx.out_dir / "transfer_gain_vs_width.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+    rows, verdicts = [], {}
+    for s in schemes:
+        g = np.nanmean(gains[s], axis=1)
+        per_doubling = float(np.polyfit(np.log2(widths), g, 1)[0]) if len(widths) > 1 else float("nan")
+        rows.append([s] + [float(x) for x in g] + [per_doubling, float(np.nanmean(probe[s][-1]))])
+        verdicts[s] = {"gain": [float(x) for x in g], "gain_per_doubling": per_doubling,
+                       "positive_everywhere": bool(np.all(g > 0)), "probe_at_largest": float(np.nanmean(probe[s][-1]))}
+    cols = ["scheme"] + [f"gain w={w}" for w in widths] + ["gain change per 2x width", f"probe {key} at w={widths[-1]}"]
+    kern_note = ", ".join(f"{k.upper()} kernel {v:.3f}" for k, v in kern.items())
+    notes = (f"task {p['task']}: pretrain on A for {p['steps']} {p['optimizer']} steps (lr {p['lr']} at base width "
+             f"{p['base_width']}), probe on few-shot B. Baselines on B: {kern_note}; probe on initial features at "
+             f"w={widths[-1]}: {np.nanmean(init_probe[-1]):.3f}.")
+    return finish(ctx, "Transfer: probe gain on few-shot task B vs width", cols, rows, {"transfer": path},
+                  extra={"verdicts": verdicts, "kernel_baselines": kern, "params": p}, notes=notes)
+
+
+def main(argv=None):
+    from .common import arg_parser
+
+    ap = arg_parser(NAME, __doc__.split("\n")[0])
+    a = ap.parse_args(argv)
+    return run(a.size, a.root, a.use_wandb, a.progress, a.group, a.threads, schemes=a.schemes, widths=a.widths,
+               seeds=a.seeds)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
