@@ -40,7 +40,8 @@ class MLP(nn.Module):
             tags[f"layers.{i}.weight"] = "hidden"
         for i in range(self.depth):
             tags[f"layers.{i}.bias"] = "vector"
-        return tags
+        names = {n for n, _ in self.named_parameters()}
+        return {n: r for n, r in tags.items() if n in names}  # bias=False has no bias tensors
 
 
 def mlp(
