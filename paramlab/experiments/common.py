@@ -95,10 +95,25 @@ def _cell(v):
     return v if isinstance(v, (int, float, str)) or v is None else str(v)
 
 
-def arg_parser(name: str, doc: str) -> argparse.ArgumentParser:
-    """Options every experiment takes (sizes, where to write, wandb, and grid overrides)."""
-    p = argparse.ArgumentParser(prog=f"paramlab run {name}", description=doc)
-    p.add_argument("--size", choices=SIZES, default="default", help="grid size (quick: ~1 min on 2 CPU cores)")
+def _parse_value(v: str):
+    """'3' -> 3, '0.5' -> 0.5, 'true' -> True, '64,128' -> [64, 128], else the string."""
+    if "," in v:
+        return [_parse_value(x) for x in v.split(",") if x]
+    for cast in (int, float):
+        try:
+            return cast(v)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(v.lower(), v)
+
+
+def cli_main(module, argv=None) -> dict:
+    """Command line of an experiment module (its NAME, SIZES, run and docstring)."""
+    sizes = list(module.SIZES)
+    p = argparse.ArgumentParser(prog=f"paramlab run {module.NAME}", description=module.__doc__.split("\n")[0],
+                                epilog=f"sizes: {', '.join(sizes)}. --set takes any of: "
+                                       + ", ".join(sorted(module.SIZES["default"])))
+    p.add_argument("--size", choices=sizes, default="default", help="grid size (quick: about a minute on 2 CPU cores)")
     p.add_argument("--quick", dest="size", action="store_const", const="quick", help="same as --size quick")
     p.add_argument("--root", default="runs", help="local store root (default: runs/)")
     p.add_argument("--group", default=None, help="group name (default: a timestamp id)")
@@ -107,8 +122,17 @@ def arg_parser(name: str, doc: str) -> argparse.ArgumentParser:
     p.add_argument("--schemes", nargs="+", default=None)
     p.add_argument("--widths", nargs="+", type=int, default=None)
     p.add_argument("--seeds", type=int, default=None, help="number of seeds")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: 1 for small widths)")
-    return p
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default 1: small models on 2 cores)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any other option of the size")
+    a = p.parse_args(argv)
+    extra = {}
+    for kv in a.set:
+        if "=" not in kv:
+            p.error(f"--set expects KEY=VALUE, got {kv!r}")
+        k, v = kv.split("=", 1)
+        extra[k] = _parse_value(v)
+    return module.run(a.size, a.root, a.use_wandb, a.progress, a.group, a.threads, schemes=a.schemes, widths=a.widths,
+                      seeds=a.seeds, **extra)
 
 
 def resolve(sizes: Mapping[str, dict], size: str, overrides: Mapping) -> dict:

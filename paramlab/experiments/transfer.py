@@ -163,12 +163,11 @@ def run(size: str = "default", root="runs", use_wandb: bool = True, progress: bo
 
 
 def main(argv=None):
-    from .common import arg_parser
+    import sys
 
-    ap = arg_parser(NAME, __doc__.split("\n")[0])
-    a = ap.parse_args(argv)
-    return run(a.size, a.root, a.use_wandb, a.progress, a.group, a.threads, schemes=a.schemes, widths=a.widths,
-               seeds=a.seeds)
+    from .common import cli_main
+
+    return cli_main(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

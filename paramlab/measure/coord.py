@@ -681,22 +681,25 @@ def plot_coord(result: CoordResult, path=None, quantity: str = "act/l1", names: 
     steps = [s for s in all_steps if steps is None or s in set(steps)]
     if not steps:
         raise ValueError(f"no records of {quantity!r} in this result")
-    fig, axes = plt.subplots(1, len(steps), figsize=(3.2 * len(steps), 3.2), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(steps), figsize=(3.2 * len(steps) + 2.6, 3.6), sharey=True, squeeze=False)
+    cmap = plt.get_cmap("tab20" if len(names) > 10 else "tab10")
+    styles = ["-", "--", ":", "-."]  # 20 colours x 4 line styles before anything repeats
     for ax, t in zip(axes[0], steps):
-        for n in names:
+        for i, n in enumerate(names):
             v = result.values(n, quantity, t)
             if np.all(np.isnan(v)):
                 continue
             with np.errstate(invalid="ignore", divide="ignore"):
                 m = np.exp(np.nanmean(np.log(np.where(v > 0, v, np.nan)), axis=1))
-            ax.plot(result.widths, m, marker="o", label=n)
+            ax.plot(result.widths, m, marker="o", ms=3, label=n, color=cmap(i % cmap.N), ls=styles[(i // cmap.N) % 4])
         ax.set_xscale("log", base=2)
         ax.set_yscale("log", base=2)
         ax.set_title(f"t = {t}")
         ax.set_xlabel("width")
     axes[0][0].set_ylabel(quantity)
-    axes[0][-1].legend(fontsize=7, loc="best")
-    fig.tight_layout()
+    fig.legend(*axes[0][-1].get_legend_handles_labels(), fontsize=6, loc="center right",
+               ncol=1 + len(names) // 24, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1 - (0.16 if len(names) <= 24 else 0.28) * 4 / max(4, len(steps)), 1))
     if path is not None:
         fig.savefig(path, dpi=120)
         plt.close(fig)

@@ -1,0 +1,80 @@
+"""The five experiments at --quick size: each runs end to end, logs to the local store and to offline
+wandb, and its summary goes the way the theory says (loose bounds; the tight ones are checked at the
+default size and reported in the README)."""
+
+import json
+import math
+
+import pytest
+
+from paramlab.compare import compare
+from paramlab.experiments import get
+from paramlab.tracking import find_wandb_offline_runs, load_runs
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return tmp_path_factory.mktemp("runs")
+
+
+def run(name, root, size="quick", **kw):
+    return get(name).run(size, root=root, use_wandb=True, progress=False, group="test", **kw)
+
+
+@pytest.fixture(scope="module")
+def transfer(root):
+    return run("transfer", root)
+
+
+def test_transfer_muP_features_transfer_and_beat_kernels(transfer):
+    v, kern = transfer["verdicts"], transfer["kernel_baselines"]
+    assert v["mup"]["positive_everywhere"], v["mup"]["gain"]
+    assert v["mup"]["gain_per_doubling"] > -0.05  # does not shrink with width
+    assert v["ntk"]["gain"][-1] < v["mup"]["gain"][-1]
+    assert v["mup"]["probe_at_largest"] > max(kern.values())
+
+
+def test_every_run_is_in_the_local_store_and_in_offline_wandb(transfer, root):
+    recs = [r for r in load_runs(root / "transfer" / "test") if r.config.get("kind") != "summary"]
+    assert len(recs) == 8 and all(r.status == "finished" for r in recs)
+    assert all(r.history and "train/loss" in r.history[-1] for r in recs)
+    offline = find_wandb_offline_runs(root / "transfer" / "test")
+    assert len(offline) >= len(recs) and all(w.config and w.config.get("scheme") for w in offline if w.paramlab_run)
+    summary = json.loads((root / "transfer" / "test" / "summary.json").read_text())
+    assert (root / "transfer" / "test" / "transfer_gain_vs_width.png").stat().st_size > 10_000
+    assert summary["rows"]
+    # paramlab compare redraws the metrics from the local store alone
+    out = compare([root / "transfer" / "test"], out=root / "cmp")
+    assert out["n_runs"] == 8 and (root / "cmp" / "B_probe_gain.png").exists()
+    assert out["slopes"]["B/probe"]["mup"] > out["slopes"]["B/probe"]["ntk"]
+
+
+def test_feature_learning_exponents(root):
+    v = run("feature_learning", root)["verdicts"]
+    key = "slope:feat/last/rel_change"
+    assert v["ntk"][key] < -0.3 and v["sp-stable"][key] < -0.3
+    assert abs(v["mup"][key]) < 0.25 and abs(v["mf"][key] - v["mup"][key]) < 1e-6
+    assert v["ntk"]["slope:ntk/rel_change"] < -0.5 < v["mup"]["slope:ntk/rel_change"]
+
+
+def test_lr_transfer_optimum_moves_under_sp_not_mup(root):
+    v = run("lr_transfer", root)["verdicts"]
+    assert abs(v["mup"]["shift_steps"]) <= 1 and v["mup"]["spread_steps"] <= 1
+    assert abs(v["sp"]["shift_steps"]) >= 1
+
+
+def test_kernel_limit_ntk_converges_to_its_kernel_mup_does_not(root):
+    out = run("kernel_limit", root)
+    v, kern = out["verdicts"], out["kernel_models"]
+    assert v["ntk"]["dist_slope"] < -0.3
+    assert v["mup"]["dist_slope"] > v["ntk"]["dist_slope"] + 0.2
+    assert v["mup"]["test_mse_at_largest"] < min(kern.values())
+    assert math.isfinite(v["mup"]["test_mse_at_largest"])
+
+
+def test_coord_check_verdicts(root):
+    v = run("coord_check", root)["verdicts"]
+    assert v["mup"]["activations_passed"] and v["mf"]["activations_passed"]
+    assert not v["sp"]["activations_passed"] and v["sp"]["max_act_slope"] > 0.5
