@@ -12,6 +12,18 @@ def _demo(args):
     run_demo(out=args.out, seeds=args.seeds)
 
 
+def _run(args, rest):
+    from .experiments import get
+
+    return get(args.experiment).main(rest)
+
+
+def _compare(args):
+    from .compare import compare
+
+    compare(args.paths, out=args.out, metrics=args.metric or None)
+
+
 def _schemes(args):
     from .schemes import PRESETS, get_scheme, schemes_table
 
@@ -52,6 +64,29 @@ def _builder_kwargs(args) -> dict:
     return out
 
 
+def _sweep(args):
+    from .sweep import run_sweep
+
+    report = run_sweep(
+        args.spec, executor=args.executor, address=args.address, root=args.root, name=args.name,
+        device=args.device, precision=args.precision, ensemble=args.ensemble, threads=args.threads,
+        num_cpus=args.num_cpus, num_gpus=args.num_gpus, wandb=False if args.no_wandb else None,
+        progress=not args.no_progress, dry_run=args.dry_run,
+    )
+    if args.dry_run:
+        for r in report.runs:
+            print(f"{r['status']:<10} {r['name']}")
+        print(f"{report.total} runs, {report.skipped} complete, {report.total - report.skipped} to run -> {report.path}")
+        return 0
+    print(report)
+    if not report.ok:
+        for r in report.runs:
+            if r["status"] == "failed":
+                print(f"  failed: {r['path']} (see its meta.json; rerun the command to retry)", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="paramlab", description="width parameterizations and feature-learning experiments")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -76,13 +111,59 @@ def main(argv=None) -> int:
                    help="builder argument, e.g. --set d_in=40 --set d_out=10 --set depth=3")
     r.set_defaults(fn=_roles)
 
-    args = p.parse_args(argv)
+    from .experiments import NAMES
+
+    e = sub.add_parser("run", help="run an experiment: " + ", ".join(NAMES) + " (options: paramlab run NAME -h)",
+                       add_help=False)
+    e.add_argument("experiment", choices=NAMES + tuple(n.replace("_", "-") for n in NAMES))
+    e.set_defaults(fn=None)
+
+    c = sub.add_parser("compare", help="redraw and compare runs from the local store or wandb offline folders")
+    c.add_argument("paths", nargs="+", help="run, group or experiment folders (or wandb offline-run folders)")
+    c.add_argument("--out", default=None, help="where to write the plots (default: <first path>/compare)")
+    c.add_argument("--metric", action="append", default=[], help="summary metric(s) to plot (default: all)")
+    c.set_defaults(fn=_compare)
+
+    w = sub.add_parser("sweep", help="run or resume a grid of runs from a YAML/TOML spec (see paramlab.sweep)")
+    w.add_argument("spec", help="sweep spec: .yaml, .yml or .toml")
+    w.add_argument("--executor", choices=("local", "ray"), default="local")
+    w.add_argument("--address", default=None,
+                   help="Ray cluster: 'auto', 'host:6379' or 'ray://host:10001' (default: start a local instance)")
+    w.add_argument("--root", default=None, help="local store root (default: the spec's root, else runs/)")
+    w.add_argument("--name", default=None, help="sweep name = run group (default: the spec's name, else the file name)")
+    w.add_argument("--device", default=None, help="device option of every run, e.g. cuda")
+    w.add_argument("--precision", default=None, choices=("fp32", "bf16"), help="bf16: forward passes under autocast")
+    w.add_argument("--ensemble", default=None, choices=("auto", "always", "never"),
+                   help="stack runs of one width into one pass (default: the spec's, else auto)")
+    w.add_argument("--threads", type=int, default=None, help="torch threads per run (local executor)")
+    w.add_argument("--num-cpus", type=float, default=None, help="CPUs each Ray task asks for")
+    w.add_argument("--num-gpus", type=float, default=None, help="GPUs (a fraction is fine) each Ray task asks for")
+    w.add_argument("--no-wandb", action="store_true", help="local store only")
+    w.add_argument("--no-progress", action="store_true")
+    w.add_argument("--dry-run", action="store_true", help="check the spec and list the runs and their state")
+    w.set_defaults(fn=_sweep)
+
+    args, rest = p.parse_known_args(argv)
+    if args.cmd == "run":  # the experiment parses its own options
+        try:
+            _run(args, rest)
+        except (ValueError, TypeError) as e:
+            print(f"paramlab: error: {e}", file=sys.stderr)
+            return 2
+        return 0
+    if rest:
+        p.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
-        args.fn(args)
+        rc = args.fn(args)
     except (ValueError, TypeError) as e:
         print(f"paramlab: error: {e}", file=sys.stderr)
         return 2
-    return 0
+    except RuntimeError as e:
+        if args.cmd != "sweep":
+            raise
+        print(f"paramlab: error: {e}", file=sys.stderr)
+        return 2
+    return rc if isinstance(rc, int) else 0
 
 
 if __name__ == "__main__":

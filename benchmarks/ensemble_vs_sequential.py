@@ -1,0 +1,95 @@
+"""Ensemble vs sequential training: K MLPs (different seeds and learning rates) trained stacked in one
+pass (`paramlab.ensemble.train_ensemble`) vs one after another (`paramlab.train.train`), side by side
+in one process. Prints the speedup per width and writes JSON.
+
+    python benchmarks/ensemble_vs_sequential.py [--k 8] [--widths 64 256 1024] [--threads 1]
+
+Both paths do the same work: same models, batches, optimizer (Adam, paramlab's per-tensor lr/eps),
+evaluation only at the first and last step. Timings are the best of `--repeats` after a warm-up
+(the first optimizer built in a process costs seconds), the two measured alternately. On a shared machine other jobs inflate both
+sides; the ratio is what to compare, and it is still noisy then.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+import paramlab as pl
+from paramlab.data import multi_index
+from paramlab.ensemble import step_flops, train_ensemble, train_sequential, use_ensemble
+
+
+def make_models(k, width, depth, d_in, scheme, base_width):
+    return [pl.mlp(d_in, 1, width, depth=depth, scheme=scheme, base_width=base_width, seed=s) for s in range(k)]
+
+
+def timed_pair(fa, fb, repeats):
+    """Best-of-`repeats` seconds of fa and fb, measured alternately (a load spike hits both alike)."""
+    best = [float("inf"), float("inf")]
+    for _ in range(repeats):
+        for i, f in enumerate((fa, fb)):
+            t0 = time.perf_counter()
+            f()
+            best[i] = min(best[i], time.perf_counter() - t0)
+    return best
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--k", type=int, default=8)
+    p.add_argument("--widths", type=int, nargs="+", default=[64, 256, 1024])
+    p.add_argument("--depth", type=int, default=2)
+    p.add_argument("--d-in", type=int, default=32)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--steps", type=int, default=None, help="default: 200 / 100 / 20 for width <= 64 / 256 / more")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--optimizer", default="adam")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default=str(Path(__file__).parent / "results" / "ensemble_vs_sequential.json"))
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    task = multi_index(2048, 256, d=args.d_in, k=2, seed=0)
+    k = args.k
+    lrs = [1e-3 * 1.5 ** i for i in range(k)] if args.optimizer != "sgd" else [0.01 * 1.5 ** i for i in range(k)]
+    seeds = list(range(k))
+    common = dict(optimizer=args.optimizer, batch_size=args.batch, device=args.device)
+
+    def run(fn, width, steps):
+        models = make_models(k, width, args.depth, args.d_in, "mup", 64)
+        return fn(models, task, lr=lrs, seed=seeds, steps=steps, eval_every=steps, **common)
+
+    # warm-up: the first optimizer, autograd and the batched kernels
+    run(train_sequential, 64, 5)
+    run(train_ensemble, 64, 5)
+    rows = []
+    for width in args.widths:
+        steps = args.steps or (200 if width <= 64 else 100 if width <= 256 else 20)
+        run(train_ensemble, width, 2)
+        t_seq, t_ens = timed_pair(lambda: run(train_sequential, width, steps), lambda: run(train_ensemble, width, steps),
+                                  args.repeats)
+        flops = step_flops(width, args.depth, args.d_in, 1, args.batch)
+        row = dict(width=width, k=k, steps=steps, seconds_sequential=round(t_seq, 4), seconds_ensemble=round(t_ens, 4),
+                   speedup=round(t_seq / t_ens, 3), flops_per_model_step=flops,
+                   auto_policy_picks_ensemble=use_ensemble(width, args.depth, args.d_in, 1, args.batch, k, args.device))
+        rows.append(row)
+        print(f"width {width:5d}  K={k}  {steps:4d} steps  sequential {t_seq:7.3f}s  ensemble {t_ens:7.3f}s  "
+              f"speedup {t_seq / t_ens:5.2f}x  (auto: {'ensemble' if row['auto_policy_picks_ensemble'] else 'sequential'})")
+    out = dict(benchmark="ensemble_vs_sequential", threads=args.threads, optimizer=args.optimizer, batch=args.batch,
+               depth=args.depth, d_in=args.d_in, device=args.device, torch=torch.__version__,
+               cpu_count=os.cpu_count(), platform=platform.platform(),
+               load_avg=os.getloadavg() if hasattr(os, "getloadavg") else None, results=rows)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
