@@ -1,0 +1,27 @@
+"""CI executes notebooks/tour.ipynb at tiny size: every code cell, in order, in one namespace."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+NB = Path(__file__).resolve().parents[1] / "notebooks" / "tour.ipynb"
+
+
+@pytest.mark.slow
+def test_tour_notebook_runs(monkeypatch, tmp_path):
+    monkeypatch.setenv("PARAMLAB_TOUR_SIZE", "tiny")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.chdir(tmp_path)
+    cells = [c for c in json.loads(NB.read_text())["cells"] if c["cell_type"] == "code"]
+    assert len(cells) >= 5
+    ns: dict = {"__name__": "__tour__"}
+    for i, cell in enumerate(cells):
+        src = "".join(cell["source"])
+        try:
+            exec(compile(src, f"{NB.name}[cell {i}]", "exec"), ns)
+        except Exception as e:  # pragma: no cover - the message names the cell
+            raise AssertionError(f"notebook cell {i} failed: {e!r}\n{src}") from e
+    assert ns["summary"]["verdicts"]["mup"]["gain"]
+    assert os.path.exists(ns["summary"]["figures"]["transfer"])
