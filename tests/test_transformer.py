@@ -2,8 +2,6 @@
 scheme table, width-stable activations under muP (coordinate check), tied embeddings, a character LM
 that trains under every scheme, and any user Transformer block."""
 
-import dataclasses
-import io
 import math
 import random
 

@@ -47,6 +47,36 @@ def grid(**axes: Iterable) -> list[dict]:
     return [dict(zip(keys, vals)) for vals in itertools.product(*(list(axes[k]) for k in keys))]
 
 
+def setup(module, size: str, root, use_wandb: bool, progress: bool, group, threads, overrides) -> tuple[dict, Context]:
+    """Resolve an experiment's size with overrides, set torch threads, and open its Context."""
+    p = resolve(module.SIZES, size, overrides)
+    set_threads(threads)
+    return p, Context(module.NAME, root, group, use_wandb, progress)
+
+
+def run_points(ctx: Context, p: dict, fn, **extra_axes: str) -> list[tuple[dict, dict]]:
+    """run_grid over scheme x width x (extra axes) x seed; every other option of `p` is fixed.
+
+    extra_axes: config key -> the option of `p` that lists its values (e.g. log2_lr="log2_lrs").
+    """
+    listed = {"schemes", "widths", "seeds", *extra_axes.values()}
+    fixed = {k: v for k, v in p.items() if k not in listed}
+    axes = {"scheme": p["schemes"], "width": p["widths"], **{k: p[v] for k, v in extra_axes.items()},
+            "seed": range(p["seeds"])}
+    return run_grid(ctx, [{**fixed, **c} for c in grid(**axes)], fn)
+
+
+def by_width(results, schemes, widths, key: str, **where) -> dict:
+    """scheme -> array (n_widths, n_repeats) of summary `key` (nan where missing), filtered by `where`."""
+    import numpy as np
+
+    def pick(c, r, s, w):
+        return c["scheme"] == s and c["width"] == w and all(c.get(k) == v for k, v in where.items())
+
+    return {s: np.array([[r.get(key, np.nan) for c, r in results if pick(c, r, s, w)] for w in widths], dtype=float)
+            for s in schemes}
+
+
 def run_grid(ctx: Context, configs: list[dict], fn: Callable[[dict, object], dict], desc: str = "") -> list[tuple[dict, dict]]:
     """Run `fn(config, run) -> summary` for every config, each recorded as one tracked run.
 

@@ -16,13 +16,14 @@ README recommends (this removes the 1/sqrt(width) transient of the muP logits at
 
 from __future__ import annotations
 
+import sys
 import torch
 import torch.nn.functional as F
 
 from ..measure.coord import coord_check, plot_coord, slope_table
 from ..models import cnn, mlp, transformer
 from ..schemes import get_scheme
-from .common import Context, finish, resolve, run_grid, set_threads
+from .common import finish, run_grid, setup
 
 NAME = "coord_check"
 _MLP = dict(model="mlp", d_in=16, depth=3, activation="tanh", base_width=64, optimizer="sgd", lr=0.1, batch=16,
@@ -68,9 +69,7 @@ def _loss(p: dict):
 
 def run(size: str = "default", root="runs", use_wandb: bool = True, progress: bool = True, group=None,
         threads=None, **overrides) -> dict:
-    p = resolve(SIZES, size, overrides)
-    set_threads(threads)
-    ctx = Context(NAME, root, group, use_wandb, progress)
+    p, ctx = setup(sys.modules[__name__], size, root, use_wandb, progress, group, threads, overrides)
     x, y = _batch(p)
     figures, rows, verdicts, tables = {}, [], {}, []
 
@@ -110,8 +109,6 @@ def run(size: str = "default", root="runs", use_wandb: bool = True, progress: bo
 
 
 def main(argv=None):
-    import sys
-
     from .common import cli_main
 
     return cli_main(sys.modules[__name__], argv)

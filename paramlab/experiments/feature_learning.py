@@ -20,6 +20,7 @@ muP's feature-kernel change still falls (slope -0.48), although its feature move
 
 from __future__ import annotations
 
+import sys
 import copy
 
 import numpy as np
@@ -33,7 +34,7 @@ from ..models import mlp
 from ..report import _plt, plot_vs_width
 from ..schemes import get_scheme
 from ..train import train
-from .common import Context, finish, grid, resolve, run_grid, set_threads
+from .common import by_width, finish, run_points, setup
 
 NAME = "feature_learning"
 _BASE = dict(n_train=1024, d=32, k=2, link="tanh_prod", depth=2, activation="tanh", base_width=64, optimizer="sgd",
@@ -90,17 +91,12 @@ def run_one(cfg: dict, run) -> dict:
 
 def run(size: str = "default", root="runs", use_wandb: bool = True, progress: bool = True, group=None,
         threads=None, **overrides) -> dict:
-    p = resolve(SIZES, size, overrides)
-    set_threads(threads)
-    ctx = Context(NAME, root, group, use_wandb, progress)
-    fixed = {k: v for k, v in p.items() if k not in ("schemes", "widths", "seeds")}
-    configs = [{**fixed, **c} for c in grid(scheme=p["schemes"], width=p["widths"], seed=range(p["seeds"]))]
-    results = run_grid(ctx, configs, run_one)
+    p, ctx = setup(sys.modules[__name__], size, root, use_wandb, progress, group, threads, overrides)
+    results = run_points(ctx, p, run_one)
     widths, schemes = p["widths"], p["schemes"]
 
-    def table(key):
-        return {s: np.array([[r.get(key, np.nan) for c, r in results if c["scheme"] == s and c["width"] == w]
-                             for w in widths], dtype=float) for s in schemes}
+    def table(key):  # scheme -> (n_widths, n_seeds)
+        return by_width(results, schemes, widths, key)
 
     plt = _plt()
     fig, axes = plt.subplots(1, len(QUANTITIES), figsize=(5 * len(QUANTITIES), 3.9))
@@ -130,8 +126,6 @@ def run(size: str = "default", root="runs", use_wandb: bool = True, progress: bo
 
 
 def main(argv=None):
-    import sys
-
     from .common import cli_main
 
     return cli_main(sys.modules[__name__], argv)

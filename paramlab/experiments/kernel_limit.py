@@ -28,6 +28,7 @@ gamma0) and makes the muP limit visibly rich. `--gamma0 1` reproduces the near-l
 
 from __future__ import annotations
 
+import sys
 import math
 
 import numpy as np
@@ -38,7 +39,7 @@ from ..measure.kernels import MLPKernel, gd_mse_prediction, kernel_regression
 from ..models import mlp
 from ..report import _plt, plot_vs_width
 from ..train import train
-from .common import Context, finish, grid, resolve, run_grid, set_threads
+from .common import by_width, finish, run_points, setup
 
 NAME = "kernel_limit"
 _BASE = dict(n_train=256, n_test=512, d=32, k=2, link="tanh_prod", depth=1, gain=math.sqrt(2.0), base_width=64,
@@ -108,17 +109,12 @@ def kernel_models(p: dict) -> dict[str, float]:
 
 def run(size: str = "default", root="runs", use_wandb: bool = True, progress: bool = True, group=None,
         threads=None, **overrides) -> dict:
-    p = resolve(SIZES, size, overrides)
-    set_threads(threads)
-    ctx = Context(NAME, root, group, use_wandb, progress)
-    fixed = {k: v for k, v in p.items() if k not in ("schemes", "widths", "seeds")}
-    configs = [{**fixed, **c} for c in grid(scheme=p["schemes"], width=p["widths"], seed=range(p["seeds"]))]
-    results = run_grid(ctx, configs, run_one)
+    p, ctx = setup(sys.modules[__name__], size, root, use_wandb, progress, group, threads, overrides)
+    results = run_points(ctx, p, run_one)
     widths, schemes = p["widths"], p["schemes"]
 
-    def table(key):
-        return {s: np.array([[r.get(key, np.nan) for c, r in results if c["scheme"] == s and c["width"] == w]
-                             for w in widths]) for s in schemes}
+    def table(key):  # scheme -> (n_widths, n_seeds)
+        return by_width(results, schemes, widths, key)
 
     dist, mse = table("dist_to_ntk_prediction"), table("test/mse")
     base = kernel_models(p)
@@ -150,8 +146,6 @@ def run(size: str = "default", root="runs", use_wandb: bool = True, progress: bo
 
 
 def main(argv=None):
-    import sys
-
     from .common import cli_main
 
     return cli_main(sys.modules[__name__], argv)

@@ -9,6 +9,7 @@ so tuning at small width and then scaling up goes wrong. Divergent runs count as
 from __future__ import annotations
 
 import functools
+import sys
 
 import numpy as np
 
@@ -16,7 +17,7 @@ from .. import data as D
 from ..models import mlp
 from ..report import _plt
 from ..train import train
-from .common import Context, finish, grid, resolve, run_grid, set_threads
+from .common import finish, run_points, setup
 
 NAME = "lr_transfer"
 _BASE = dict(task="mnist1d", depth=2, activation="relu", base_width=64, optimizer="adam", batch_size=128,
@@ -55,13 +56,8 @@ def optimum(log2_lrs, losses) -> float:
 
 def run(size: str = "default", root="runs", use_wandb: bool = True, progress: bool = True, group=None,
         threads=None, **overrides) -> dict:
-    p = resolve(SIZES, size, overrides)
-    set_threads(threads)
-    ctx = Context(NAME, root, group, use_wandb, progress)
-    fixed = {k: v for k, v in p.items() if k not in ("schemes", "widths", "seeds", "log2_lrs")}
-    configs = [{**fixed, **c} for c in grid(scheme=p["schemes"], width=p["widths"], log2_lr=p["log2_lrs"],
-                                            seed=range(p["seeds"]))]
-    results = run_grid(ctx, configs, run_one)
+    p, ctx = setup(sys.modules[__name__], size, root, use_wandb, progress, group, threads, overrides)
+    results = run_points(ctx, p, run_one, log2_lr="log2_lrs")
     lrs, widths, metric = np.array(p["log2_lrs"], dtype=float), p["widths"], p["metric"]
 
     def curve(s, w):  # mean over seeds of the metric per lr (inf where diverged)
@@ -105,8 +101,6 @@ def run(size: str = "default", root="runs", use_wandb: bool = True, progress: bo
 
 
 def main(argv=None):
-    import sys
-
     from .common import cli_main
 
     return cli_main(sys.modules[__name__], argv)

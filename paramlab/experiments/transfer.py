@@ -18,6 +18,7 @@ subspace U in d = 32 and 64 examples for B.
 
 from __future__ import annotations
 
+import sys
 import copy
 
 import numpy as np
@@ -28,10 +29,9 @@ from ..measure.kernels import MLPKernel
 from ..measure.probe import kernel_ridge_loo, linear_probe, score
 from ..models import mlp
 from ..models.activations import GAINS
-from ..optim import optimizer as make_optimizer
 from ..report import _plt, plot_vs_width
 from ..train import train
-from .common import Context, finish, grid, resolve, run_grid, set_threads
+from .common import by_width, finish, run_points, setup
 
 NAME = "transfer"
 _BASE = dict(task="multi_index", depth=2, activation="relu", base_width=64, optimizer="sgd", lr=0.1,
@@ -113,19 +113,14 @@ def kernel_baselines(p: dict) -> dict[str, float]:
 
 def run(size: str = "default", root="runs", use_wandb: bool = True, progress: bool = True, group=None,
         threads=None, **overrides) -> dict:
-    p = resolve(SIZES, size, overrides)
-    set_threads(threads)
-    ctx = Context(NAME, root, group, use_wandb, progress)
-    fixed = {k: v for k, v in p.items() if k not in ("schemes", "widths", "seeds")}
-    configs = [{**fixed, **c} for c in grid(scheme=p["schemes"], width=p["widths"], seed=range(p["seeds"]))]
-    results = run_grid(ctx, configs, run_one)
+    p, ctx = setup(sys.modules[__name__], size, root, use_wandb, progress, group, threads, overrides)
+    results = run_points(ctx, p, run_one)
     kern = kernel_baselines(p)
 
     widths, schemes = p["widths"], p["schemes"]
 
     def table(key):  # scheme -> (n_widths, n_seeds)
-        return {s: np.array([[r.get(key, np.nan) for c, r in results if c["scheme"] == s and c["width"] == w]
-                             for w in widths]) for s in schemes}
+        return by_width(results, schemes, widths, key)
 
     gains, probe, ft_gain = table("B/probe_gain"), table("B/probe"), table("B/finetune_gain")
     init_probe = np.nanmean(np.stack([v for v in table("B/probe_init").values()]), axis=0)
@@ -163,8 +158,6 @@ def run(size: str = "default", root="runs", use_wandb: bool = True, progress: bo
 
 
 def main(argv=None):
-    import sys
-
     from .common import cli_main
 
     return cli_main(sys.modules[__name__], argv)
