@@ -242,6 +242,10 @@ def get_runner(name: str | Runner) -> Runner:
     if isinstance(name, Runner):
         return name
     if name not in RUNNERS:
+        from .experiments import register_runners  # the experiments' per-run functions, on first need
+
+        register_runners()
+    if name not in RUNNERS:
         raise SpecError(f"unknown runner {name!r}: registered runners are {sorted(RUNNERS)}")
     return RUNNERS[name]
 

@@ -80,3 +80,17 @@ def test_coord_check_verdicts(root):
     v = run("coord_check", root)["verdicts"]
     assert v["mup"]["activations_passed"] and v["mf"]["activations_passed"]
     assert not v["sp"]["activations_passed"] and v["sp"]["max_act_slope"] > 0.5
+
+
+def test_experiment_runs_as_a_resumable_sweep(tmp_path):
+    from paramlab.sweep import run_sweep
+
+    spec = {"runner": "kernel_limit", "experiment": "kernel_limit", "name": "s", "root": str(tmp_path), "wandb": False,
+            "grid": {"scheme": ["ntk", "mup"], "width": [64, 128], "seed": [0]},
+            "fixed": {"steps": 5, "n_train": 32, "n_test": 32, "dtype": "float32"}}
+    first = run_sweep(spec, progress=False)
+    assert first.ok and first.total == 4
+    recs = load_runs(tmp_path / "kernel_limit" / "s")
+    assert len(recs) == 4 and all("dist_to_ntk_prediction" in r.summary and r.history for r in recs)
+    again = run_sweep(spec, progress=False)
+    assert again.skipped == 4  # nothing runs twice

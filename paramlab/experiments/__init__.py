@@ -9,6 +9,15 @@ import importlib
 NAMES = ("coord_check", "feature_learning", "transfer", "lr_transfer", "kernel_limit")
 
 
+def register_runners() -> None:
+    """Make the per-run part of each experiment a `paramlab sweep` runner (name = experiment name)."""
+    from .common import as_sweep_runner
+
+    for name in ("transfer", "feature_learning", "kernel_limit"):
+        as_sweep_runner(get(name))
+    as_sweep_runner(get("lr_transfer"), log2_lr="log2_lrs")
+
+
 def get(name: str):
     """The experiment module by name."""
     key = name.replace("-", "_")

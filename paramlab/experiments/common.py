@@ -181,3 +181,38 @@ def resolve(sizes: Mapping[str, dict], size: str, overrides: Mapping) -> dict:
 
 def set_threads(n: int | None) -> None:
     torch.set_num_threads(n or 1)
+
+
+class _Collect:
+    """Stands in for a tracking Run inside a sweep runner: keeps what run_one logs as history rows."""
+
+    def __init__(self):
+        self.rows: list[dict] = []
+
+    def log(self, metrics: Mapping, step: int) -> None:
+        self.rows.append({"step": int(step), **metrics})
+
+
+def as_sweep_runner(module, **extra_axes: str):
+    """Register `module.run_one` as a `paramlab sweep` runner named after the experiment.
+
+    Its options are the default size's options with the per-run axes (scheme, width, seed and
+    `extra_axes`: config key -> the list option it replaces) in place of the lists.
+    """
+    from ..sweep import Option, register_runner
+
+    listed = {"schemes", "widths", "seeds", *extra_axes.values()}
+    base = module.SIZES["default"]
+    options = {k: v for k, v in base.items() if k not in listed}
+    options.update(scheme=Option("mup", (str,)), width=Option(base["widths"][0], (int,)), seed=Option(0, (int,)))
+    for key, listed_key in extra_axes.items():
+        options[key] = Option(base[listed_key][0])
+
+    def fn(config: dict) -> dict:
+        log = _Collect()
+        summary = module.run_one({"experiment": module.NAME, **config}, log)
+        status = "diverged" if summary.get("diverged") else "finished"
+        return {**summary, "history": log.rows, "status": status}
+
+    fn.__qualname__ = fn.__name__ = f"{module.NAME}_runner"
+    return register_runner(module.NAME, fn, options=options)
