@@ -53,11 +53,13 @@ def main(argv=None):
         "loop": lambda: ntk_naive(model, x),
         "jacobian": lambda: empirical_ntk(model, x, method="jacobian"),
         "ntvp": lambda: empirical_ntk(model, x, method="ntvp"),
+        "layerwise": lambda: empirical_ntk(model, x, method="layerwise"),
     }
     small = x[:2]  # warm-up on a small input: first-call costs of autograd / vmap / the kernels
     ntk_naive(model, small)
     empirical_ntk(model, small, method="jacobian")
     empirical_ntk(model, small, method="ntvp")
+    empirical_ntk(model, small, method="layerwise")
     times, kernels = {}, {}
     for name, fn in paths.items():
         times[name], kernels[name] = timed(fn, args.repeats)

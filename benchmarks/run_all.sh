@@ -68,7 +68,7 @@ if c is not None:
     print(f"  {'coord check: l1 values agree with mup':48s} {str(c['values_agree']):>8s}")
 
 n = load("ntk_vs_loop")
-for method in ("jacobian", "ntvp"):
+for method in ("jacobian", "ntvp", "layerwise"):
     line(f"empirical NTK ({method}) vs per-example loop", n and n["speedup_vs_loop"][method], 10.0)
 
 t = load("train_flops")

@@ -39,16 +39,16 @@ class SmallCNN(nn.Module):
         return self.head(h.mean(-1))
 
 
-def check_all_modes(model, x, x2=None):
+def check_all_modes(model, x, x2=None, methods=("jacobian", "ntvp")):
     ref = ntk_naive(model, x, x2)  # (N1, N2, K, K)
     diag = torch.diagonal(ref, dim1=-2, dim2=-1)
-    for method in ("jacobian", "ntvp"):
+    for method in methods:
         assert rel(empirical_ntk(model, x, x2, method=method), ref) < 1e-5, method
         assert rel(empirical_ntk(model, x, x2, mode="trace", method=method), diag.mean(-1)) < 1e-5, method
         assert rel(empirical_ntk(model, x, x2, mode="diagonal", method=method), diag) < 1e-5, method
     if x2 is None:
         idx = torch.arange(x.shape[0])
-        for method in ("jacobian", "ntvp"):
+        for method in methods:
             assert rel(empirical_ntk(model, x, pairs=True, method=method), ref[idx, idx]) < 1e-5, method
             assert rel(empirical_ntk(model, x, pairs=True, mode="trace", method=method), diag[idx, idx].mean(-1)) < 1e-5
 
@@ -59,8 +59,11 @@ def test_entk_equals_naive_loop_mlp_with_multipliers(scheme):
     if scheme in ("ntk", "mf", "mup"):
         assert any(t.mult != 1.0 for t in pl.get_plan(model))
     x = torch.randn(6, 5, dtype=F64)
-    check_all_modes(model, x)
-    check_all_modes(model, x, torch.randn(4, 5, dtype=F64))
+    methods = ("jacobian", "ntvp", "layerwise")
+    check_all_modes(model, x, methods=methods)
+    check_all_modes(model, x, torch.randn(4, 5, dtype=F64), methods=methods)
+    lr = empirical_ntk(model, x, weights="lr", method="layerwise")
+    assert rel(lr, empirical_ntk(model, x, weights="lr", method="jacobian")) < 1e-10
 
 
 @pytest.mark.parametrize("scheme", PRESET_NAMES)
@@ -70,6 +73,8 @@ def test_entk_equals_naive_loop_small_cnn(scheme):
     assert {t.name: t.role for t in plan}["conv2.weight"] == "hidden"
     x = torch.randn(5, 3, 7, dtype=F64)
     check_all_modes(model, x)
+    with pytest.raises(ValueError, match="layerwise"):  # conv weights are not Linear layers
+        empirical_ntk(model, x, method="layerwise")
 
 
 def test_ntk_vector_products_equal_full_kernel_times_v():
