@@ -234,6 +234,22 @@ def _reduce(full, mode, pairs):
     return diag.mean(-1) if mode == "trace" else diag
 
 
+def _layerwise_problem(model, trained) -> str | None:
+    """Why method='layerwise' cannot handle this model (None if it can)."""
+    from ..parameterize import OutputAffine
+
+    linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+    owned = {f"{n}.{k}" for n, m in linears.items() for k, p in m._parameters.items() if p is not None}
+    bad = [n for n in trained if n not in owned]
+    if bad:
+        return f"trained tensors outside nn.Linear layers: {bad[:4]}"
+    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return "batch norm makes examples interact"
+    if any(isinstance(h, OutputAffine) for m in linears.values() for h in m._forward_hooks.values()):
+        return "bias multipliers on Linear layers"
+    return None
+
+
 def _layerwise_parts(model, trained, fixed, x):
     """Per Linear layer: its input a (N, n_in) and the output gradients delta (N, K, n_out).
 
@@ -243,16 +259,11 @@ def _layerwise_parts(model, trained, fixed, x):
     `a` is the input the layer actually sees (after paramlab's input multiplier), so the kernel is
     the one w.r.t. the trained tensors.
     """
+    problem = _layerwise_problem(model, trained)
+    if problem:
+        raise ValueError(f"method='layerwise' needs a network of nn.Linear layers whose examples do not interact "
+                         f"({problem}): use method='jacobian'")
     linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
-    owned = {f"{n}.{k}" for n, m in linears.items() for k, p in m._parameters.items() if p is not None}
-    bad = [n for n in trained if n not in owned]
-    if bad or any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-        raise ValueError(f"method='layerwise' needs a network whose trained tensors all live in nn.Linear layers and "
-                         f"whose examples do not interact (no batch norm); not: {bad[:4]}. Use method='jacobian'")
-    from ..parameterize import OutputAffine
-
-    if any(isinstance(h, OutputAffine) for m in linears.values() for h in m._forward_hooks.values()):
-        raise ValueError("method='layerwise' does not support bias multipliers on Linear layers: use method='jacobian'")
     store: dict[str, tuple] = {}
     hooks = [m.register_forward_hook(lambda m, args, out, n=n: store.__setitem__(n, (args[0], out)))
              for n, m in linears.items()]
@@ -312,7 +323,7 @@ def empirical_ntk(
     weights=None,
     optimizer: str = "sgd",
     params: Mapping[str, torch.Tensor] | None = None,
-    method: str = "jacobian",
+    method: str = "auto",
     chunk_size: int | None = None,
     max_memory: int = 2 ** 29,
     progress: bool = False,
@@ -324,15 +335,16 @@ def empirical_ntk(
         pairs: only aligned pairs Theta(x1[i], x2[i]): (N, K, K), (N,) or (N, K).
         weights: None, 'lr' (plan LR multipliers for ``optimizer``), 'nt' (`nt_weights`) or a dict.
         params: evaluate at these tensors (name -> tensor, e.g. a checkpoint) instead of the model's.
-        method: 'jacobian' (Jacobian contraction), 'ntvp' (NTK-vector products) or 'layerwise'
+        method: 'jacobian' (Jacobian contraction), 'ntvp' (NTK-vector products), 'layerwise'
             (networks of nn.Linear layers, e.g. paramlab MLPs: each layer's block is
-            (delta . delta') * (a . a') from K backward passes, no Jacobian formed; the fastest by far).
+            (delta . delta') * (a . a') from K backward passes, no Jacobian formed; the fastest by far)
+            or 'auto' (layerwise where it applies, else jacobian).
         chunk_size: inputs per chunk (default: from ``max_memory`` bytes for the Jacobians in flight).
         progress: tqdm bar over chunks.
     """
     _check_mode(mode)
-    if method not in ("jacobian", "ntvp", "layerwise"):
-        raise ValueError(f"unknown method {method!r}: use 'jacobian', 'ntvp' or 'layerwise'")
+    if method not in ("auto", "jacobian", "ntvp", "layerwise"):
+        raise ValueError(f"unknown method {method!r}: use 'auto', 'jacobian', 'ntvp' or 'layerwise'")
     trained, fixed = _trained(model, params)
     w = ntk_weights(model, weights, optimizer)
     if w is not None:  # tensors with weight 0 do not contribute: skip their derivatives
@@ -342,6 +354,8 @@ def empirical_ntk(
         if not trained:
             raise ValueError("every tensor has weight 0: the kernel is zero")
     same = x2 is None
+    if method == "auto":
+        method = "layerwise" if _layerwise_problem(model, trained) is None else "jacobian"
     if method == "layerwise":
         if pairs and not same and x1.shape[0] != x2.shape[0]:
             raise ValueError(f"pairs=True needs as many points in x1 as in x2, got {x1.shape[0]} and {x2.shape[0]}")
