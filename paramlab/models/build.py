@@ -20,10 +20,25 @@ def check_width(name: str, value) -> int:
     return value
 
 
+def _make_uninitialized(make: Callable[..., nn.Module], width: int, device) -> nn.Module:
+    """The model at `width` without PyTorch's default init (parameterize draws every tensor anyway).
+
+    Built on the meta device and given empty storage on `device`: this skips the kaiming-uniform
+    draws of every layer, which cost as much as paramlab's own init. Models with buffers or shared
+    parameters are built normally (empty buffers would be garbage; sharing must survive the move).
+    """
+    model = make(width, device="meta")
+    shared = len(list(model.parameters())) != len(list(model.named_parameters(remove_duplicate=False)))
+    if shared or any(True for _ in model.buffers()):
+        return make(width, device=device)
+    return model.to_empty(device=device or "cpu")
+
+
 def build(make: Callable[..., nn.Module], width: int, base_width: int, scheme, delta_width: int | None = None,
-          **parameterize_kwargs) -> nn.Module:
+          device=None, **parameterize_kwargs) -> nn.Module:
     """`make(width, device=None)` -> module with a `role_tags()` method; returns the parameterized model.
 
+    device: where the model lives (the builder's own `device` argument).
     delta_width: the second width that marks the width dims (default 2 * base_width + 1); builders
     whose architecture constrains the width (heads, norm groups) pass one it accepts.
     If the module has an `apply_plan(plan)` method, it is called last, so that numbers the forward
@@ -34,7 +49,9 @@ def build(make: Callable[..., nn.Module], width: int, base_width: int, scheme, d
     delta_width = 2 * base_width + 1 if delta_width is None else check_width("delta_width", delta_width)
     if delta_width == base_width:
         raise ValueError(f"delta_width must differ from base_width ({base_width}) to mark the width dims")
-    model = make(width)
+    if parameterize_kwargs.get("reinit", True) is False:
+        raise ValueError("builders always draw a fresh init: call parameterize yourself to keep weights")
+    model = _make_uninitialized(make, width, device)
     base = make(base_width, device="meta")
     delta = make(delta_width, device="meta")  # any other width marks the width dims
     tags = model.role_tags() if hasattr(model, "role_tags") else None

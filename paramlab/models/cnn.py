@@ -174,6 +174,6 @@ def cnn(
 
     g = GAINS.get(activation, 1.0) if gain is None else gain
     # delta = 2 * base_width keeps the width divisible by norm_groups whenever base_width is
-    return build(make, width, base_width, scheme, delta_width=2 * base_width, seed=seed, gain=g,
+    return build(make, width, base_width, scheme, delta_width=2 * base_width, device=device, seed=seed, gain=g,
                  readout_gain=readout_gain, readout_zero_init=readout_zero_init, output_mult=output_mult,
                  bias_std=bias_std)

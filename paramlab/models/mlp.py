@@ -72,5 +72,5 @@ def mlp(
         check_width(n, v)
     make = lambda w, device=device: MLP(d_in, d_out, w, depth, activation, bias, device=device, dtype=dtype)  # noqa: E731
     g = GAINS.get(activation, 1.0) if gain is None else gain
-    return build(make, width, base_width, scheme, seed=seed, gain=g, readout_gain=readout_gain, readout_zero_init=readout_zero_init,
+    return build(make, width, base_width, scheme, device=device, seed=seed, gain=g, readout_gain=readout_gain, readout_zero_init=readout_zero_init,
                  output_mult=output_mult, bias_std=bias_std)

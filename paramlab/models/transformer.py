@@ -346,7 +346,7 @@ def transformer(
     if tied and bias:
         overrides.setdefault("readout.bias", bias_std if bias_std > 0 else "zeros")
     # delta = 2 * base_width stays divisible by n_heads (and keeps d_head even for rotary)
-    model = build(make, width, base_width, scheme, delta_width=2 * base_width, seed=seed, gain=gain,
+    model = build(make, width, base_width, scheme, delta_width=2 * base_width, device=device, seed=seed, gain=gain,
                   readout_gain=readout_gain, readout_zero_init=readout_zero_init, output_mult=output_mult,
                   bias_std=bias_std, embedding_std=embedding_std, init=overrides or None)
     return model.expose_attn_logits(attn_logits)
