@@ -44,10 +44,7 @@ compare, and it is noisy then.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
-import platform
 import time
 import warnings
 from pathlib import Path
@@ -56,6 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from _common import write_json
 import paramlab as pl
 from paramlab.measure.coord import coord_check
 from paramlab.models.activations import GAINS
@@ -98,8 +96,9 @@ def mup_model_factory(d_in, d_out, depth, base_width):
         def lazy():
             base = MupMLP(d_in, d_out, base_width, depth, device="meta")
             delta = MupMLP(d_in, d_out, 2 * base_width + 1, depth, device="meta")
-            torch.manual_seed(torch.initial_seed())
+            seed = torch.initial_seed()
             model = MupMLP(d_in, d_out, width, depth)
+            torch.manual_seed(seed)  # paramlab's builders skip PyTorch's default init: draw from the seed
             with torch.no_grad():
                 for name, p in model.named_parameters():
                     if name.endswith("weight"):
@@ -226,11 +225,8 @@ def main(argv=None):
                values_agree=agree, rtol=args.rtol,
                max_rel_diff={f"mup_t{t}_vs_paramlab_t{t - 1}": v for t, v in sorted(worst.items())},
                records_compared=sum(n_matched.values()), unmatched_mup_modules=unmatched,
-               mup=getattr(mup, "__version__", None), torch=torch.__version__, cpu_count=os.cpu_count(),
-               platform=platform.platform(), load_avg=os.getloadavg() if hasattr(os, "getloadavg") else None)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {args.out}")
+               mup=getattr(mup, "__version__", None))
+    write_json(args.out, out)
 
 
 if __name__ == "__main__":

@@ -13,14 +13,12 @@ sides; the ratio is what to compare, and it is still noisy then.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import time
 from pathlib import Path
 
 import torch
 
+from _common import write_json
 import paramlab as pl
 from paramlab.data import multi_index
 from paramlab.ensemble import step_flops, train_ensemble, train_sequential, use_ensemble
@@ -83,12 +81,8 @@ def main(argv=None):
         print(f"width {width:5d}  K={k}  {steps:4d} steps  sequential {t_seq:7.3f}s  ensemble {t_ens:7.3f}s  "
               f"speedup {t_seq / t_ens:5.2f}x  (auto: {'ensemble' if row['auto_policy_picks_ensemble'] else 'sequential'})")
     out = dict(benchmark="ensemble_vs_sequential", threads=args.threads, optimizer=args.optimizer, batch=args.batch,
-               depth=args.depth, d_in=args.d_in, device=args.device, torch=torch.__version__,
-               cpu_count=os.cpu_count(), platform=platform.platform(),
-               load_avg=os.getloadavg() if hasattr(os, "getloadavg") else None, results=rows)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {args.out}")
+               depth=args.depth, d_in=args.d_in, device=args.device, results=rows)
+    write_json(args.out, out)
 
 
 if __name__ == "__main__":

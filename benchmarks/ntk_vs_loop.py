@@ -12,14 +12,12 @@ inflate both sides; the ratio is what to compare.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import time
 from pathlib import Path
 
 import torch
 
+from _common import write_json
 import paramlab as pl
 from paramlab.measure.ntk import empirical_ntk, ntk_naive
 
@@ -73,11 +71,8 @@ def main(argv=None):
                n=args.n, scheme=args.scheme, params=n_params, threads=args.threads,
                seconds={k: round(v, 4) for k, v in times.items()},
                speedup_vs_loop={k: round(times["loop"] / v, 3) for k, v in times.items()},
-               rel_error_vs_loop=errors, torch=torch.__version__, cpu_count=os.cpu_count(),
-               platform=platform.platform(), load_avg=os.getloadavg() if hasattr(os, "getloadavg") else None)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {args.out}")
+               rel_error_vs_loop=errors)
+    write_json(args.out, out)
 
 
 if __name__ == "__main__":

@@ -16,14 +16,12 @@ equally: rerun on a quiet machine for figures to quote.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import time
 from pathlib import Path
 
 import torch
 
+from _common import write_json
 import paramlab as pl
 from paramlab.data import multi_index
 from paramlab.train import train
@@ -88,12 +86,8 @@ def main(argv=None):
     out = dict(benchmark="train_flops", width=w, depth=args.depth, batch=B, d_in=args.d_in, d_out=args.d_out,
                optimizer=args.optimizer, threads=torch.get_num_threads(), step_seconds=step_s,
                step_seconds_all=per_step, flops_per_step=flops_step, achieved_flops=achieved,
-               matmul_flops_at_shape=at_shape, matmul_flops_square=square, ratio=round(ratio, 4),
-               torch=torch.__version__, cpu_count=os.cpu_count(), platform=platform.platform(),
-               load_avg=os.getloadavg() if hasattr(os, "getloadavg") else None)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {args.out}")
+               matmul_flops_at_shape=at_shape, matmul_flops_square=square, ratio=round(ratio, 4))
+    write_json(args.out, out)
 
 
 if __name__ == "__main__":

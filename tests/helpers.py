@@ -1,6 +1,11 @@
 """Small shared helpers for the tests."""
 
+import math
+
+import numpy as np
 import torch
+
+from paramlab.measure.fit import fit_slope
 
 
 def train(model, opt, x, y, steps=3):
@@ -19,3 +24,18 @@ def train(model, opt, x, y, steps=3):
 def rel(a, b):
     """Relative difference ||a - b|| / ||b||."""
     return float((a - b).norm() / b.norm())
+
+
+def max_ratio(v):
+    """Largest factor by which a width's value departs from the base width's (row 0), over widths and steps."""
+    base = v[0]
+    zero = base == 0
+    if np.any(v[:, zero] != 0):
+        return math.inf
+    r = v[:, ~zero] / base[~zero]
+    return float(np.max(np.maximum(r, 1 / r)))
+
+
+def slopes(widths, v):
+    """Log-log slope against width of each step's column of v (n_widths, n_steps), where all positive."""
+    return [fit_slope(widths, v[:, t])[0] for t in range(v.shape[1]) if np.all(v[:, t] > 0)]

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import paramlab as pl
-from paramlab.measure.fit import fit_slope
+from helpers import max_ratio
+from helpers import slopes as _slopes
 from paramlab.models.cnn import CNN, cnn
 from paramlab.schemes import PRESETS
 
@@ -136,18 +137,8 @@ def coord_check(scheme, opt_name, lr, **kw):
     return {n: np.array([r[n] for r in runs]) for n in runs[0]}
 
 
-def max_ratio(v):
-    """Largest factor by which a width's value departs from the base width's, over widths and steps."""
-    base = v[0]
-    zero = base == 0
-    if np.any(v[:, zero] != 0):
-        return math.inf
-    r = v[:, ~zero] / base[~zero]
-    return float(np.max(np.maximum(r, 1 / r)))
-
-
 def slopes(v):
-    return [fit_slope(WIDTHS, v[:, t])[0] for t in range(v.shape[1]) if np.all(v[:, t] > 0)]
+    return _slopes(WIDTHS, v)
 
 
 # LRs large enough that SP's growth shows within 3 steps at these widths. muP runs use a zero-initialized

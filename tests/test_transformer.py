@@ -13,7 +13,8 @@ from einops import rearrange
 from torch import nn
 
 import paramlab as pl
-from paramlab.measure.fit import fit_slope
+from helpers import max_ratio
+from helpers import slopes as _slopes
 from paramlab.models.transformer import Transformer, transformer
 from paramlab.schemes import PRESETS
 
@@ -272,18 +273,8 @@ def coord_check(scheme, lr=1e-2, **kw):
     return _CACHE[key]
 
 
-def max_ratio(v):
-    """Largest factor by which a width's value departs from the base width's, over widths and steps."""
-    base = v[0]
-    zero = base == 0
-    if np.any(v[:, zero] != 0):
-        return math.inf
-    r = v[:, ~zero] / base[~zero]
-    return float(np.max(np.maximum(r, 1 / r)))
-
-
 def slopes(v):
-    return [fit_slope(WIDTHS, v[:, t])[0] for t in range(v.shape[1]) if np.all(v[:, t] > 0)]
+    return _slopes(WIDTHS, v)
 
 
 # muP runs zero the readout and the query weights, as TP5 and the mup README recommend: otherwise the
