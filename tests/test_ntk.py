@@ -72,9 +72,9 @@ def test_entk_equals_naive_loop_small_cnn(scheme):
     plan = pl.get_plan(model)
     assert {t.name: t.role for t in plan}["conv2.weight"] == "hidden"
     x = torch.randn(5, 3, 7, dtype=F64)
-    check_all_modes(model, x)
-    with pytest.raises(ValueError, match="layerwise"):  # conv weights are not Linear layers
-        empirical_ntk(model, x, method="layerwise")
+    methods = ("jacobian", "ntvp", "layerwise")  # layerwise: per-example conv gradients from unfold
+    check_all_modes(model, x, methods=methods)
+    check_all_modes(model, x, torch.randn(3, 3, 7, dtype=F64), methods=methods)
 
 
 def test_ntk_vector_products_equal_full_kernel_times_v():

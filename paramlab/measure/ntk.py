@@ -30,9 +30,11 @@ the average over the K outputs of the diagonal blocks (NT's ``trace_axes=(-1,)``
 ``pairs=True`` only the aligned pairs Theta(x1[i], x2[i]) are computed: (N, K, K), (N,) or (N, K).
 K is the number of outputs per example (the output flattened after the batch dim).
 
-Methods: ``"jacobian"`` (per-example Jacobians with ``vmap(jacrev)``, contracted with matmuls) and
+Methods: ``"jacobian"`` (per-example Jacobians with ``vmap(jacrev)``, contracted with matmuls),
 ``"ntvp"`` (NTK-vector products ``J(x1) (w * J(x2)^T v)`` with ``vjp`` then ``jvp``, vmapped over
-the basis vectors; never materializes J(x1)). `ntk_vp` gives Theta @ v for one v without forming
+the basis vectors; never materializes J(x1)) and ``"layerwise"`` (`paramlab.measure.ntk_layerwise`:
+Linear and Conv blocks from forward hooks and K backward passes of the whole batch; the default
+through ``"auto"``). `ntk_vp` gives Theta @ v for one v without forming
 the kernel, for wide outputs or many points. Everything is chunked over inputs (``chunk_size``, or
 automatic from ``max_memory`` bytes), so a few thousand points fit in memory. The batched paths
 (``ntvp``, `ntk_vp`) assume the model treats examples independently (no batch norm in train mode).
@@ -48,6 +50,8 @@ from typing import Mapping
 import torch
 from torch import nn
 from torch.func import functional_call, jacrev, jvp, vjp, vmap
+
+from .ntk_layerwise import layerwise_ntk, layerwise_problem
 
 __all__ = ["empirical_ntk", "ntk_vp", "ntk_change", "nt_weights", "ntk_weights", "ntk_naive", "MODES"]
 
@@ -136,10 +140,19 @@ def ntk_weights(model: nn.Module, weights=None, optimizer: str = "sgd") -> dict[
 @contextlib.contextmanager
 def _quiet_forward_ad():
     """torch's forward AD loads jit-scripted decompositions on first use, which warns that
-    torch.jit.script is deprecated: a torch-internal, one-time warning with nothing to act on."""
+    torch.jit.script is deprecated: a torch-internal, one-time warning with nothing to act on. An op
+    without a forward-AD formula (e.g. CPU fused attention) gets a hint at the alternatives."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=DeprecationWarning)
-        yield
+        try:
+            yield
+        except NotImplementedError as e:
+            if "forward AD" not in str(e):
+                raise
+            raise NotImplementedError(
+                f"method='ntvp' and ntk_vp need forward-mode AD through every op of the model: "
+                f"{str(e).splitlines()[0]} Use method='layerwise' or 'jacobian'; paramlab's Transformer computes "
+                f"attention without the fused kernel after model.expose_attn_logits()") from e
 
 
 def _check_mode(mode: str):
@@ -234,80 +247,60 @@ def _reduce(full, mode, pairs):
     return diag.mean(-1) if mode == "trace" else diag
 
 
-def _layerwise_problem(model, trained) -> str | None:
-    """Why method='layerwise' cannot handle this model (None if it can)."""
-    from ..parameterize import OutputAffine
+def _tile(block, n1: int, n2: int, c: int, same: bool, mode: str, bar=None) -> torch.Tensor:
+    """The (N1, N2, ...) kernel from blocks ``block((i0, i1), (j0, j1))`` over chunks of ``c`` inputs.
 
-    linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
-    owned = {f"{n}.{k}" for n, m in linears.items() for k, p in m._parameters.items() if p is not None}
-    bad = [n for n in trained if n not in owned]
-    if bad:
-        return f"trained tensors outside nn.Linear layers: {bad[:4]}"
-    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-        return "batch norm makes examples interact"
-    if any(isinstance(h, OutputAffine) for m in linears.values() for h in m._forward_hooks.values()):
-        return "bias multipliers on Linear layers"
-    return None
-
-
-def _layerwise_parts(model, trained, fixed, x):
-    """Per Linear layer: its input a (N, n_in) and the output gradients delta (N, K, n_out).
-
-    For a Linear layer z = W a + b in a network whose examples do not interact,
-    df_k(x)/dW = delta_k(x) a(x)^T and df_k(x)/db = delta_k(x), so the layer's NTK block is
-    (delta(x) . delta(x')) * (a(x) . a(x')) [+ delta . delta for the bias]: no Jacobian is formed.
-    `a` is the input the layer actually sees (after paramlab's input multiplier), so the kernel is
-    the one w.r.t. the trained tensors.
+    With ``same`` (x2 is x1) only the blocks with j >= i are computed; the others are mirrored
+    (Theta(x', x) = Theta(x, x')^T in the outputs), which halves the contraction for many chunks.
     """
-    problem = _layerwise_problem(model, trained)
-    if problem:
-        raise ValueError(f"method='layerwise' needs a network of nn.Linear layers whose examples do not interact "
-                         f"({problem}): use method='jacobian'")
-    linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
-    store: dict[str, tuple] = {}
-    hooks = [m.register_forward_hook(lambda m, args, out, n=n: store.__setitem__(n, (args[0], out)))
-             for n, m in linears.items()]
-    try:
-        with torch.enable_grad():
-            params = {**fixed, **{n: t.detach().requires_grad_(True) for n, t in trained.items()}}
-            out = functional_call(model, params, (x,)).reshape(x.shape[0], -1)  # (N, K)
-            used = [n for n in linears if any(f"{n}.{k}" in trained for k in ("weight", "bias"))]
-            zs = [store[n][1] for n in used]
-            deltas = [[] for _ in used]
-            for k in range(out.shape[1]):
-                grads = torch.autograd.grad(out[:, k].sum(), zs, retain_graph=k < out.shape[1] - 1)
-                for lst, g in zip(deltas, grads):
-                    lst.append(g.detach())
-    finally:
-        for h in hooks:
-            h.remove()
-    return {n: (store[n][0].detach().reshape(x.shape[0], -1), torch.stack(d, 1)) for n, d in zip(used, deltas)}
+    rows, cols = _chunks(n1, c), _chunks(n2, c)
+    blocks: dict[tuple[int, int], torch.Tensor] = {}
+    for i, ri in enumerate(rows):
+        for j, cj in enumerate(cols):
+            if same and j < i:
+                blk = blocks[(j, i)].transpose(0, 1)
+                blocks[(i, j)] = blk.transpose(2, 3) if mode == "full" else blk
+                continue
+            blocks[(i, j)] = block(ri, cj)
+            if bar is not None:
+                bar.update(1)
+    return torch.cat([torch.cat([blocks[(i, j)] for j in range(len(cols))], dim=1) for i in range(len(rows))], dim=0)
 
 
-def _layerwise(model, trained, fixed, x1, x2, w, mode, pairs):
-    pa = _layerwise_parts(model, trained, fixed, x1)
-    pb = pa if x2 is None else _layerwise_parts(model, trained, fixed, x2)
-    out = None
-    for n, (a1, d1) in pa.items():
-        a2, d2 = pb[n]
-        if pairs:
-            dd = {"full": "akd,ald->akl", "trace": "akd,akd->a", "diagonal": "akd,akd->ak"}[mode]
-            aa = (a1 * a2).sum(-1)  # (N,)
-            shape = (-1,) + (1,) * (2 if mode == "full" else 0 if mode == "trace" else 1)
+def _jacobian_blocks(jac_a, jac_b, w, mode: str, same: bool, cache_b: bool):
+    """`_tile`'s block function from per-example Jacobian providers ``jac(i0, i1) -> name -> (C, K, numel)``.
+
+    A row's Jacobians are kept while its columns run; the column ones are cached when ``cache_b`` (with
+    ``same``, a row then reuses the Jacobians it had as a column).
+    """
+    row: dict = {}
+    cache: dict = {}
+
+    def block(ri, cj):
+        if row.get("key") != ri:
+            row.update(key=ri, jac=cache[ri] if same and ri in cache else jac_a(*ri))
+        if same and ri == cj:
+            jb = row["jac"]
+        elif cj in cache:
+            jb = cache[cj]
         else:
-            dd = {"full": "ikd,jld->ijkl", "trace": "ikd,jkd->ij", "diagonal": "ikd,jkd->ijk"}[mode]
-            aa = a1 @ a2.T  # (N1, N2)
-            shape = aa.shape + ((1, 1) if mode == "full" else () if mode == "trace" else (1,))
-        dk = torch.einsum(dd, d1, d2)
-        if mode == "trace":
-            dk = dk / d1.shape[1]
-        term = 0.0
-        if f"{n}.weight" in trained:
-            term = term + (1.0 if w is None else w[f"{n}.weight"]) * dk * aa.reshape(shape)
-        if f"{n}.bias" in trained:
-            term = term + (1.0 if w is None else w[f"{n}.bias"]) * dk
-        out = term if out is None else out + term
-    return out
+            jb = jac_b(*cj)
+            if cache_b:
+                cache[cj] = jb
+        return _contract(row["jac"], jb, w, mode, pairs=False)
+
+    return block
+
+
+def _jacobian_pairs(jac_a, jac_b, n: int, c: int, same: bool, w, mode: str, bar=None) -> torch.Tensor:
+    """Aligned pairs Theta(x1[i], x2[i]) from per-example Jacobian providers, chunk by chunk."""
+    outs = []
+    for i0, i1 in _chunks(n, c):
+        ja = jac_a(i0, i1)
+        outs.append(_contract(ja, ja if same else jac_b(i0, i1), w, mode, pairs=True))
+        if bar is not None:
+            bar.update(1)
+    return torch.cat(outs)
 
 
 # -- public -------------------------------------------------------------------------------------------
@@ -336,9 +329,10 @@ def empirical_ntk(
         weights: None, 'lr' (plan LR multipliers for ``optimizer``), 'nt' (`nt_weights`) or a dict.
         params: evaluate at these tensors (name -> tensor, e.g. a checkpoint) instead of the model's.
         method: 'jacobian' (Jacobian contraction), 'ntvp' (NTK-vector products), 'layerwise'
-            (networks of nn.Linear layers, e.g. paramlab MLPs: each layer's block is
-            (delta . delta') * (a . a') from K backward passes, no Jacobian formed; the fastest by far)
-            or 'auto' (layerwise where it applies, else jacobian).
+            (`paramlab.measure.ntk_layerwise`: Linear and Conv1d/2d blocks from forward hooks and K
+            backward passes, no full Jacobian; (delta . delta') * (a . a') for one-position layers;
+            the other tensors by the Jacobian path; the fastest by far) or 'auto' (layerwise unless
+            batch norm in training mode couples the examples, else jacobian).
         chunk_size: inputs per chunk (default: from ``max_memory`` bytes for the Jacobians in flight).
         progress: tqdm bar over chunks.
     """
@@ -355,11 +349,18 @@ def empirical_ntk(
             raise ValueError("every tensor has weight 0: the kernel is zero")
     same = x2 is None
     if method == "auto":
-        method = "layerwise" if _layerwise_problem(model, trained) is None else "jacobian"
+        method = "layerwise" if layerwise_problem(model) is None else "jacobian"
     if method == "layerwise":
         if pairs and not same and x1.shape[0] != x2.shape[0]:
             raise ValueError(f"pairs=True needs as many points in x1 as in x2, got {x1.shape[0]} and {x2.shape[0]}")
-        return _layerwise(model, trained, fixed, x1, x2, w, mode, pairs)
+        out, rest = layerwise_ntk(model, trained, fixed, x1, x2, w, mode, pairs, max_memory)
+        if rest:  # the tensors the hooks do not cover: the generic path, the others weighted 0
+            names = [n for n, p in model.named_parameters() if p.requires_grad]
+            w_rest = {n: (1.0 if w is None else w[n]) if n in rest else 0.0 for n in names}
+            generic = empirical_ntk(model, x1, x2, mode=mode, pairs=pairs, weights=w_rest, params={**fixed, **trained},
+                                    method="jacobian", chunk_size=chunk_size, max_memory=max_memory, progress=progress)
+            out = generic if out is None else out + generic
+        return out
     x2 = x1 if same else x2
     if pairs and x1.shape[0] != x2.shape[0]:
         raise ValueError(f"pairs=True needs as many points in x1 as in x2, got {x1.shape[0]} and {x2.shape[0]}")
@@ -374,52 +375,29 @@ def empirical_ntk(
 
         bar = tqdm(desc="eNTK blocks")
 
-    if pairs:
+    n1, n2 = x1.shape[0], x2.shape[0]
+    if method == "jacobian":
+        jac_a = lambda i0, i1: _jacobian(model, trained, fixed, x1[i0:i1])  # noqa: E731
+        jac_b = lambda j0, j1: _jacobian(model, trained, fixed, x2[j0:j1])  # noqa: E731
+        if pairs:
+            out = _jacobian_pairs(jac_a, jac_b, n1, c, same, w, mode, bar)
+        else:  # keep all x2 Jacobians when they fit in the budget
+            cache_b = n2 * n_params * k * itemsize <= max_memory
+            out = _tile(_jacobian_blocks(jac_a, jac_b, w, mode, same, cache_b), n1, n2, c, same, mode, bar)
+    elif pairs:
         outs = []
-        for i0, i1 in _chunks(x1.shape[0], c):
-            if method == "jacobian":
-                ja = _jacobian(model, trained, fixed, x1[i0:i1])
-                jb = ja if same else _jacobian(model, trained, fixed, x2[i0:i1])
-                outs.append(_contract(ja, jb, w, mode, pairs=True))
-            else:
-                rows = [_ntvp_block(model, trained, fixed, x1[i:i + 1], x2[i:i + 1], w)[0, 0] for i in range(i0, i1)]
-                outs.append(_reduce(torch.stack(rows), mode, True))
+        for i0, i1 in _chunks(n1, c):
+            rows = [_ntvp_block(model, trained, fixed, x1[i:i + 1], x2[i:i + 1], w)[0, 0] for i in range(i0, i1)]
+            outs.append(_reduce(torch.stack(rows), mode, True))
             if bar is not None:
                 bar.update(1)
-        if bar is not None:
-            bar.close()
-        return torch.cat(outs)
-
-    rows_i, cols_j = _chunks(x1.shape[0], c), _chunks(x2.shape[0], c)
-    # cache the x2 Jacobians when they all fit in the budget
-    cache: dict[int, dict] = {}
-    cache_ok = method == "jacobian" and x2.shape[0] * n_params * k * itemsize <= max_memory
-    blocks: dict[tuple[int, int], torch.Tensor] = {}
-    for i, (i0, i1) in enumerate(rows_i):
-        ja = _jacobian(model, trained, fixed, x1[i0:i1]) if method == "jacobian" else None
-        for j, (j0, j1) in enumerate(cols_j):
-            if same and j < i:  # symmetric kernel: mirror the block computed in an earlier row
-                blk = blocks[(j, i)].transpose(0, 1)
-                blocks[(i, j)] = blk.transpose(2, 3) if mode == "full" else blk
-                continue
-            if method == "jacobian":
-                if same and i == j:
-                    jb = ja
-                elif j in cache:
-                    jb = cache[j]
-                else:
-                    jb = _jacobian(model, trained, fixed, x2[j0:j1])
-                    if cache_ok:
-                        cache[j] = jb
-                blk = _contract(ja, jb, w, mode, pairs=False)
-            else:
-                blk = _reduce(_ntvp_block(model, trained, fixed, x1[i0:i1], x2[j0:j1], w), mode, False)
-            blocks[(i, j)] = blk
-            if bar is not None:
-                bar.update(1)
+        out = torch.cat(outs)
+    else:
+        out = _tile(lambda ri, cj: _reduce(_ntvp_block(model, trained, fixed, x1[slice(*ri)], x2[slice(*cj)], w),
+                                           mode, False), n1, n2, c, same, mode, bar)
     if bar is not None:
         bar.close()
-    return torch.cat([torch.cat([blocks[(i, j)] for j in range(len(cols_j))], dim=1) for i in range(len(rows_i))], dim=0)
+    return out
 
 
 def ntk_vp(
