@@ -4,6 +4,10 @@ in one process. Prints the speedup per width and writes JSON.
 
     python benchmarks/ensemble_vs_sequential.py [--k 8] [--widths 64 256 1024] [--threads 1]
 
+The floor: the same training steps' GEMMs alone (forward and both backward products of every layer,
+as batched matmuls over the K models, no optimizer, no Python loop), timed in the same run.
+Sequential time / floor is the most any implementation could gain.
+
 Both paths do the same work: same models, batches, optimizer (Adam, paramlab's per-tensor lr/eps),
 evaluation only at the first and last step. Timings are the best of `--repeats` after a warm-up
 (the first optimizer built in a process costs seconds), the two measured alternately. On a shared machine other jobs inflate both
@@ -37,6 +41,26 @@ def timed_pair(fa, fb, repeats):
             f()
             best[i] = min(best[i], time.perf_counter() - t0)
     return best
+
+
+def gemm_floor(k, width, depth, d_in, d_out, batch, steps, dtype=torch.float32):
+    """Seconds for the GEMMs alone of `steps` training steps of K stacked MLPs (forward h @ W^T, backward
+    gy @ W and gy^T @ h per layer, as `torch.bmm` on (K, ...) stacks): the floor of any implementation."""
+    dims = [d_in] + [width] * depth + [d_out]
+    g = torch.Generator().manual_seed(0)
+    hs = [torch.randn(k, batch, i, generator=g, dtype=dtype) for i in dims[:-1]]
+    ws = [torch.randn(k, o, i, generator=g, dtype=dtype) for i, o in zip(dims[:-1], dims[1:])]
+    gys = [torch.randn(k, batch, o, generator=g, dtype=dtype) for o in dims[1:]]
+
+    def one():
+        for _ in range(steps):
+            for h, w, gy in zip(hs, ws, gys):
+                torch.bmm(h, w.mT)
+                torch.bmm(gy, w)
+                torch.bmm(gy.mT, h)
+
+    one()
+    return timed_pair(one, lambda: None, 3)[0]
 
 
 def main(argv=None):
@@ -73,13 +97,17 @@ def main(argv=None):
         run(train_ensemble, width, 2)
         t_seq, t_ens = timed_pair(lambda: run(train_sequential, width, steps), lambda: run(train_ensemble, width, steps),
                                   args.repeats)
+        t_floor = gemm_floor(k, width, args.depth, args.d_in, 1, args.batch, steps)
         flops = step_flops(width, args.depth, args.d_in, 1, args.batch)
         row = dict(width=width, k=k, steps=steps, seconds_sequential=round(t_seq, 4), seconds_ensemble=round(t_ens, 4),
-                   speedup=round(t_seq / t_ens, 3), flops_per_model_step=flops,
+                   speedup=round(t_seq / t_ens, 3), seconds_gemm_floor=round(t_floor, 4),
+                   max_speedup=round(t_seq / t_floor, 3), flops_per_model_step=flops,
                    auto_policy_picks_ensemble=use_ensemble(width, args.depth, args.d_in, 1, args.batch, k, args.device))
         rows.append(row)
         print(f"width {width:5d}  K={k}  {steps:4d} steps  sequential {t_seq:7.3f}s  ensemble {t_ens:7.3f}s  "
               f"speedup {t_seq / t_ens:5.2f}x  (auto: {'ensemble' if row['auto_policy_picks_ensemble'] else 'sequential'})")
+        print(f"      the GEMMs alone: {t_floor:7.3f}s, so no implementation beats sequential by more than "
+              f"{t_seq / t_floor:5.2f}x here")
     out = dict(benchmark="ensemble_vs_sequential", threads=args.threads, optimizer=args.optimizer, batch=args.batch,
                depth=args.depth, d_in=args.d_in, device=args.device, results=rows)
     write_json(args.out, out)
