@@ -59,6 +59,7 @@ False and the values are finite. A name passes if all its rows pass.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Sequence
 
@@ -689,7 +690,8 @@ def plot_coord(result: CoordResult, path=None, quantity: str = "act/l1", names: 
             v = result.values(n, quantity, t)
             if np.all(np.isnan(v)):
                 continue
-            with np.errstate(invalid="ignore", divide="ignore"):
+            with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a width whose values are all 0 (zero init): NaN
                 m = np.exp(np.nanmean(np.log(np.where(v > 0, v, np.nan)), axis=1))
             ax.plot(result.widths, m, marker="o", ms=3, label=n, color=cmap(i % cmap.N), ls=styles[(i // cmap.N) % 4])
         ax.set_xscale("log", base=2)
