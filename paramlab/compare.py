@@ -14,7 +14,7 @@ from typing import Iterable
 import numpy as np
 
 from .report import markdown_table, plot_vs_width
-from .tracking import find_wandb_offline_runs, load_runs
+from .records import find_wandb_offline_runs, load_runs
 
 _IGNORE = {"seed", "width", "experiment", "kind", "group"}
 

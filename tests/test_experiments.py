@@ -9,7 +9,7 @@ import pytest
 
 from paramlab.compare import compare
 from paramlab.experiments import get
-from paramlab.tracking import find_wandb_offline_runs, load_runs
+from paramlab.records import find_wandb_offline_runs, load_runs
 
 pytestmark = pytest.mark.slow
 

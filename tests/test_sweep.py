@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from paramlab import tracking
+from paramlab import records, tracking
 from paramlab.cli import main
 from paramlab.sweep import SpecError, load_spec, register_runner, run_dir_name, run_sweep
 
@@ -145,7 +145,7 @@ def test_sigkill_mid_sweep_then_rerun_finishes_without_duplicates(tmp_path):
         assert len(list((group / n / "wandb").glob("offline-run-*"))) == 1
     for n in done:
         assert files(group / n) == before[n], f"completed record {n} changed"
-    recs = tracking.load_runs(group)
+    recs = records.load_runs(group)
     assert len(recs) == len(names) and {r.meta["wandb"]["group"] for r in recs} == {"kill-kill"}
 
 
@@ -159,7 +159,7 @@ def test_diverged_runs_are_recorded_and_not_retried(tmp_path):
     assert (rep.finished, rep.diverged, rep.failed) == (1, 1, 0)
     div = next(r for r in rep.runs if r["config"]["lr"] == 50.0)
     assert div["status"] == "diverged" and div["summary"]["diverged"] == 1 and math.isnan(div["summary"]["train/loss"])
-    rec = tracking.load_run(div["path"])
+    rec = records.load_run(div["path"])
     assert rec.status == "diverged" and rec.history[-1]["diverged"] == 1
     before = files(div["path"])
     rep2 = run_sweep(spec, progress=False)
@@ -190,7 +190,7 @@ def test_custom_runner_failed_runs_are_retried_on_resume(tmp_path):
     meta = json.loads((bad["path"] / "meta.json").read_text())
     assert meta["error"] == "RuntimeError: transient" and "raise RuntimeError" in meta["traceback"]
     good = next(r for r in rep.runs if r["config"]["x"] == 2)
-    rec = tracking.load_run(good["path"])
+    rec = records.load_run(good["path"])
     assert rec.config == {"x": 2, "flag": str(flag), "label": "a"}  # defaults are recorded
     assert rec.summary == {"y": 4, "label": "a", "status": "finished"} and [r["y"] for r in rec.history] == [0, 2, 4]
     flag.touch()
@@ -245,6 +245,6 @@ def test_ray_executor_gives_the_local_summaries(tmp_path, local_ray):
     assert ray.finished == loc.finished == 4
     assert [r["summary"] for r in ray.runs] == [r["summary"] for r in loc.runs]
     assert [r["name"] for r in ray.runs] == [r["name"] for r in loc.runs]
-    recs = tracking.load_runs(tmp_path / "ray" / "ray")
+    recs = records.load_runs(tmp_path / "ray" / "ray")
     assert {r.meta["sweep"]["executor"] for r in recs} == {"ray"}
     assert {r.meta["wandb"]["group"] for r in recs} == {"ray-ray"} and all(r.meta["wandb"]["enabled"] for r in recs)

@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from paramlab import tracking
-from paramlab.tracking import find_wandb_offline_runs, load_runs, start_run, to_jsonable
+from paramlab.records import find_wandb_offline_runs, load_runs
+from paramlab.tracking import start_run, to_jsonable
 
 
 @pytest.fixture(scope="module")

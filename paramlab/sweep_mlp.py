@@ -1,0 +1,240 @@
+"""The built-in sweep runner ``train_mlp``: a paramlab MLP trained on a paramlab task.
+
+Its options (`TRAIN_MLP_OPTIONS`: scheme, width, depth, lr, seed, task, optimizer, device, ...) are
+what a sweep spec's ``grid`` and ``fixed`` may set; runs of one width that differ only in
+`_PER_MODEL` keys are trained as one stacked ensemble (`paramlab.ensemble`) where that pays.
+Registered with `paramlab.sweep.register_runner` when `paramlab.sweep` is imported.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import os
+from typing import Mapping, Sequence
+
+from .sweep import Option, SpecError, register_runner
+
+# ----------------------------------------------------------------------------------------------
+# the built-in runner: an MLP on a paramlab task
+
+
+_TASK_DEFAULTS = {
+    "multi_index": {"n_train": 1024, "n_test": 512, "d": 16, "k": 2},
+    "sparse_parity": {"n_train": 1024, "n_test": 512, "d": 10, "k": 3},
+    "mnist1d": {},
+    "digits": {},
+}
+# what may differ between the models of one stacked ensemble (everything else must be equal)
+_PER_MODEL = ("seed", "lr", "scheme", "base_width", "output_mult", "readout_zero_init", "weight_decay", "eps",
+              "gain", "readout_gain", "bias_std")
+
+
+def _positive(v):
+    return None if v > 0 else "must be positive"
+
+
+def _non_negative(v):
+    return None if v >= 0 else "must be >= 0"
+
+
+def _check_scheme(v):
+    from .schemes import get_scheme
+
+    try:
+        get_scheme(v)
+    except (ValueError, TypeError) as e:
+        return f"is not a scheme ({e})"
+    return None
+
+
+def _check_task(v):
+    from .data import TASKS
+
+    return None if v.strip().lower().replace("-", "_") in TASKS else f"is not a task: known are {sorted(TASKS)}"
+
+
+def _check_activation(v):
+    from .models.activations import ACTIVATIONS
+
+    return None if v in ACTIVATIONS else f"is not an activation: known are {sorted(ACTIVATIONS)}"
+
+
+def _check_optimizer(v):
+    return None if v.lower() in ("sgd", "adam", "adamw") else "is not an optimizer: sgd, adam or adamw"
+
+
+def _check_betas(v):
+    ok = isinstance(v, list) and len(v) == 2 and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in v)
+    return None if ok else "must be a list of two numbers in [0, 1)"
+
+
+def _check_device(v):
+    import torch
+
+    try:
+        torch.device(v)
+    except (RuntimeError, ValueError):
+        return "is not a torch device (cpu, cuda, cuda:1, ...)"
+    return None
+
+
+TRAIN_MLP_OPTIONS: dict[str, Option] = {
+    "task": Option("multi_index", (str,), check=_check_task, help="paramlab.data task name"),
+    "task_args": Option({}, (dict,), help="arguments of the task factory (defaults per task)"),
+    "data_seed": Option(0, (int,), help="seed of the task's data (unless task_args has a seed)"),
+    "scheme": Option("mup", (str,), check=_check_scheme),
+    "width": Option(128, (int,), check=_positive),
+    "base_width": Option(64, (int,), check=_positive),
+    "depth": Option(2, (int,), check=_positive),
+    "activation": Option("relu", (str,), check=_check_activation),
+    "bias": Option(True, (bool,)),
+    "readout_zero_init": Option(False, (bool,)),
+    "gain": Option(None, (int, float, None), check=_positive),
+    "readout_gain": Option(1.0, (int, float), check=_non_negative),
+    "output_mult": Option(1.0, (int, float), check=_positive),
+    "bias_std": Option(0.0, (int, float), check=_non_negative),
+    "optimizer": Option("sgd", (str,), check=_check_optimizer),
+    "lr": Option(0.1, (int, float), check=_positive),
+    "momentum": Option(0.0, (int, float), check=_non_negative),
+    "nesterov": Option(False, (bool,)),
+    "weight_decay": Option(0.0, (int, float), check=_non_negative),
+    "betas": Option([0.9, 0.999], (list,), check=_check_betas),
+    "eps": Option(1e-8, (int, float), check=_non_negative),
+    "eps_mode": Option("gradient", (str,), choices=("gradient", "none")),
+    "steps": Option(100, (int,), check=_non_negative),
+    "batch_size": Option(None, (int, None), check=_positive),
+    "loss": Option(None, (str, None), choices=(None, "mse", "xent")),
+    "eval_every": Option(None, (int, None), check=_positive),
+    "seed": Option(0, (int,)),
+    "device": Option("cpu", (str,), check=_check_device),
+    "precision": Option("fp32", (str,), choices=("fp32", "bf16")),
+}
+
+
+def _task_kwargs(cfg: Mapping) -> dict:
+    name = cfg["task"].strip().lower().replace("-", "_")
+    kw = {**_TASK_DEFAULTS.get(name, {}), **dict(cfg.get("task_args") or {})}
+    kw.setdefault("seed", cfg.get("data_seed", 0))
+    return kw
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_task(name: str, kwargs_json: str):
+    from .data import get_task
+
+    return get_task(name, **json.loads(kwargs_json))
+
+
+def _task(cfg: Mapping):
+    return _cached_task(cfg["task"], json.dumps(_task_kwargs(cfg), sort_keys=True))
+
+
+def _prepare_train_mlp(cfg: dict) -> dict:
+    from .data import TASKS
+
+    name = cfg["task"].strip().lower().replace("-", "_")
+    cfg["task"] = name
+    kw = _task_kwargs(cfg)
+    try:
+        inspect.signature(TASKS[name]).bind(**kw)
+    except TypeError as e:
+        params = [p for p in inspect.signature(TASKS[name]).parameters if p != "kwargs"]
+        raise SpecError(f"task_args {kw} do not fit task {name!r} ({e}); its arguments are {params}") from None
+    cfg["task_args"] = {k: v for k, v in kw.items() if not (k == "seed" and "seed" not in (cfg.get("task_args") or {}))}
+    if cfg["optimizer"].lower() == "sgd" and cfg.get("nesterov") and not cfg.get("momentum"):
+        raise SpecError("nesterov needs momentum > 0")
+    cfg["optimizer"] = cfg["optimizer"].lower()
+    return cfg
+
+
+def _build_mlp(cfg: Mapping, task):
+    from .models.mlp import mlp
+
+    return mlp(task.d_in, task.d_out, cfg["width"], depth=cfg["depth"], scheme=cfg["scheme"],
+               base_width=cfg["base_width"], activation=cfg["activation"], bias=cfg["bias"],
+               readout_zero_init=cfg["readout_zero_init"], gain=cfg["gain"], readout_gain=cfg["readout_gain"],
+               output_mult=cfg["output_mult"], bias_std=cfg["bias_std"], seed=cfg["seed"])
+
+
+def _train_kwargs(cfg: Mapping) -> dict:
+    return dict(optimizer=cfg["optimizer"], steps=cfg["steps"], batch_size=cfg["batch_size"], loss=cfg["loss"],
+                eval_every=cfg["eval_every"], momentum=cfg["momentum"], nesterov=cfg["nesterov"],
+                betas=tuple(cfg["betas"]), eps_mode=cfg["eps_mode"])
+
+
+def _result(res) -> dict:
+    final = {k: v for k, v in res.final.items() if k not in ("step", "diverged")}
+    return {**final, "steps_done": res.steps_done, "diverged": int(res.diverged), "history": res.history,
+            "status": "diverged" if res.diverged else "finished"}
+
+
+def _autocast_arg(cfg: Mapping):
+    return "bf16" if cfg.get("precision") == "bf16" else None
+
+
+def train_mlp(config: Mapping) -> dict:
+    """The built-in runner: train `paramlab.mlp` on a `paramlab.data` task with `paramlab.train.train`.
+
+    Options: see TRAIN_MLP_OPTIONS (task, task_args, scheme, width, base_width, depth, optimizer, lr,
+    steps, batch_size, seed, device, precision, ...). Returns the final train/test loss (and accuracy),
+    steps_done, diverged, and the history.
+    """
+    from .ensemble import train_one
+
+    cfg = _prepare_train_mlp({**{k: o.default for k, o in TRAIN_MLP_OPTIONS.items()}, **dict(config)})
+    task = _task(cfg)
+    model = _build_mlp(cfg, task)
+    res = train_one(model, task, lr=cfg["lr"], seed=cfg["seed"], weight_decay=cfg["weight_decay"], eps=cfg["eps"],
+                    device=cfg["device"], autocast=_autocast_arg(cfg), **_train_kwargs(cfg))
+    return _result(res)
+
+
+def train_mlp_batch(configs: Sequence[Mapping]) -> list[dict]:
+    """Several train_mlp configs that differ only in per-model options (seed, lr, scheme, ...), as one
+    stacked ensemble (`paramlab.ensemble.train_ensemble`). Same results as train_mlp on each."""
+    from .ensemble import train_ensemble
+
+    defaults = {k: o.default for k, o in TRAIN_MLP_OPTIONS.items()}
+    cfgs = [_prepare_train_mlp({**defaults, **dict(c)}) for c in configs]
+    keys = {_train_mlp_batch_key(c) for c in cfgs}
+    if len(keys) != 1:
+        raise ValueError("train_mlp_batch: the configs differ in more than the per-model options")
+    c0 = cfgs[0]
+    task = _task(c0)
+    models = [_build_mlp(c, task) for c in cfgs]
+    results = train_ensemble(models, task, lr=[c["lr"] for c in cfgs], seed=[c["seed"] for c in cfgs],
+                             weight_decay=[c["weight_decay"] for c in cfgs], eps=[c["eps"] for c in cfgs],
+                             device=c0["device"], autocast=_autocast_arg(c0), **_train_kwargs(c0))
+    return [_result(r) for r in results]
+
+
+def _train_mlp_batch_key(cfg: Mapping):
+    return json.dumps({k: v for k, v in cfg.items() if k not in _PER_MODEL}, sort_keys=True)
+
+
+def _train_mlp_batch_pays(cfg: Mapping) -> bool:
+    from .ensemble import use_ensemble
+
+    task = _task(cfg)
+    bs = task.n_train if cfg["batch_size"] is None else min(cfg["batch_size"], task.n_train)
+    return use_ensemble(cfg["width"], cfg["depth"], task.d_in, task.d_out, bs, 2, cfg["device"])
+
+
+def _train_mlp_resources(configs: Sequence[Mapping]) -> dict:
+    """1 CPU thread for small models (faster than 2 on a busy 2-core machine), all cores for large
+    ones; on a GPU a quarter of it for models up to width 1024, a half up to 4096, else all of it."""
+    c = configs[0]
+    width, k = c["width"], len(configs)
+    if str(c["device"]).startswith("cuda"):
+        frac = 0.25 if width <= 1024 else 0.5 if width <= 4096 else 1.0
+        return {"num_cpus": 1, "num_gpus": frac}
+    big = width * width * c["depth"] * max(1, k) >= 2 * 1024 * 1024
+    return {"num_cpus": (os.cpu_count() or 1) if big else 1, "num_gpus": 0}
+
+
+register_runner(
+    "train_mlp", train_mlp, options=TRAIN_MLP_OPTIONS, prepare=_prepare_train_mlp, batch=train_mlp_batch,
+    batch_key=_train_mlp_batch_key, batch_pays=_train_mlp_batch_pays, resources=_train_mlp_resources,
+)
