@@ -43,14 +43,14 @@ def timed_pair(fa, fb, repeats):
     return best
 
 
-def gemm_floor(k, width, depth, d_in, d_out, batch, steps, dtype=torch.float32):
+def gemm_floor(k, width, depth, d_in, d_out, batch, steps, dtype=torch.float32, device="cpu"):
     """Seconds for the GEMMs alone of `steps` training steps of K stacked MLPs (forward h @ W^T, backward
     gy @ W and gy^T @ h per layer, as `torch.bmm` on (K, ...) stacks): the floor of any implementation."""
     dims = [d_in] + [width] * depth + [d_out]
     g = torch.Generator().manual_seed(0)
-    hs = [torch.randn(k, batch, i, generator=g, dtype=dtype) for i in dims[:-1]]
-    ws = [torch.randn(k, o, i, generator=g, dtype=dtype) for i, o in zip(dims[:-1], dims[1:])]
-    gys = [torch.randn(k, batch, o, generator=g, dtype=dtype) for o in dims[1:]]
+    hs = [torch.randn(k, batch, i, generator=g, dtype=dtype).to(device) for i in dims[:-1]]
+    ws = [torch.randn(k, o, i, generator=g, dtype=dtype).to(device) for i, o in zip(dims[:-1], dims[1:])]
+    gys = [torch.randn(k, batch, o, generator=g, dtype=dtype).to(device) for o in dims[1:]]
 
     def one():
         for _ in range(steps):
@@ -58,6 +58,8 @@ def gemm_floor(k, width, depth, d_in, d_out, batch, steps, dtype=torch.float32):
                 torch.bmm(h, w.mT)
                 torch.bmm(gy, w)
                 torch.bmm(gy.mT, h)
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize(device)
 
     one()
     return timed_pair(one, lambda: None, 3)[0]
@@ -97,7 +99,7 @@ def main(argv=None):
         run(train_ensemble, width, 2)
         t_seq, t_ens = timed_pair(lambda: run(train_sequential, width, steps), lambda: run(train_ensemble, width, steps),
                                   args.repeats)
-        t_floor = gemm_floor(k, width, args.depth, args.d_in, 1, args.batch, steps)
+        t_floor = gemm_floor(k, width, args.depth, args.d_in, 1, args.batch, steps, device=args.device)
         flops = step_flops(width, args.depth, args.d_in, 1, args.batch)
         row = dict(width=width, k=k, steps=steps, seconds_sequential=round(t_seq, 4), seconds_ensemble=round(t_ens, 4),
                    speedup=round(t_seq / t_ens, 3), seconds_gemm_floor=round(t_floor, 4),

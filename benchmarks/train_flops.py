@@ -2,6 +2,7 @@
 side by side in one process. Prints the ratio and writes JSON.
 
     python benchmarks/train_flops.py [--width 2048] [--depth 3] [--batch 512] [--threads N]
+                                     [--device cuda] [--precision bf16]
 
 Training goes through `paramlab.train.train` (the loop every experiment uses; Adam with paramlab's
 per-tensor param groups). Its step time is the difference of two runs of different lengths, so
@@ -24,17 +25,24 @@ import torch
 from _common import write_json
 import paramlab as pl
 from paramlab.data import multi_index
-from paramlab.train import train
+from paramlab.ensemble import train_one
 
 
-def matmul_flops(m, k, n, repeats, dtype=torch.float32):
-    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+def _sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_flops(m, k, n, repeats, dtype=torch.float32, device="cpu"):
+    a, b = torch.randn(m, k, dtype=dtype, device=device), torch.randn(k, n, dtype=dtype, device=device)
     for _ in range(3):
         a @ b
     best = float("inf")
     for _ in range(repeats):
+        _sync(device)
         t0 = time.perf_counter()
         a @ b
+        _sync(device)
         best = min(best, time.perf_counter() - t0)
     return 2.0 * m * k * n / best
 
@@ -50,6 +58,9 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, i.e. the core count)")
     p.add_argument("--optimizer", default="adam")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                   help="bf16: autocast for training, bf16 matmuls for the ceiling")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "train_flops.json"))
     args = p.parse_args(argv)
     if args.threads:
@@ -57,34 +68,42 @@ def main(argv=None):
     w, B = args.width, args.batch
     task = multi_index(B * 4, 64, d=args.d_in, k=2, seed=0)
     task = task.replace(y_train=task.y_train.repeat(1, args.d_out), y_test=task.y_test.repeat(1, args.d_out), d_out=args.d_out)
+    task = task.to(args.device)
+    mm_dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
 
     def run(steps):
-        model = pl.mlp(args.d_in, args.d_out, w, depth=args.depth, scheme="mup", base_width=64, seed=0)
+        model = pl.mlp(args.d_in, args.d_out, w, depth=args.depth, scheme="mup", base_width=64, seed=0,
+                       device=args.device)
+        _sync(args.device)
         t0 = time.perf_counter()
-        train(model, task, optimizer=args.optimizer, lr=1e-4, steps=steps, batch_size=B, eval_every=10**9)
+        train_one(model, task, optimizer=args.optimizer, lr=1e-4, steps=steps, batch_size=B, eval_every=10**9,
+                  autocast="bf16" if args.precision == "bf16" else None)
+        _sync(args.device)
         return time.perf_counter() - t0
 
     run(2)  # warm-up: the first optimizer, autograd, the GEMM kernels
     short, long_ = args.steps
     per_step, at_shape, square = [], 0.0, 0.0
     for _ in range(args.repeats):  # interleaved, so a load spike on a shared machine hits both sides
-        at_shape = max(at_shape, matmul_flops(B, w, w, 5))
-        square = max(square, matmul_flops(w, w, w, 3))
+        at_shape = max(at_shape, matmul_flops(B, w, w, 5, mm_dtype, args.device))
+        square = max(square, matmul_flops(w, w, w, 3, mm_dtype, args.device))
         per_step.append((run(long_) - run(short)) / (long_ - short))
-    at_shape = max(at_shape, matmul_flops(B, w, w, 5))
-    square = max(square, matmul_flops(w, w, w, 3))
+    at_shape = max(at_shape, matmul_flops(B, w, w, 5, mm_dtype, args.device))
+    square = max(square, matmul_flops(w, w, w, 3, mm_dtype, args.device))
     step_s = min(per_step)
     weights = args.d_in * w + (args.depth - 1) * w * w + w * args.d_out
     flops_step = 6.0 * B * weights
     achieved = flops_step / step_s
     ceiling = max(at_shape, square)
     ratio = achieved / ceiling
-    print(f"MLP width {w}, depth {args.depth}, batch {B}, {args.optimizer}, {torch.get_num_threads()} threads")
+    print(f"MLP width {w}, depth {args.depth}, batch {B}, {args.optimizer}, {args.precision} on {args.device}, "
+          f"{torch.get_num_threads()} threads")
     print(f"  training step        {step_s * 1e3:8.2f} ms   {achieved / 1e9:8.1f} GFLOP/s (matmul FLOPs only)")
     print(f"  matmul {B}x{w}x{w}  {at_shape / 1e9:8.1f} GFLOP/s;  {w}^3: {square / 1e9:8.1f} GFLOP/s")
     print(f"  training / matmul ceiling: {ratio:.2f}")
     out = dict(benchmark="train_flops", width=w, depth=args.depth, batch=B, d_in=args.d_in, d_out=args.d_out,
-               optimizer=args.optimizer, threads=torch.get_num_threads(), step_seconds=step_s,
+               optimizer=args.optimizer, device=args.device, precision=args.precision,
+               threads=torch.get_num_threads(), step_seconds=step_s,
                step_seconds_all=per_step, flops_per_step=flops_step, achieved_flops=achieved,
                matmul_flops_at_shape=at_shape, matmul_flops_square=square, ratio=round(ratio, 4))
     write_json(args.out, out)
