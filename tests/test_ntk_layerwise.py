@@ -139,3 +139,20 @@ def test_batch_norm_in_training_mode_is_refused_eval_mode_is_not():
         empirical_ntk(model, x, method="layerwise")
     model.eval()  # eval mode: per-example affine, so the hooks apply (BN's own tensors go generic)
     assert rel(empirical_ntk(model, x, method="layerwise"), ntk_naive(model, x)) < 1e-10
+
+
+class Keyword(nn.Module):
+    """A Linear called with input= as a keyword: its hook sees no positional input."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(5, 4, dtype=F64)
+        self.head = nn.Linear(4, 2, dtype=F64)
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.fc(input=x)))
+
+
+def test_a_layer_called_with_a_keyword_input_goes_generic():
+    torch.manual_seed(0)
+    assert check(Keyword(), torch.randn(4, 5, dtype=F64)) == ["fc.weight", "fc.bias"]

@@ -175,7 +175,7 @@ def _capture(model, trained, fixed, x):
 
     def hook(layer):
         def fn(module, args, out):
-            layer.calls.append((args[0], out))
+            layer.calls.append((args[0] if args else None, out))  # called with input= as a keyword: no input seen
         return fn
 
     handles = [lay.module.register_forward_hook(hook(lay), prepend=True) for lay in layers.values()]
@@ -188,7 +188,7 @@ def _capture(model, trained, fixed, x):
         for h in handles:
             h.remove()
     for lay in list(layers.values()):  # a call whose output does not depend on the trained tensors
-        if not lay.calls or any(not z.requires_grad for _, z in lay.calls):
+        if not lay.calls or any(a is None or not z.requires_grad for a, z in lay.calls):
             del layers[lay.name]
     zs = [z for lay in layers.values() for _, z in lay.calls]
     k_out = out.shape[1]
