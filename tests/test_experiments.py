@@ -67,6 +67,33 @@ def test_lr_transfer_optimum_moves_under_sp_not_mup(root):
     assert abs(v["sp"]["shift_steps"]) >= 1
 
 
+def test_lr_transfer_batched_grid_equals_one_by_one(tmp_path):
+    """The grid's small widths train as stacked ensembles (Batch): same summaries as run one by one.
+
+    The lrs are the tiny size's stable ones. At its largest, log2 lr -4, SP at width 256 is past its
+    stable lr (final loss 0.45 against 0.05 at -6), and float ordering alone moves the result: the
+    same run one by one differs by 4e-6 between 1 and 2 threads, and batched by 1.1e-5 (measured).
+    """
+    from paramlab.experiments import common
+    from paramlab.experiments import lr_transfer as L
+
+    p = common.resolve(L.SIZES, "tiny", {})
+    lrs = [-10, -8, -6]
+    fixed = {k: v for k, v in p.items() if k not in ("schemes", "widths", "seeds", "log2_lrs")}
+    cfgs = [{**fixed, **c} for c in common.grid(scheme=p["schemes"], width=p["widths"], log2_lr=lrs, seed=range(2))]
+    units = common._units([{"experiment": L.NAME, **c} for c in cfgs], L.BATCH)
+    assert max(len(u) for u in units) == 2 * len(lrs)  # lrs x seeds of one (scheme, width)
+    ctx = lambda name: common.Context(L.NAME, tmp_path, name, use_wandb=False, progress=False)  # noqa: E731
+    batched = common.run_grid(ctx("b"), cfgs, L.run_one, batch=L.BATCH)
+    alone = common.run_grid(ctx("s"), cfgs, L.run_one)
+    for (ca, ra), (cb, rb) in zip(batched, alone):
+        assert ca == cb and ra.keys() == rb.keys()
+        for k in rb:
+            assert ra[k] == pytest.approx(rb[k], rel=1e-5, abs=1e-7, nan_ok=True), (ca, k)
+    recs = load_runs(tmp_path / L.NAME / "b")
+    assert len(recs) == len(cfgs) and all(r.summary.get("status") in ("finished", "diverged") for r in recs)
+
+
 def test_kernel_limit_ntk_converges_to_its_kernel_mup_does_not(root):
     out = run("kernel_limit", root)
     v, kern = out["verdicts"], out["kernel_models"]
@@ -94,3 +121,26 @@ def test_experiment_runs_as_a_resumable_sweep(tmp_path):
     assert len(recs) == 4 and all("dist_to_ntk_prediction" in r.summary and r.history for r in recs)
     again = run_sweep(spec, progress=False)
     assert again.skipped == 4  # nothing runs twice
+
+
+def test_lr_transfer_sweep_stacks_lrs_and_matches_unstacked(tmp_path):
+    """`paramlab sweep` with the lr_transfer runner: `ensemble: always` trains the lrs of one width as
+    one stacked pass (the runner's Batch) and records the same summaries and histories as `never`."""
+    from paramlab.sweep import run_sweep
+
+    reports = {}
+    for mode in ("always", "never"):
+        spec = {"runner": "lr_transfer", "experiment": "lr_transfer", "name": mode, "root": str(tmp_path),
+                "wandb": False, "ensemble": mode, "grid": {"scheme": ["mup"], "width": [32], "log2_lr": [-10, -8, -6],
+                                                          "seed": [0]},
+                "fixed": {"task": "digits", "steps": 20, "base_width": 32}}
+        reports[mode] = run_sweep(spec, progress=False)
+        assert reports[mode].ok and reports[mode].finished == 3
+    recs = {m: {r.config["log2_lr"]: r for r in load_runs(tmp_path / "lr_transfer" / m)} for m in reports}
+    assert {r.meta["sweep"]["ensemble"] for r in recs["always"].values()} == {3}
+    assert {r.meta["sweep"]["ensemble"] for r in recs["never"].values()} == {1}
+    for lr, a in recs["always"].items():
+        b = recs["never"][lr]
+        for k in ("train/loss", "test/loss", "test/acc"):
+            assert a.summary[k] == pytest.approx(b.summary[k], rel=1e-5, abs=1e-7), (lr, k)
+        assert [h["step"] for h in a.history] == [h["step"] for h in b.history]

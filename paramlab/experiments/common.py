@@ -4,6 +4,7 @@ summary (table, plots, a wandb summary run), and the command-line options."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -54,16 +55,17 @@ def setup(module, size: str, root, use_wandb: bool, progress: bool, group, threa
     return p, Context(module.NAME, root, group, use_wandb, progress)
 
 
-def run_points(ctx: Context, p: dict, fn, **extra_axes: str) -> list[tuple[dict, dict]]:
+def run_points(ctx: Context, p: dict, fn, batch=None, **extra_axes: str) -> list[tuple[dict, dict]]:
     """run_grid over scheme x width x (extra axes) x seed; every other option of `p` is fixed.
 
     extra_axes: config key -> the option of `p` that lists its values (e.g. log2_lr="log2_lrs").
+    batch: see `run_grid`.
     """
     listed = {"schemes", "widths", "seeds", *extra_axes.values()}
     fixed = {k: v for k, v in p.items() if k not in listed}
     axes = {"scheme": p["schemes"], "width": p["widths"], **{k: p[v] for k, v in extra_axes.items()},
             "seed": range(p["seeds"])}
-    return run_grid(ctx, [{**fixed, **c} for c in grid(**axes)], fn)
+    return run_grid(ctx, [{**fixed, **c} for c in grid(**axes)], fn, batch=batch)
 
 
 def by_width(results, schemes, widths, key: str, **where) -> dict:
@@ -77,22 +79,68 @@ def by_width(results, schemes, widths, key: str, **where) -> dict:
             for s in schemes}
 
 
-def run_grid(ctx: Context, configs: list[dict], fn: Callable[[dict, object], dict], desc: str = "") -> list[tuple[dict, dict]]:
+MAX_BATCH = 16  # configs run together in one batch at most (a stacked ensemble holds them all in memory)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """How an experiment runs several grid points together (e.g. K learning rates as one stacked ensemble).
+
+    key(config) -> hashable: configs with equal keys may run together.
+    run(configs, runs) -> [summary]: one summary per config; ``runs[i].log`` records config i's history.
+    pays(config) -> bool: whether batching this config pays (else it runs alone); default always.
+    The same three serve `paramlab sweep` (`as_sweep_runner`), where ``ensemble: auto`` asks `pays`.
+    """
+
+    key: Callable[[dict], object]
+    run: Callable[[list, list], list]
+    pays: Callable[[dict], bool] = lambda config: True
+
+
+def _units(configs: list[dict], batch: Batch | None) -> list[list[int]]:
+    """Config indices in run order: configs sharing a batch key together (at most MAX_BATCH), else alone."""
+    if batch is None:
+        return [[i] for i in range(len(configs))]
+    units, open_unit = [], {}
+    for i, cfg in enumerate(configs):
+        if not batch.pays(cfg):
+            units.append([i])
+            continue
+        k = batch.key(cfg)
+        if k not in open_unit or len(open_unit[k]) >= MAX_BATCH:
+            open_unit[k] = []
+            units.append(open_unit[k])
+        open_unit[k].append(i)
+    return units
+
+
+def run_grid(ctx: Context, configs: list[dict], fn: Callable[[dict, object], dict], desc: str = "",
+             batch: Batch | None = None) -> list[tuple[dict, dict]]:
     """Run `fn(config, run) -> summary` for every config, each recorded as one tracked run.
 
     `fn` may call `run.log(metrics, step)`; a summary with `diverged: 1` marks the run diverged.
-    Returns [(config, summary)] and keeps them on `ctx.results`.
+    With `batch`, configs that share its key run together through `batch.run` (still one tracked run
+    each, opened side by side). Returns [(config, summary)] in config order and keeps them on
+    `ctx.results`.
     """
     from tqdm.auto import tqdm
 
-    for cfg in tqdm(configs, desc=desc or ctx.experiment, disable=not ctx.progress):
-        cfg = {"experiment": ctx.experiment, **cfg}
-        with start_run(cfg, experiment=ctx.experiment, group=ctx.group, root=ctx.root, use_wandb=ctx.use_wandb) as run:
-            summary = fn(cfg, run)
-            run.summary(summary)
-            if summary.get("diverged"):
-                run.finish("diverged")
-        ctx.results.append((cfg, summary))
+    configs = [{"experiment": ctx.experiment, **cfg} for cfg in configs]
+    summaries: list[dict | None] = [None] * len(configs)
+    with tqdm(total=len(configs), desc=desc or ctx.experiment, disable=not ctx.progress) as bar:
+        for unit in _units(configs, batch):
+            cfgs = [configs[i] for i in unit]
+            with contextlib.ExitStack() as stack:  # a failing unit marks each of its runs failed
+                runs = [stack.enter_context(start_run(c, experiment=ctx.experiment, group=ctx.group, root=ctx.root,
+                                                      use_wandb=ctx.use_wandb)) for c in cfgs]
+                outs = [fn(cfgs[0], runs[0])] if len(unit) == 1 else batch.run(cfgs, runs)
+                for i, run, summary in zip(unit, runs, outs):
+                    run.summary(summary)
+                    if summary.get("diverged"):
+                        run.finish("diverged")
+                    summaries[i] = summary
+            bar.update(len(unit))
+    ctx.results.extend(zip(configs, summaries))
     return ctx.results
 
 
@@ -197,7 +245,8 @@ def as_sweep_runner(module, **extra_axes: str):
     """Register `module.run_one` as a `paramlab sweep` runner named after the experiment.
 
     Its options are the default size's options with the per-run axes (scheme, width, seed and
-    `extra_axes`: config key -> the list option it replaces) in place of the lists.
+    `extra_axes`: config key -> the list option it replaces) in place of the lists. A module with a
+    `BATCH` (`Batch`) also gets the sweep's batched path (``ensemble: auto | always | never``).
     """
     from ..sweep import Option, register_runner
 
@@ -215,4 +264,16 @@ def as_sweep_runner(module, **extra_axes: str):
         return {**summary, "history": log.rows, "status": status}
 
     fn.__qualname__ = fn.__name__ = f"{module.NAME}_runner"
-    return register_runner(module.NAME, fn, options=options)
+    batch: Batch | None = getattr(module, "BATCH", None)
+    if batch is None:
+        return register_runner(module.NAME, fn, options=options)
+
+    def batch_fn(configs: list) -> list:
+        cfgs = [{"experiment": module.NAME, **c} for c in configs]
+        logs = [_Collect() for _ in cfgs]
+        outs = batch.run(cfgs, logs)
+        return [{**o, "history": lg.rows, "status": "diverged" if o.get("diverged") else "finished"}
+                for o, lg in zip(outs, logs)]
+
+    return register_runner(module.NAME, fn, options=options, batch=batch_fn, batch_key=batch.key,
+                           batch_pays=batch.pays)

@@ -16,8 +16,9 @@ import numpy as np
 from .. import data as D
 from ..models import mlp
 from ..report import _plt
+from ..ensemble import train_ensemble, use_ensemble
 from ..train import train
-from .common import finish, run_points, setup
+from .common import Batch, finish, run_points, setup
 
 NAME = "lr_transfer"
 _BASE = dict(task="mnist1d", depth=2, activation="relu", base_width=64, optimizer="adam", batch_size=128,
@@ -37,15 +38,48 @@ def _task(name: str):
     return D.get_task(name)  # mnist1d (generated locally, cached on disk) or digits, default splits
 
 
-def run_one(cfg: dict, run) -> dict:
-    task = _task(cfg["task"])
-    model = mlp(task.d_in, task.d_out, cfg["width"], depth=cfg["depth"], scheme=cfg["scheme"],
-                base_width=cfg["base_width"], activation=cfg["activation"], seed=cfg["seed"])
-    res = train(model, task, optimizer=cfg["optimizer"], lr=2.0 ** cfg["log2_lr"], steps=cfg["steps"],
-                batch_size=cfg["batch_size"], seed=cfg["seed"], log=run.log, eval_every=max(1, cfg["steps"] // 4))
+def _model(cfg: dict, task):
+    return mlp(task.d_in, task.d_out, cfg["width"], depth=cfg["depth"], scheme=cfg["scheme"],
+               base_width=cfg["base_width"], activation=cfg["activation"], seed=cfg["seed"])
+
+
+def _summary(res) -> dict:
     final = res.final
     return {"train/loss": final.get("train/loss", float("nan")), "test/loss": final.get("test/loss", float("nan")),
             "test/acc": final.get("test/acc", float("nan")), "diverged": int(res.diverged)}
+
+
+def run_one(cfg: dict, run) -> dict:
+    task = _task(cfg["task"])
+    res = train(_model(cfg, task), task, optimizer=cfg["optimizer"], lr=2.0 ** cfg["log2_lr"], steps=cfg["steps"],
+                batch_size=cfg["batch_size"], seed=cfg["seed"], log=run.log, eval_every=max(1, cfg["steps"] // 4))
+    return _summary(res)
+
+
+_PER_MODEL = ("log2_lr", "seed")  # what the models of one stacked ensemble may differ in
+
+
+def batch_key(cfg: dict):
+    """Grid points that differ only in lr and seed may train as one stacked ensemble."""
+    return tuple(sorted((k, repr(v)) for k, v in cfg.items() if k not in _PER_MODEL))
+
+
+def batch_pays(cfg: dict) -> bool:
+    """Stack where one model's step is overhead-bound (`paramlab.ensemble.use_ensemble`: small widths)."""
+    task = _task(cfg["task"])
+    return use_ensemble(cfg["width"], cfg["depth"], task.d_in, task.d_out, cfg["batch_size"], 8)
+
+
+def run_batch(cfgs: list[dict], runs: list) -> list[dict]:
+    """`run_one` for each config, as one `train_ensemble` pass (the same numbers up to float rounding)."""
+    task, c0 = _task(cfgs[0]["task"]), cfgs[0]
+    res = train_ensemble([_model(c, task) for c in cfgs], task, optimizer=c0["optimizer"],
+                         lr=[2.0 ** c["log2_lr"] for c in cfgs], seed=[c["seed"] for c in cfgs], steps=c0["steps"],
+                         batch_size=c0["batch_size"], log=[r.log for r in runs], eval_every=max(1, c0["steps"] // 4))
+    return [_summary(r) for r in res]
+
+
+BATCH = Batch(batch_key, run_batch, batch_pays)
 
 
 def optimum(log2_lrs, losses) -> float:
@@ -57,7 +91,7 @@ def optimum(log2_lrs, losses) -> float:
 def run(size: str = "default", root="runs", use_wandb: bool = True, progress: bool = True, group=None,
         threads=None, **overrides) -> dict:
     p, ctx = setup(sys.modules[__name__], size, root, use_wandb, progress, group, threads, overrides)
-    results = run_points(ctx, p, run_one, log2_lr="log2_lrs")
+    results = run_points(ctx, p, run_one, batch=BATCH, log2_lr="log2_lrs")
     lrs, widths, metric = np.array(p["log2_lrs"], dtype=float), p["widths"], p["metric"]
 
     def curve(s, w):  # mean over seeds of the metric per lr (inf where diverged)
