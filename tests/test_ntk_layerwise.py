@@ -85,39 +85,33 @@ def test_transformer_matches_the_loop(tied):
     assert "tok_emb.weight" in rest  # embeddings (and the tied readout that shares them) go generic
 
 
-class Twice(nn.Module):
-    """One Linear applied twice (shared weights), then a head."""
+class FcHead(nn.Module):
+    """fc (5 -> 5) then a head (5 -> 2), with fc used in one of three unusual ways (`use`):
+    'twice': applied twice (shared weights); 'outside': fc.weight also used outside fc (x @ W^T),
+    which hooks on fc alone would miss; 'keyword': fc called with input= (its hook sees no input)."""
 
-    def __init__(self):
+    def __init__(self, use):
         super().__init__()
         self.fc = nn.Linear(5, 5, dtype=F64)
         self.head = nn.Linear(5, 2, dtype=F64)
+        self.use = use
 
     def forward(self, x):
-        return self.head(torch.tanh(self.fc(torch.tanh(self.fc(x)))))
+        if self.use == "twice":
+            return self.head(torch.tanh(self.fc(torch.tanh(self.fc(x)))))
+        if self.use == "outside":
+            return self.head(torch.tanh(self.fc(x)) + x @ self.fc.weight.T)
+        return self.head(torch.tanh(self.fc(input=x)))
 
 
-class Reused(nn.Module):
-    """fc.weight is also used outside fc (x @ W^T): hooks on fc alone would miss that use."""
-
-    def __init__(self):
-        super().__init__()
-        self.fc = nn.Linear(5, 5, dtype=F64)
-        self.head = nn.Linear(5, 2, dtype=F64)
-
-    def forward(self, x):
-        return self.head(torch.tanh(self.fc(x)) + x @ self.fc.weight.T)
-
-
-def test_a_layer_called_twice_sums_its_calls():
+@pytest.mark.parametrize("use, generic", [
+    ("twice", []),  # both calls are summed over as positions
+    ("outside", ["fc.weight"]),  # fails the autograd guard; fc.bias and head stay hooked
+    ("keyword", ["fc.weight", "fc.bias"]),
+])
+def test_unusual_uses_of_a_layer(use, generic):
     torch.manual_seed(0)
-    assert check(Twice(), torch.randn(4, 5, dtype=F64)) == []
-
-
-def test_a_weight_used_outside_its_layer_fails_the_guard_and_goes_generic():
-    torch.manual_seed(0)
-    rest = check(Reused(), torch.randn(4, 5, dtype=F64))
-    assert rest == ["fc.weight"]  # fc.bias and head are still hooked
+    assert check(FcHead(use), torch.randn(4, 5, dtype=F64)) == generic
 
 
 def test_chunked_per_example_path_is_identical():
@@ -140,19 +134,3 @@ def test_batch_norm_in_training_mode_is_refused_eval_mode_is_not():
     model.eval()  # eval mode: per-example affine, so the hooks apply (BN's own tensors go generic)
     assert rel(empirical_ntk(model, x, method="layerwise"), ntk_naive(model, x)) < 1e-10
 
-
-class Keyword(nn.Module):
-    """A Linear called with input= as a keyword: its hook sees no positional input."""
-
-    def __init__(self):
-        super().__init__()
-        self.fc = nn.Linear(5, 4, dtype=F64)
-        self.head = nn.Linear(4, 2, dtype=F64)
-
-    def forward(self, x):
-        return self.head(torch.tanh(self.fc(input=x)))
-
-
-def test_a_layer_called_with_a_keyword_input_goes_generic():
-    torch.manual_seed(0)
-    assert check(Keyword(), torch.randn(4, 5, dtype=F64)) == ["fc.weight", "fc.bias"]
