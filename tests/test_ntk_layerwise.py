@@ -44,11 +44,12 @@ class Convs(nn.Module):
         self.b = nn.Conv2d(width, width, 4, padding="same", dilation=2, **kw)  # even kernel: asymmetric pad
         self.c = nn.Conv2d(width, width, (3, 2), stride=2, padding="valid", bias=False, **kw)
         self.d = nn.Conv1d(width, width, 3, padding=2, dilation=2, **kw)
+        self.e = nn.Conv1d(width, width, 4, padding="same", **kw)  # 1-d, even kernel
         self.head = nn.Linear(width, 3, **kw)
 
     def forward(self, x):
         h = torch.tanh(self.c(torch.relu(self.b(torch.tanh(self.a(x))))))  # (B, W, H', W')
-        h = torch.tanh(self.d(h.flatten(2)))  # (B, W, L)
+        h = torch.tanh(self.e(torch.tanh(self.d(h.flatten(2)))))  # (B, W, L)
         return self.head(h.mean(-1))
 
 
