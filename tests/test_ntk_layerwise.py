@@ -53,6 +53,7 @@ class Convs(nn.Module):
         return self.head(h.mean(-1))
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")  # torch: the padded copy is the point
 def test_convolutions_of_every_padding_stride_dilation_match_the_loop():
     torch.manual_seed(0)
     model = Convs()
