@@ -236,6 +236,18 @@ def _i64(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))
 
 
+def _regression(name: str, x_tr, y_tr, x_te, y_te, meta: dict) -> Task:
+    """A regression Task from numpy arrays: x (n, ...) inputs, y (n, d_out) float targets."""
+    return Task(name, "regression", _f32(x_tr), _f32(y_tr), _f32(x_te), _f32(y_te),
+                d_in=int(np.prod(x_tr.shape[1:])), d_out=int(y_tr.shape[1]), n_classes=None, meta=meta)
+
+
+def _classification(name: str, x_tr, y_tr, x_te, y_te, n_classes: int, meta: dict) -> Task:
+    """A classification Task from numpy arrays: x (n, ...) inputs, y (n,) labels in 0..n_classes-1."""
+    return Task(name, "classification", _f32(x_tr), _i64(y_tr), _f32(x_te), _i64(y_te),
+                d_in=int(np.prod(x_tr.shape[1:])), d_out=n_classes, n_classes=n_classes, meta=meta)
+
+
 def _standardize(x_train: np.ndarray, x_test: np.ndarray, mode: str, stats_from: np.ndarray | None = None):
     """Affine-normalize inputs with statistics of ``stats_from`` (default: the training inputs).
 
@@ -430,25 +442,15 @@ def multi_index(
     if noise > 0:
         y_tr = y_tr + noise * _rng(seed, 3).standard_normal(y_tr.shape)
 
-    return Task(
-        name="multi_index",
-        kind="regression",
-        x_train=_f32(x_tr),
-        y_train=_f32(y_tr),
-        x_test=_f32(x_te),
-        y_test=_f32(y_te),
-        d_in=d,
-        d_out=1,
-        n_classes=None,
-        meta={
-            "U": _f32(U_np),  # (k, d)
-            "teacher": teacher,
-            "link": link_name,
-            "k": k,
-            "noise": float(noise),
-            "seed": seed,
-        },
-    )
+    meta = {
+        "U": _f32(U_np),  # (k, d)
+        "teacher": teacher,
+        "link": link_name,
+        "k": k,
+        "noise": float(noise),
+        "seed": seed,
+    }
+    return _regression("multi_index", x_tr, y_tr, x_te, y_te, meta)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -494,30 +496,8 @@ def sparse_parity(
     x_te, chi_te = sample(n_test, 2)
     meta = {"support": support.tolist(), "k": k, "seed": seed, "chi_train": _f32(chi_tr), "chi_test": _f32(chi_te)}
     if kind == "classification":
-        return Task(
-            name="sparse_parity",
-            kind="classification",
-            x_train=_f32(x_tr),
-            y_train=_i64((1 - chi_tr) // 2),
-            x_test=_f32(x_te),
-            y_test=_i64((1 - chi_te) // 2),
-            d_in=d,
-            d_out=2,
-            n_classes=2,
-            meta=meta,
-        )
-    return Task(
-        name="sparse_parity",
-        kind="regression",
-        x_train=_f32(x_tr),
-        y_train=_f32(chi_tr[:, None]),
-        x_test=_f32(x_te),
-        y_test=_f32(chi_te[:, None]),
-        d_in=d,
-        d_out=1,
-        n_classes=None,
-        meta=meta,
-    )
+        return _classification("sparse_parity", x_tr, (1 - chi_tr) // 2, x_te, (1 - chi_te) // 2, 2, meta)
+    return _regression("sparse_parity", x_tr, chi_tr[:, None], x_te, chi_te[:, None], meta)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -688,25 +668,9 @@ def mnist1d(
     x_tr, y_tr = _select_classes(arrays["x"], arrays["y"], cl)
     x_te, y_te = _select_classes(arrays["x_test"], arrays["y_test"], cl)
     x_tr, x_te = _standardize(x_tr, x_te, standardize)
-    return Task(
-        name="mnist1d",
-        kind="classification",
-        x_train=_f32(x_tr),
-        y_train=_i64(y_tr),
-        x_test=_f32(x_te),
-        y_test=_i64(y_te),
-        d_in=x_tr.shape[1],
-        d_out=len(cl),
-        n_classes=len(cl),
-        meta={
-            "classes": cl,
-            "seed": seed,
-            "standardize": standardize,
-            "cache_path": info["cache_path"],
-            "cache_hit": info["cache_hit"],
-            "gen_args": info["gen_args"],
-        },
-    )
+    meta = {"classes": cl, "seed": seed, "standardize": standardize, "cache_path": info["cache_path"],
+            "cache_hit": info["cache_hit"], "gen_args": info["gen_args"]}
+    return _classification("mnist1d", x_tr, y_tr, x_te, y_te, len(cl), meta)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -732,19 +696,7 @@ def _digits_task(x_tr, y_tr, x_te, y_te, as_image, meta) -> Task:
     if as_image:
         x_tr = x_tr.reshape(-1, 1, 8, 8)  # (N, 1, 8, 8)
         x_te = x_te.reshape(-1, 1, 8, 8)
-    n_cls = len(meta["classes"])
-    return Task(
-        name="digits",
-        kind="classification",
-        x_train=_f32(x_tr),
-        y_train=_i64(y_tr),
-        x_test=_f32(x_te),
-        y_test=_i64(y_te),
-        d_in=64,
-        d_out=n_cls,
-        n_classes=n_cls,
-        meta=meta,
-    )
+    return _classification("digits", x_tr, y_tr, x_te, y_te, len(meta["classes"]), meta)
 
 
 def digits(
@@ -891,8 +843,7 @@ def _transfer_mnist1d(
             "cache_hit": info["cache_hit"],
             "gen_args": info["gen_args"],
         }
-        return Task("mnist1d", "classification", _f32(x_tr), _i64(y_tr), _f32(x_te), _i64(y_te),
-                    d_in=x_tr.shape[1], d_out=len(cl), n_classes=len(cl), meta=meta)
+        return _classification("mnist1d", x_tr, y_tr, x_te, y_te, len(cl), meta)
 
     return _transfer_classes(arrays, build, classes_a, classes_b, k_per_class, standardize, seed)
 
