@@ -391,7 +391,23 @@ def _wandb_mode(explicit: str | None) -> str:
 
 
 class Run:
-    """One tracked run; use as a context manager (see :func:`start_run`, which builds it).
+    """One tracked run (built by ``start_run``, an alias): records config, versions and git SHA to the
+    local store and to wandb.
+
+    Writes ``<root>/<experiment>/<group>/<name>/`` (see the module docstring for the files).
+
+    config: the fully resolved config (any :func:`to_jsonable` input).
+    group: one per experiment invocation; default :func:`default_group` (one per process).
+    name: run folder and wandb name; default :func:`run_name` (``mup-w256-lr0.01-s0``).
+    if_exists: the run folder exists already: ``"suffix"`` (``name-1``, ...), ``"overwrite"``
+        (delete it first, e.g. re-running a failed run of a resumed sweep) or ``"error"``.
+    use_wandb: False (or env PARAMLAB_WANDB=0) for the local store only.
+    project: wandb project (default ``$WANDB_PROJECT`` or ``"paramlab"``).
+    wandb_mode: "offline" / "online"; default ``$WANDB_MODE`` if set, else "offline".
+    wandb_settings: extra ``wandb.Settings`` fields (default ``silent=True, console="off"``).
+
+    Use as ``with start_run(cfg, experiment="coord_check") as run: run.log({...}, step=t)``;
+    leaving the block finishes the run ("finished", or "failed" with the error on an exception).
 
     Attributes: ``path`` (the run folder), ``name``, ``experiment``, ``group``, ``config`` (the
     JSON form that was stored), ``meta`` (what meta.json holds), ``status``, ``wandb_run`` (the
@@ -723,47 +739,5 @@ class Run:
         return f"Run({where}, status={self.status!r}, wandb={self.wandb_run is not None})"
 
 
-def start_run(
-    config: Mapping[str, Any],
-    *,
-    experiment: str,
-    group: str | None = None,
-    root: str | Path = "runs",
-    name: str | None = None,
-    tags: Iterable[str] = (),
-    use_wandb: bool = True,
-    project: str | None = None,
-    wandb_mode: str | None = None,
-    wandb_settings: Mapping[str, Any] | None = None,
-    if_exists: str = "suffix",
-) -> Run:
-    """Start a run: record config, versions and git SHA to the local store and to wandb.
-
-    Writes ``<root>/<experiment>/<group>/<name>/`` (see the module docstring for the files).
-
-    config: the fully resolved config (any :func:`to_jsonable` input).
-    group: one per experiment invocation; default :func:`default_group` (one per process).
-    name: run folder and wandb name; default :func:`run_name` (``mup-w256-lr0.01-s0``).
-    if_exists: the run folder exists already: ``"suffix"`` (``name-1``, ...), ``"overwrite"``
-        (delete it first, e.g. re-running a failed run of a resumed sweep) or ``"error"``.
-    use_wandb: False (or env PARAMLAB_WANDB=0) for the local store only.
-    project: wandb project (default ``$WANDB_PROJECT`` or ``"paramlab"``).
-    wandb_mode: "offline" / "online"; default ``$WANDB_MODE`` if set, else "offline".
-    wandb_settings: extra ``wandb.Settings`` fields (default ``silent=True, console="off"``).
-
-    Use as ``with start_run(cfg, experiment="coord_check") as run: run.log({...}, step=t)``;
-    leaving the block finishes the run ("finished", or "failed" with the error on an exception).
-    """
-    return Run(
-        config,
-        experiment=experiment,
-        group=group,
-        root=root,
-        name=name,
-        tags=tags,
-        use_wandb=use_wandb,
-        project=project,
-        wandb_mode=wandb_mode,
-        wandb_settings=wandb_settings,
-        if_exists=if_exists,
-    )
+# the function form users call: ``with start_run(cfg, experiment=...) as run`` (the same signature as Run)
+start_run = Run
