@@ -23,12 +23,11 @@ from __future__ import annotations
 import sys
 import copy
 
-import numpy as np
 import torch
 
 from .. import data as D
 from ..measure.features import features, kernel_change, linear_cka, rel_change, subspace_fraction, weight_change
-from ..measure.fit import fit_slope
+from ..measure.fit import slope_where_positive
 from ..measure.ntk import ntk_change
 from ..models import mlp
 from ..report import _plt, plot_vs_width
@@ -95,18 +94,14 @@ def run(size: str = "default", root="runs", use_wandb: bool = True, progress: bo
     results = run_points(ctx, p, run_one)
     widths, schemes = p["widths"], p["schemes"]
 
-    def table(key):  # scheme -> (n_widths, n_seeds)
-        return by_width(results, schemes, widths, key)
-
     plt = _plt()
     fig, axes = plt.subplots(1, len(QUANTITIES), figsize=(5 * len(QUANTITIES), 3.9))
     slopes = {}
     for ax, (key, (label, _)) in zip(axes, QUANTITIES.items()):
-        t = table(key)
+        t = by_width(results, schemes, widths, key)
         plot_vs_width({s: (widths, t[s]) for s in schemes}, None, label, label, ax=ax)
         for s in schemes:
-            ok = np.all(np.isfinite(t[s]) & (t[s] > 0), axis=1)
-            slopes.setdefault(s, {})[key] = fit_slope(np.array(widths)[ok], t[s][ok])[0] if ok.sum() >= 2 else float("nan")
+            slopes.setdefault(s, {})[key] = slope_where_positive(widths, t[s])
     fig.tight_layout()
     path = ctx.out_dir / "feature_movement_vs_width.png"
     fig.savefig(path, dpi=120)

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from .. import data as D
+from ..measure.fit import slope_where_positive
 from ..measure.kernels import MLPKernel, gd_mse_prediction, kernel_regression
 from ..models import mlp
 from ..report import _plt, plot_vs_width
@@ -113,10 +114,8 @@ def run(size: str = "default", root="runs", use_wandb: bool = True, progress: bo
     results = run_points(ctx, p, run_one)
     widths, schemes = p["widths"], p["schemes"]
 
-    def table(key):  # scheme -> (n_widths, n_seeds)
-        return by_width(results, schemes, widths, key)
-
-    dist, mse = table("dist_to_ntk_prediction"), table("test/mse")
+    # scheme -> (n_widths, n_seeds)
+    dist, mse = (by_width(results, schemes, widths, k) for k in ("dist_to_ntk_prediction", "test/mse"))
     base = kernel_models(p)
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -128,12 +127,9 @@ def run(size: str = "default", root="runs", use_wandb: bool = True, progress: bo
     path = ctx.out_dir / "kernel_limit.png"
     fig.savefig(path, dpi=120)
     plt.close(fig)
-    from ..measure.fit import fit_slope
-
     rows, verdicts = [], {}
     for s in schemes:
-        ok = np.all(np.isfinite(dist[s]) & (dist[s] > 0), axis=1)
-        slope = fit_slope(np.array(widths)[ok], dist[s][ok])[0] if ok.sum() >= 2 else float("nan")
+        slope = slope_where_positive(widths, dist[s])
         m = np.nanmean(mse[s], axis=1)
         rows.append([s] + [float(x) for x in np.nanmean(dist[s], axis=1)] + [slope, float(m[-1])])
         verdicts[s] = {"dist_slope": slope, "test_mse_at_largest": float(m[-1])}

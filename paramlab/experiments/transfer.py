@@ -119,11 +119,10 @@ def run(size: str = "default", root="runs", use_wandb: bool = True, progress: bo
 
     widths, schemes = p["widths"], p["schemes"]
 
-    def table(key):  # scheme -> (n_widths, n_seeds)
-        return by_width(results, schemes, widths, key)
-
-    gains, probe, ft_gain = table("B/probe_gain"), table("B/probe"), table("B/finetune_gain")
-    init_probe = np.nanmean(np.stack([v for v in table("B/probe_init").values()]), axis=0)
+    # scheme -> (n_widths, n_seeds)
+    gains, probe, ft_gain, at_init = (by_width(results, schemes, widths, k)
+                                      for k in ("B/probe_gain", "B/probe", "B/finetune_gain", "B/probe_init"))
+    init_probe = np.nanmean(np.stack(list(at_init.values())), axis=0)
     key = "R^2" if p["task"] == "multi_index" else "accuracy"
     plt = _plt()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))

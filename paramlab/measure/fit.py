@@ -23,3 +23,11 @@ def fit_slope(widths, values) -> tuple[float, float]:
     y = np.log2(v).mean(axis=1)
     slope, intercept = np.polyfit(np.log2(w), y, 1)
     return float(slope), float(intercept)
+
+
+def slope_where_positive(widths, values) -> float:
+    """`fit_slope`'s slope over the widths whose values (all seeds) are finite and positive; nan when
+    fewer than 2 widths qualify (e.g. runs that diverged, or a quantity that is exactly 0)."""
+    v = np.asarray(values, dtype=float).reshape(len(widths), -1)
+    ok = np.all(np.isfinite(v) & (v > 0), axis=1)
+    return fit_slope(np.asarray(widths)[ok], v[ok])[0] if ok.sum() >= 2 else float("nan")
