@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from .measure.one_step import width_sweep
-from .report import markdown_table, plot_vs_width
+from .report import _plt, markdown_table, plot_vs_width, save_figure
 from .schemes import get_scheme
 
 SCHEMES = ("sp", "sp-stable", "ntk", "mf", "mup")
@@ -27,16 +27,13 @@ def run_demo(out: str | Path = "outputs/demo", widths=(128, 256, 512, 1024, 2048
     res = width_sweep(SCHEMES, list(widths), seeds=range(seeds), lr=lr, quantities=("R/hidden", "df"))
     out = Path(out)
     fig = out / "one_step_features_vs_width.png"
-    plt = __import__("paramlab.report", fromlist=["_plt"])._plt()
+    plt = _plt()
     f, axes = plt.subplots(1, 2, figsize=(10.5, 3.9))
     plot_vs_width({s: (widths, res[s]["values"]["R/hidden"]) for s in SCHEMES}, None,
                   "||h1 - h0|| / ||h0||  (last hidden layer)", "feature movement after 1 SGD step", ax=axes[0])
     plot_vs_width({s: (widths, res[s]["values"]["df"]) for s in SCHEMES}, None,
                   "|f1 - f0|", "output change after 1 SGD step", ax=axes[1])
-    out.mkdir(parents=True, exist_ok=True)
-    f.tight_layout()
-    f.savefig(fig, dpi=120)
-    plt.close(f)
+    save_figure(f, fig)
     rows = [(s, res[s]["slopes"]["R/hidden"], PREDICTED[s] if PREDICTED[s] <= 0 else "> 0 (unstable)",
              res[s]["slopes"]["df"]) for s in SCHEMES]
     table = markdown_table(["scheme", "slope of feature change", "predicted (-r)", "slope of output change"], rows)

@@ -16,6 +16,16 @@ COLORS = {"sp": "#d62728", "sp-stable": "#ff7f0e", "ntk": "#1f77b4", "mf": "#2ca
 LINESTYLES = {"mf": "--"}
 
 
+def save_figure(fig, path) -> Path:
+    """tight_layout, write `path` (folders made) at 120 dpi, close the figure; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    _plt().close(fig)
+    return path
+
+
 def _plt():
     import matplotlib
 
@@ -73,14 +83,7 @@ def plot_vs_width(
         ax.set_title(title)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, which="both")
-    if own:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        return path
-    return None
+    return save_figure(fig, path) if own else None
 
 
 def markdown_table(columns: Sequence[str], rows: Sequence[Sequence]) -> str:

@@ -30,7 +30,7 @@ from ..measure.features import features, kernel_change, linear_cka, rel_change, 
 from ..measure.fit import slope_where_positive
 from ..measure.ntk import ntk_change
 from ..models import mlp
-from ..report import _plt, plot_vs_width
+from ..report import _plt, plot_vs_width, save_figure
 from ..schemes import get_scheme
 from ..train import train
 from .common import by_width, finish, run_points, setup
@@ -102,10 +102,7 @@ def run(size: str = "default", root="runs", use_wandb: bool = True, progress: bo
         plot_vs_width({s: (widths, t[s]) for s in schemes}, None, label, label, ax=ax)
         for s in schemes:
             slopes.setdefault(s, {})[key] = slope_where_positive(widths, t[s])
-    fig.tight_layout()
-    path = ctx.out_dir / "feature_movement_vs_width.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    path = save_figure(fig, ctx.out_dir / "feature_movement_vs_width.png")
     rows, verdicts = [], {}
     for s in schemes:
         pred = -get_scheme(s).predicted_r()

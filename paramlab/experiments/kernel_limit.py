@@ -38,7 +38,7 @@ from .. import data as D
 from ..measure.fit import slope_where_positive
 from ..measure.kernels import MLPKernel, gd_mse_prediction, kernel_regression
 from ..models import mlp
-from ..report import _plt, plot_vs_width
+from ..report import _plt, plot_vs_width, save_figure
 from ..train import train
 from .common import by_width, finish, run_points, setup
 
@@ -123,10 +123,7 @@ def run(size: str = "default", root="runs", use_wandb: bool = True, progress: bo
                   "distance to the infinite-width NTK prediction", ax=axes[0])
     plot_vs_width({s: (widths, mse[s]) for s in schemes}, None, "test MSE", "test loss vs kernel models",
                   ax=axes[1], hlines=base)
-    fig.tight_layout()
-    path = ctx.out_dir / "kernel_limit.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    path = save_figure(fig, ctx.out_dir / "kernel_limit.png")
     rows, verdicts = [], {}
     for s in schemes:
         slope = slope_where_positive(widths, dist[s])

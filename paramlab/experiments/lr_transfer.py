@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import data as D
 from ..models import mlp
-from ..report import _plt
+from ..report import _plt, save_figure
 from ..ensemble import train_ensemble, use_ensemble
 from ..train import train
 from .common import Batch, finish, run_points, setup
@@ -123,10 +123,7 @@ def run(size: str = "default", root="runs", use_wandb: bool = True, progress: bo
         verdicts[s] = {"optima": opts, "shift_steps": shift, "spread_steps": spread}
     np.atleast_1d(axes)[0].set_ylabel(f"{metric} after {p['steps']} steps")
     np.atleast_1d(axes)[0].legend(fontsize=8)
-    fig.tight_layout()
-    path = ctx.out_dir / "loss_vs_lr.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    path = save_figure(fig, ctx.out_dir / "loss_vs_lr.png")
     cols = ["scheme"] + [f"best log2 lr w={w}" for w in widths] + ["shift (grid steps)", "max spread"]
     notes = (f"task {p['task']}, {p['optimizer']}, {p['steps']} steps, batch {p['batch_size']}, base width "
              f"{p['base_width']}; grid step = factor 2 in lr. Prediction: muP shift <= 1 step, SP >= 2.")

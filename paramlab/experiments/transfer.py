@@ -29,7 +29,7 @@ from ..measure.kernels import MLPKernel
 from ..measure.probe import kernel_ridge_loo, linear_probe, score
 from ..models import mlp
 from ..models.activations import GAINS
-from ..report import _plt, plot_vs_width
+from ..report import _plt, plot_vs_width, save_figure
 from ..train import train
 from .common import by_width, finish, run_points, setup
 
@@ -135,10 +135,7 @@ def run(size: str = "default", root="runs", use_wandb: bool = True, progress: bo
     plot_vs_width({s: (widths, ft_gain[s]) for s in schemes}, None, f"fine-tune gain on B ({key})",
                   "transfer gain of low-LR fine-tuning", ax=axes[2], logy=False)
     axes[2].axhline(0, color="k", lw=0.8)
-    fig.tight_layout()
-    path = ctx.out_dir / "transfer_gain_vs_width.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    path = save_figure(fig, ctx.out_dir / "transfer_gain_vs_width.png")
 
     rows, verdicts = [], {}
     for s in schemes:
