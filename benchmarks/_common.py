@@ -3,6 +3,7 @@
 import json
 import os
 import platform
+import time
 from pathlib import Path
 
 import torch
@@ -20,3 +21,25 @@ def write_json(path, out: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({**out, **machine()}, indent=2) + "\n")
     print(f"wrote {path}")
+
+
+def timed(fn, repeats: int):
+    """Best-of-`repeats` seconds of fn() and its last output."""
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def timed_pair(fa, fb, repeats: int):
+    """Best-of-`repeats` seconds of fa and fb, measured alternately (a load spike hits both alike), and
+    their last outputs: ([best_a, best_b], [out_a, out_b])."""
+    best, outs = [float("inf"), float("inf")], [None, None]
+    for _ in range(repeats):
+        for i, f in enumerate((fa, fb)):
+            t0 = time.perf_counter()
+            outs[i] = f()
+            best[i] = min(best[i], time.perf_counter() - t0)
+    return best, outs

@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import time
 import warnings
 from pathlib import Path
 
@@ -58,7 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from _common import write_json
+from _common import timed, timed_pair, write_json
 import paramlab as pl
 from paramlab.measure.coord import coord_check
 from paramlab.models.activations import GAINS
@@ -121,17 +120,6 @@ def mup_model_factory(d_in, d_out, depth, base_width):
 def mup_mse(out, y):
     """mup's lossfn='mse' (get_coord_data), for paramlab too."""
     return F.mse_loss(out, F.one_hot(y, num_classes=out.size(-1)).float())
-
-
-def timed_pair(fa, fb, repeats):
-    """Best-of-`repeats` seconds of fa and fb, measured alternately (a load spike hits both alike)."""
-    best, outs = [float("inf"), float("inf")], [None, None]
-    for _ in range(repeats):
-        for i, f in enumerate((fa, fb)):
-            t0 = time.perf_counter()
-            outs[i] = f()
-            best[i] = min(best[i], time.perf_counter() - t0)
-    return best, outs
 
 
 def compare(res, df, seeds, steps):
@@ -214,7 +202,7 @@ def main(argv=None):
                                           lambda: run_mup(args.widths, args.seeds), args.repeats)
     ratio = t_mup / t_pl
     run_floor(warm, 1)
-    (t_floor, _), _ = timed_pair(lambda: run_floor(args.widths, args.seeds), lambda: None, args.repeats)
+    t_floor, _ = timed(lambda: run_floor(args.widths, args.seeds), args.repeats)
     worst, n_matched, unmatched = compare(res, df, seeds, args.steps)
     agree = bool(worst) and all(v <= args.rtol for v in worst.values())
 

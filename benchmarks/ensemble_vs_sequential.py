@@ -17,12 +17,11 @@ sides; the ratio is what to compare, and it is still noisy then.
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import torch
 
-from _common import write_json
+from _common import timed, timed_pair, write_json
 import paramlab as pl
 from paramlab.data import multi_index
 from paramlab.ensemble import step_flops, train_ensemble, train_sequential, use_ensemble
@@ -30,17 +29,6 @@ from paramlab.ensemble import step_flops, train_ensemble, train_sequential, use_
 
 def make_models(k, width, depth, d_in, scheme, base_width):
     return [pl.mlp(d_in, 1, width, depth=depth, scheme=scheme, base_width=base_width, seed=s) for s in range(k)]
-
-
-def timed_pair(fa, fb, repeats):
-    """Best-of-`repeats` seconds of fa and fb, measured alternately (a load spike hits both alike)."""
-    best = [float("inf"), float("inf")]
-    for _ in range(repeats):
-        for i, f in enumerate((fa, fb)):
-            t0 = time.perf_counter()
-            f()
-            best[i] = min(best[i], time.perf_counter() - t0)
-    return best
 
 
 def gemm_floor(k, width, depth, d_in, d_out, batch, steps, dtype=torch.float32, device="cpu"):
@@ -62,7 +50,7 @@ def gemm_floor(k, width, depth, d_in, d_out, batch, steps, dtype=torch.float32, 
             torch.cuda.synchronize(device)
 
     one()
-    return timed_pair(one, lambda: None, 3)[0]
+    return timed(one, 3)[0]
 
 
 def main(argv=None):
@@ -97,7 +85,7 @@ def main(argv=None):
     for width in args.widths:
         steps = args.steps or (200 if width <= 64 else 100 if width <= 256 else 20)
         run(train_ensemble, width, 2)
-        t_seq, t_ens = timed_pair(lambda: run(train_sequential, width, steps), lambda: run(train_ensemble, width, steps),
+        (t_seq, t_ens), _ = timed_pair(lambda: run(train_sequential, width, steps), lambda: run(train_ensemble, width, steps),
                                   args.repeats)
         t_floor = gemm_floor(k, width, args.depth, args.d_in, 1, args.batch, steps, device=args.device)
         flops = step_flops(width, args.depth, args.d_in, 1, args.batch)

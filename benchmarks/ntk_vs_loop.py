@@ -18,25 +18,15 @@ inflate both sides; the ratio is what to compare.
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import torch
 
-from _common import write_json
+from _common import timed, write_json
 import paramlab as pl
 from paramlab.measure.ntk import empirical_ntk, ntk_naive
 
 METHODS = ("jacobian", "ntvp", "layerwise")
-
-
-def timed(fn, repeats):
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
 
 
 def gram_seconds(rows: int, cols: int, repeats: int) -> float:
