@@ -28,9 +28,10 @@ that are also used outside their layer (e.g. `x @ self.fc.weight` somewhere in f
 per-example gradients, summed over examples and outputs, are compared with autograd's gradient of
 the summed outputs; a tensor that disagrees also goes to the generic path.
 
-Source: the (delta . delta')(a . a') factorization of the NTK of a dense layer is Jacot et al. (2018)
-eq. (3)'s layer-by-layer form; per-example gradients from hooks follow Goodfellow (2015),
-"Efficient per-example gradient computations", and Dangel et al. (2020), BackPACK.
+Sources: the NTK as a sum of per-layer blocks and the (delta . delta')(a . a') form of a dense
+layer's block, as exploited by Novak et al. (2022), "Fast Finite Width Neural Tangent Kernel"
+(structured derivatives); per-example gradients from hooks follow Goodfellow (2015), "Efficient
+per-example gradient computations", and Dangel et al. (2020), BackPACK.
 """
 
 from __future__ import annotations
