@@ -110,6 +110,7 @@ TRAIN_MLP_OPTIONS: dict[str, Option] = {
     "seed": Option(0, (int,)),
     "device": Option("cpu", (str,), check=_check_device),
     "precision": Option("fp32", (str,), choices=("fp32", "bf16")),
+    "dtype": Option("float32", (str,), choices=("float32", "float64"), help="weights and data (float64 for equivalence checks)"),
 }
 
 
@@ -146,16 +147,21 @@ def _prepare_train_mlp(cfg: dict) -> dict:
     if cfg["optimizer"].lower() == "sgd" and cfg.get("nesterov") and not cfg.get("momentum"):
         raise SpecError("nesterov needs momentum > 0")
     cfg["optimizer"] = cfg["optimizer"].lower()
+    if cfg.get("precision") == "bf16" and cfg.get("dtype") == "float64":
+        raise SpecError("precision 'bf16' runs float32 weights under autocast: use it with dtype 'float32'")
     return cfg
 
 
 def _build_mlp(cfg: Mapping, task):
+    import torch
+
     from .models.mlp import mlp
 
     return mlp(task.d_in, task.d_out, cfg["width"], depth=cfg["depth"], scheme=cfg["scheme"],
                base_width=cfg["base_width"], activation=cfg["activation"], bias=cfg["bias"],
                readout_zero_init=cfg["readout_zero_init"], gain=cfg["gain"], readout_gain=cfg["readout_gain"],
-               output_mult=cfg["output_mult"], bias_std=cfg["bias_std"], seed=cfg["seed"])
+               output_mult=cfg["output_mult"], bias_std=cfg["bias_std"], seed=cfg["seed"],
+               dtype=getattr(torch, cfg["dtype"]))
 
 
 def _train_kwargs(cfg: Mapping) -> dict:

@@ -12,6 +12,7 @@ import functools
 import sys
 
 import numpy as np
+import torch
 
 from .. import data as D
 from ..models import mlp
@@ -22,7 +23,7 @@ from .common import Batch, finish, run_points, setup
 
 NAME = "lr_transfer"
 _BASE = dict(task="mnist1d", depth=2, activation="relu", base_width=64, optimizer="adam", batch_size=128,
-             metric="train/loss")
+             metric="train/loss", dtype="float32")
 SIZES = {
     "tiny": {**_BASE, "schemes": ["sp", "mup"], "widths": [32, 256], "seeds": 1, "steps": 20,
              "log2_lrs": [-10, -8, -6, -4], "task": "digits", "base_width": 32},
@@ -40,7 +41,8 @@ def _task(name: str):
 
 def _model(cfg: dict, task):
     return mlp(task.d_in, task.d_out, cfg["width"], depth=cfg["depth"], scheme=cfg["scheme"],
-               base_width=cfg["base_width"], activation=cfg["activation"], seed=cfg["seed"])
+               base_width=cfg["base_width"], activation=cfg["activation"], seed=cfg["seed"],
+               dtype=getattr(torch, cfg["dtype"]))
 
 
 def _summary(res) -> dict:
