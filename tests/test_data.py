@@ -250,7 +250,7 @@ def test_mnist1d_cache_written_atomically(tmp_path, no_download, monkeypatch):
         replaced.append((str(src), str(dst)))
         return real_replace(src, dst)
 
-    monkeypatch.setattr(D.os, "replace", spy_replace)
+    monkeypatch.setattr(os, "replace", spy_replace)
     t = D.mnist1d(num_samples=SMALL_MNIST1D, cache=tmp_path)
     assert len(replaced) == 1
     src, dst = replaced[0]
@@ -264,7 +264,7 @@ def test_mnist1d_cache_written_atomically(tmp_path, no_download, monkeypatch):
     def broken_savez(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(D.np, "savez", broken_savez)
+    monkeypatch.setattr(np, "savez", broken_savez)
     with pytest.warns(UserWarning, match="could not write"):
         u = D.mnist1d(num_samples=SMALL_MNIST1D, cache=other)
     assert _same(t, u)
