@@ -36,7 +36,7 @@ from torch import nn
 from .models.mlp import MLP
 from .optim import param_groups
 from .parameterize import InputScale, OutputAffine, get_plan
-from .schemes import _family
+from .schemes import optimizer_family
 from .train import Hook, TrainResult, train
 
 __all__ = [
@@ -293,7 +293,7 @@ class _StackedOptimizer:
 
     def __init__(self, ens: MLPEnsemble, name: str, lrs, wds, epss, eps_mode, momentum, nesterov, betas):
         self.name = name.lower()
-        self.fam = _family(self.name)
+        self.fam = optimizer_family(self.name)
         self.momentum, self.nesterov = float(momentum), bool(nesterov)
         if nesterov and momentum <= 0:
             raise ValueError("Nesterov momentum requires a momentum > 0")

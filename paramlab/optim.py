@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .parameterize import _match, get_plan
-from .schemes import _family
+from .schemes import optimizer_family
 
 EPS_MODES = ("gradient", "none")
 
@@ -56,7 +56,7 @@ def param_groups(
     al.'s per-layer gamma_l; exact names win over patterns), multiplied into that tensor's lr.
     Each group also carries `lr_mult` (m^-c times the constant) and `names` (the parameter names in it).
     """
-    fam = _family(optimizer)
+    fam = optimizer_family(optimizer)
     lr = _check_positive("lr", lr)
     weight_decay = _check_positive("weight_decay", weight_decay, allow_zero=True)
     if eps_mode not in EPS_MODES:
@@ -109,7 +109,7 @@ def optimizer(
     how they scale. `layer_lr`: name/pattern -> width-independent lr constant (see `param_groups`). Extra kwargs go to the torch optimizer (e.g. foreach, fused).
     """
     key = name.lower()
-    fam = _family(key)
+    fam = optimizer_family(key)
     if fam == "sgd":
         groups = param_groups(model, "sgd", lr, weight_decay, layer_lr=layer_lr)
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov, **kwargs)

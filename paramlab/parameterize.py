@@ -100,9 +100,9 @@ class Plan:
 
     def rows(self, optimizer: str = "sgd") -> list[dict]:
         """One dict per tensor: name, shape, role, m, a, b, c, init std, multiplier, lr multiplier."""
-        from .schemes import _family
+        from .schemes import optimizer_family
 
-        fam = _family(optimizer)
+        fam = optimizer_family(optimizer)
         return [
             dict(name=t.name, shape=tuple(t.shape), role=t.role, m=t.m, a=t.a, b=t.b, c=t.c(fam),
                  init=t.init, init_std=t.init_std, mult=t.mult, lr_mult=t.lr_mult(fam))

@@ -40,7 +40,7 @@ class Exponents:
 
     def c(self, family: str) -> float:
         """The LR exponent for an optimizer family ('sgd' or 'adam')."""
-        return self.c_adam if _family(family) == "adam" else self.c_sgd
+        return self.c_adam if optimizer_family(family) == "adam" else self.c_sgd
 
     def invariants(self) -> tuple[float, float, float]:
         """(effective init std, effective SGD step, effective Adam step) exponents: (a+b, 2a+c_sgd, a+c_adam)."""
@@ -51,14 +51,35 @@ class Exponents:
         return Exponents(self.a + t, self.b - t, self.c_sgd - 2 * t, self.c_adam - t)
 
 
-def _family(optimizer: str) -> str:
-    """Map an optimizer name to its scaling family ('sgd' or 'adam')."""
-    name = optimizer.lower()
-    if name in ("sgd", "momentum"):
-        return "sgd"
-    if name in ("adam", "adamw"):
+# torch optimizer classes by how their step scales with the gradient (matched by class name along the
+# MRO, so subclasses and wrappers such as mup's MuAdam, which returns a torch Adam, are recognized)
+_SGD_CLASSES = frozenset({"SGD"})
+_ADAM_CLASSES = frozenset({"Adam", "AdamW", "Adamax", "NAdam", "RAdam", "RMSprop", "Adagrad"})
+
+
+def optimizer_family(optimizer) -> str:
+    """The width-scaling family of an optimizer: 'sgd' (lr exponent c_sgd) or 'adam' (c_adam).
+
+    `optimizer` is a name ('sgd', 'momentum', 'adam', 'adamw') or a torch optimizer instance: SGD is
+    'sgd'; Adam, AdamW, Adamax, NAdam, RAdam, RMSprop and Adagrad, whose steps are normalized per
+    coordinate, are 'adam'. Anything else is refused: its scaling is not known.
+    """
+    if isinstance(optimizer, str):
+        name = optimizer.lower()
+        if name in ("sgd", "momentum"):
+            return "sgd"
+        if name in ("adam", "adamw"):
+            return "adam"
+        raise ValueError(f"unknown optimizer {optimizer!r}: expected one of 'sgd', 'adam', 'adamw'")
+    classes = {c.__name__ for c in type(optimizer).__mro__}
+    if classes & _ADAM_CLASSES:
         return "adam"
-    raise ValueError(f"unknown optimizer {optimizer!r}: expected one of 'sgd', 'adam', 'adamw'")
+    if classes & _SGD_CLASSES:
+        return "sgd"
+    raise ValueError(
+        f"cannot tell the width-scaling family of a {type(optimizer).__name__} optimizer: name it "
+        "(family='sgd' for SGD-like steps, 'adam' for per-coordinate normalized ones)"
+    )
 
 
 @dataclass(frozen=True)
@@ -132,7 +153,7 @@ class Scheme:
         Scalar tensors are ignored (m = 1), and so is `attn` unless both have attention.
         """
         other = get_scheme(other)
-        keys = ("std", "sgd", "adam") if optimizer is None else ("std", _family(optimizer))
+        keys = ("std", "sgd", "adam") if optimizer is None else ("std", optimizer_family(optimizer))
         mine, theirs = self.invariants(), other.invariants()
         return all(abs(mine[r][k] - theirs[r][k]) <= tol for r in WIDTH_ROLES for k in keys) and (
             abs(self.attn - other.attn) <= tol

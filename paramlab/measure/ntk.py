@@ -118,10 +118,10 @@ def ntk_weights(model: nn.Module, weights=None, optimizer: str = "sgd") -> dict[
     if isinstance(weights, str):
         if weights == "lr":
             from ..parameterize import get_plan
-            from ..schemes import _family
+            from ..schemes import optimizer_family
 
             plan = get_plan(model)
-            fam = _family(optimizer)
+            fam = optimizer_family(optimizer)
             return {n: plan[n].lr_mult(fam) for n in names}
         if weights == "nt":
             return nt_weights(model)
