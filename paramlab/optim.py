@@ -27,7 +27,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from .parameterize import _match, get_plan
+from .parameterize import get_plan, match_pattern
 from .schemes import optimizer_family
 
 EPS_MODES = ("gradient", "none")
@@ -73,7 +73,7 @@ def param_groups(
         if name not in plan:
             raise ValueError(f"parameter {name!r} is not in the model's plan: was it added after parameterize()?")
         t = plan[name]
-        const = _match(name, layer_lr)
+        const = match_pattern(name, layer_lr)
         mult = t.lr_mult(fam) * (1.0 if const is None else _check_positive(f"layer_lr[{name!r}]", const))
         key = [mult, weight_decay / mult if weight_decay else 0.0]
         if fam == "adam" and eps is not None:

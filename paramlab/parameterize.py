@@ -191,7 +191,7 @@ def _install_multipliers(model: nn.Module, plan: Plan) -> None:
                 mod.register_forward_hook(OutputAffine(w_mult, b_mult, -1 if isinstance(mod, nn.Linear) else 1))
         elif isinstance(mod, nn.Embedding):
             mod.register_forward_hook(OutputAffine(w_mult))
-        elif isinstance(mod, R._NORMS):
+        elif isinstance(mod, R.NORM_TYPES):
             channel_first = not isinstance(mod, (nn.LayerNorm,) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()))
             mod.register_forward_hook(OutputAffine(w_mult, b_mult, 1 if channel_first else -1))
         else:
@@ -217,7 +217,7 @@ def unparameterize(model: nn.Module) -> nn.Module:
 # -- planning --------------------------------------------------------------------------------------
 
 
-def _match(name: str, table: Mapping | None):
+def match_pattern(name: str, table: Mapping | None):
     """Value for `name` in a dict keyed by exact names or fnmatch patterns (exact names win)."""
     if not table:
         return None
@@ -260,7 +260,7 @@ def make_plan(
     for name, kind in kinds.items():
         wd = dims[name]
         inferred = R.infer_role(kind, wd)
-        tag = _match(name, roles)
+        tag = match_pattern(name, roles)
         if tag is not None and tag not in ROLES:
             raise ValueError(f"roles[{name!r}] = {tag!r} is not a role: roles are {', '.join(ROLES)}")
         if tag is not None and inferred is not None and tag != inferred:
@@ -281,7 +281,7 @@ def make_plan(
         if role == "output":
             readouts.add(name)
         init_kind, base_std = _default_init(kind, role, name, base_shape, gain, readout_gain, bias_std, embedding_std, zero)
-        override = _match(name, init)
+        override = match_pattern(name, init)
         if override is not None:
             if isinstance(override, str):
                 if override not in INIT_KINDS or override == "normal":

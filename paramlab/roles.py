@@ -27,9 +27,9 @@ from torch import nn
 WidthDims = tuple  # tuple[int | None, ...]: base size of each width dim, None for a fixed dim
 
 # Module kinds paramlab knows the fan-in/fan-out layout of, and can install multipliers on.
-_NORMS = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
+NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
 if hasattr(nn, "RMSNorm"):
-    _NORMS = _NORMS + (nn.RMSNorm,)
+    NORM_TYPES = NORM_TYPES + (nn.RMSNorm,)
 
 # weight layout per kind: (fan_out axis, fan_in axis)
 _AXES = {"linear": (0, 1), "conv": (0, 1), "embedding": (1, 0)}
@@ -46,7 +46,7 @@ def param_kind(module: nn.Module, pname: str) -> str:
             return "bias"
     if isinstance(module, nn.Embedding) and pname == "weight":
         return "embedding"
-    if isinstance(module, _NORMS) and pname in ("weight", "bias"):
+    if isinstance(module, NORM_TYPES) and pname in ("weight", "bias"):
         return "norm"
     return "other"
 
