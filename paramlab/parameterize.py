@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from . import roles as R
+from .plan_options import PlanOptions
 from .schemes import ROLES, Scheme, get_scheme
 
 PLAN_ATTR = "paramlab_plan"
@@ -234,16 +235,13 @@ def make_plan(
     scheme: Scheme | str,
     base=None,
     delta=None,
+    *,
     roles: Mapping[str, str] | None = None,
-    gain: float = 1.0,
-    readout_gain: float = 1.0,
-    output_mult: float = 1.0,
-    bias_std: float = 0.0,
-    embedding_std: float = 1.0,
-    readout_zero_init: bool = False,
-    init: Mapping[str, float | str] | None = None,
+    **options,
 ) -> Plan:
-    """Resolve `scheme` for `model` without touching it (see `parameterize` for the arguments)."""
+    """Resolve `scheme` for `model` without touching it (see `parameterize` for the arguments;
+    `options` are the `PlanOptions` keywords)."""
+    opts = PlanOptions.from_kwargs(options).with_gain(1.0)
     scheme = get_scheme(scheme)
     dims = R.resolve_width_dims(model, base, delta)
     kinds = R.param_kinds(model)
@@ -277,11 +275,12 @@ def make_plan(
         ex = scheme[role]
         m = R.width_mult(shape, wd)
         # readout_zero_init zeroes the readout weight and the bias of the same layer
-        zero = readout_zero_init and (role == "output" or (kind == "bias" and name[:-4] + "weight" in readouts))
+        zero = opts.readout_zero_init and (role == "output" or (kind == "bias" and name[:-4] + "weight" in readouts))
         if role == "output":
             readouts.add(name)
-        init_kind, base_std = _default_init(kind, role, name, base_shape, gain, readout_gain, bias_std, embedding_std, zero)
-        override = match_pattern(name, init)
+        init_kind, base_std = _default_init(kind, role, name, base_shape, opts.gain, opts.readout_gain, opts.bias_std,
+                                             opts.embedding_std, zero)
+        override = match_pattern(name, opts.init)
         if override is not None:
             if isinstance(override, str):
                 if override not in INIT_KINDS or override == "normal":
@@ -294,7 +293,7 @@ def make_plan(
                 f"parameter {name!r} ({kind}): paramlab does not know its base init, and scheme {scheme.name!r} "
                 f"scales it by m^-{ex.b:g}. Give its std at the base width with init={{{name!r}: std}}"
             )
-        const = output_mult if role == "output" else 1.0
+        const = opts.output_mult if role == "output" else 1.0
         tensors.append(TensorPlan(name, shape, role, kind, m, ex.a, ex.b, ex.c_sgd, ex.c_adam, init_kind, base_std, const))
     if missing:
         raise ValueError(
@@ -359,13 +358,7 @@ def parameterize(
     roles: Mapping[str, str] | None = None,
     reinit: bool = True,
     seed: int | None = None,
-    gain: float = 1.0,
-    readout_gain: float = 1.0,
-    output_mult: float = 1.0,
-    bias_std: float = 0.0,
-    embedding_std: float = 1.0,
-    readout_zero_init: bool = False,
-    init: Mapping[str, float | str] | None = None,
+    **options,
 ) -> nn.Module:
     """Apply `scheme` to `model` in place and return it.
 
@@ -378,12 +371,9 @@ def parameterize(
         reinit: draw fresh weights from the scheme (False keeps the current values, e.g. before loading
             a checkpoint, or to keep weights copied from another model).
         seed: seed of the init draws (default: torch's global RNG).
-        gain: base-width std is gain / sqrt(fan_in) for input and hidden weights (sqrt(2) for ReLU).
-        readout_gain: the same for readout (output) weights.
-        output_mult: width-free constant on the readout (Bordelon & Pehlevan's 1/gamma_0).
-        bias_std: std of biases (0: zero init). embedding_std: std of embeddings at the base width.
-        readout_zero_init: zero the readout weight and bias (TP5's recommendation; removes f_0).
-        init: name/pattern -> base std or 'zeros' / 'ones' / 'keep', overriding the defaults.
+        options: the `PlanOptions` keywords, the network at the base width: gain (default 1 here;
+            sqrt(2) for a ReLU net), readout_gain, output_mult, bias_std, embedding_std,
+            readout_zero_init, init (see `paramlab.plan_options`).
 
     Raises ValueError if `model` is already parameterized, or if a parameter has no role.
     """
@@ -400,9 +390,7 @@ def parameterize(
             "a submodule of this model already carries paramlab multipliers (it was parameterized on its own): "
             "call paramlab.unparameterize on it first, or parameterize only the whole model"
         )
-    plan = make_plan(model, scheme, base, delta, roles=roles, gain=gain, readout_gain=readout_gain,
-                     output_mult=output_mult, bias_std=bias_std, embedding_std=embedding_std,
-                     readout_zero_init=readout_zero_init, init=init)
+    plan = make_plan(model, scheme, base, delta, roles=roles, **options)
     if reinit:
         initialize(model, plan, seed=seed)
     _install_multipliers(model, plan)
