@@ -12,14 +12,17 @@ experiments that show which of them learn features.
 __version__ = "0.1.0"
 
 from . import schemes
-from .models import CNN, MLP, Transformer, cnn, mlp, transformer
+from .models.cnn import CNN, cnn
+from .models.mlp import MLP, mlp
+from .models.transformer import Transformer, transformer
 from .optim import optimizer, param_groups
+from .plan_options import PlanOptions
 from .parameterize import Plan, TensorPlan, get_plan, initialize, parameterize, role_table, unparameterize
 from .roles import load_bsh, save_bsh
-from .schemes import Exponents, Scheme, custom, equivalent, get_scheme, lazy_rich
+from .schemes import Exponents, Scheme, custom, equivalent, get_scheme, lazy_rich, optimizer_family
 
 __all__ = [
-    "CNN", "Exponents", "MLP", "Plan", "Transformer", "cnn", "transformer", "Scheme", "TensorPlan", "custom", "equivalent", "get_plan", "get_scheme",
-    "initialize", "lazy_rich", "load_bsh", "mlp", "optimizer", "param_groups", "parameterize", "role_table",
+    "CNN", "Exponents", "MLP", "Plan", "PlanOptions", "Transformer", "cnn", "transformer", "Scheme", "TensorPlan", "custom", "equivalent", "get_plan", "get_scheme",
+    "initialize", "lazy_rich", "load_bsh", "mlp", "optimizer", "optimizer_family", "param_groups", "parameterize", "role_table",
     "save_bsh", "schemes", "unparameterize",
 ]

@@ -21,7 +21,9 @@ import torch
 import torch.nn.functional as F
 
 from ..measure.coord import coord_check, plot_coord, slope_table
-from ..models import cnn, mlp, transformer
+from ..models.cnn import cnn
+from ..models.mlp import mlp
+from ..models.transformer import transformer
 from ..schemes import get_scheme
 from .common import finish, run_grid, setup
 

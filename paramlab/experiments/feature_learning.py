@@ -29,7 +29,7 @@ from .. import data as D
 from ..measure.features import features, kernel_change, linear_cka, rel_change, subspace_fraction, weight_change
 from ..measure.fit import slope_where_positive
 from ..measure.ntk import ntk_change
-from ..models import mlp
+from ..models.mlp import mlp
 from ..report import _plt, plot_vs_width, save_figure
 from ..schemes import get_scheme
 from ..train import train

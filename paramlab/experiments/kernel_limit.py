@@ -37,7 +37,7 @@ import torch
 from .. import data as D
 from ..measure.fit import slope_where_positive
 from ..measure.kernels import MLPKernel, gd_mse_prediction, kernel_regression
-from ..models import mlp
+from ..models.mlp import mlp
 from ..report import _plt, plot_vs_width, save_figure
 from ..train import train
 from .common import by_width, finish, run_points, setup

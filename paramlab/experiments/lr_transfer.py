@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .. import data as D
-from ..models import mlp
+from ..models.mlp import mlp
 from ..report import _plt, save_figure
 from ..ensemble import train_ensemble, use_ensemble
 from ..train import train

@@ -27,7 +27,7 @@ import torch
 from .. import data as D
 from ..measure.kernels import MLPKernel
 from ..measure.probe import kernel_ridge_loo, linear_probe, score
-from ..models import mlp
+from ..models.mlp import mlp
 from ..models.activations import GAINS
 from ..report import _plt, plot_vs_width, save_figure
 from ..train import train

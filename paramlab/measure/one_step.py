@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ..models import mlp
+from ..models.mlp import mlp
 from ..optim import optimizer as make_optimizer
 from .fit import fit_slope
 

@@ -1,9 +1,16 @@
-"""Builders: each makes a module, tags its roles and applies a scheme (see models.build)."""
+"""Builders: each makes a module, tags its roles and applies a scheme (see models.build).
 
-from .cnn import CNN, cnn
-from .mlp import MLP, mlp
-from .transformer import Transformer, transformer
+The builder functions live in their modules (`paramlab.models.mlp.mlp`, ...; also `paramlab.mlp`):
+the package keeps the module names, so `paramlab.models.mlp` is the module, never shadowed.
+"""
 
-BUILDERS = {"mlp": mlp, "cnn": cnn, "transformer": transformer}
+from . import cnn, mlp, transformer
+from .build import BASE_WIDTH
+from .cnn import CNN
+from .mlp import MLP
+from .transformer import Transformer
 
-__all__ = ["BUILDERS", "CNN", "MLP", "Transformer", "cnn", "mlp", "transformer"]
+# name -> builder function: builder(sizes..., width, *, scheme=..., base_width=..., **plan options)
+BUILDERS = {"mlp": mlp.mlp, "cnn": cnn.cnn, "transformer": transformer.transformer}
+
+__all__ = ["BASE_WIDTH", "BUILDERS", "CNN", "MLP", "Transformer", "cnn", "mlp", "transformer"]

@@ -9,6 +9,10 @@ from typing import Callable
 from torch import nn
 
 from ..parameterize import get_plan, parameterize
+from ..plan_options import PlanOptions
+
+# every builder's default base width: width == BASE_WIDTH is the SP network all schemes share
+BASE_WIDTH = 64
 
 
 def check_width(name: str, value) -> int:
@@ -34,11 +38,12 @@ def _make_uninitialized(make: Callable[..., nn.Module], width: int, device) -> n
     return model.to_empty(device=device or "cpu")
 
 
-def build(make: Callable[..., nn.Module], width: int, base_width: int, scheme, delta_width: int | None = None,
-          device=None, **parameterize_kwargs) -> nn.Module:
+def build(make: Callable[..., nn.Module], width: int, base_width: int, scheme, *, options: PlanOptions,
+          delta_width: int | None = None, device=None, seed: int | None = None) -> nn.Module:
     """`make(width, device=None)` -> module with a `role_tags()` method; returns the parameterized model.
 
-    device: where the model lives (the builder's own `device` argument).
+    options: the plan options (`paramlab.plan_options`), gain already resolved by the builder.
+    device: where the model lives (the builder's own `device` argument). seed: of the init draws.
     delta_width: the second width that marks the width dims (default 2 * base_width + 1); builders
     whose architecture constrains the width (heads, norm groups) pass one it accepts.
     If the module has an `apply_plan(plan)` method, it is called last, so that numbers the forward
@@ -49,13 +54,11 @@ def build(make: Callable[..., nn.Module], width: int, base_width: int, scheme, d
     delta_width = 2 * base_width + 1 if delta_width is None else check_width("delta_width", delta_width)
     if delta_width == base_width:
         raise ValueError(f"delta_width must differ from base_width ({base_width}) to mark the width dims")
-    if parameterize_kwargs.get("reinit", True) is False:
-        raise ValueError("builders always draw a fresh init: call parameterize yourself to keep weights")
     model = _make_uninitialized(make, width, device)
     base = make(base_width, device="meta")
     delta = make(delta_width, device="meta")  # any other width marks the width dims
     tags = model.role_tags() if hasattr(model, "role_tags") else None
-    model = parameterize(model, scheme, base=base, delta=delta, roles=tags, **parameterize_kwargs)
+    model = parameterize(model, scheme, base=base, delta=delta, roles=tags, seed=seed, **options.as_kwargs())
     if hasattr(model, "apply_plan"):
         model.apply_plan(get_plan(model))
     return model

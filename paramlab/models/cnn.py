@@ -22,8 +22,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..plan_options import PlanOptions
 from .activations import GAINS, activation
-from .build import build, check_width
+from .build import BASE_WIDTH, build, check_width
 
 NORMS = (None, "layer", "group", "batch")
 
@@ -139,41 +140,37 @@ def cnn(
     in_channels: int,
     d_out: int,
     width: int,
+    *,
     depth: int = 2,
     dim: int = 1,
     kernel_size: int = 3,
     scheme="mup",
-    base_width: int = 16,
+    base_width: int = BASE_WIDTH,
     activation: str = "relu",
     bias: bool = True,
     residual: bool = False,
     norm: str | None = None,
     norm_groups: int = 8,
-    readout_zero_init: bool = False,
-    gain: float | None = None,
-    readout_gain: float = 1.0,
-    output_mult: float = 1.0,
-    bias_std: float = 0.0,
     seed: int | None = None,
     dtype: torch.dtype | None = None,
     device=None,
+    **options,
 ) -> CNN:
     """A CNN with `depth` conv layers of `width` channels under `scheme`, relative to `base_width` channels.
 
     At width == base_width every scheme gives the same network: conv weights N(0, gain^2 / fan_in) with
     fan_in = channels_in * kernel volume and gain = sqrt(2) for relu/gelu/silu (1 otherwise), readout
     N(0, readout_gain^2 / width), zero biases (or N(0, bias_std^2)), norm gains 1, one learning rate.
+    `options` are the `PlanOptions` keywords (see `paramlab.plan_options`).
     """
     for n, v in (("in_channels", in_channels), ("d_out", d_out), ("depth", depth), ("kernel_size", kernel_size),
                  ("norm_groups", norm_groups)):
         check_width(n, v)
+    opts = PlanOptions.from_kwargs(options, "cnn").with_gain(GAINS.get(activation, 1.0))
 
     def make(w, device=device):
         return CNN(in_channels, d_out, w, depth, dim, kernel_size, activation, bias, residual, norm, norm_groups,
                    device=device, dtype=dtype)
 
-    g = GAINS.get(activation, 1.0) if gain is None else gain
     # delta = 2 * base_width keeps the width divisible by norm_groups whenever base_width is
-    return build(make, width, base_width, scheme, delta_width=2 * base_width, device=device, seed=seed, gain=g,
-                 readout_gain=readout_gain, readout_zero_init=readout_zero_init, output_mult=output_mult,
-                 bias_std=bias_std)
+    return build(make, width, base_width, scheme, options=opts, delta_width=2 * base_width, device=device, seed=seed)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..plan_options import PlanOptions
 from .activations import GAINS, activation
-from .build import build, check_width
+from .build import BASE_WIDTH, build, check_width
 
 
 class MLP(nn.Module):
@@ -48,29 +49,27 @@ def mlp(
     d_in: int,
     d_out: int,
     width: int,
+    *,
     depth: int = 2,
     scheme="mup",
-    base_width: int = 64,
+    base_width: int = BASE_WIDTH,
     activation: str = "relu",
     bias: bool = True,
-    readout_zero_init: bool = False,
-    gain: float | None = None,
-    readout_gain: float = 1.0,
-    output_mult: float = 1.0,
-    bias_std: float = 0.0,
     seed: int | None = None,
     dtype: torch.dtype | None = None,
     device=None,
+    **options,
 ) -> MLP:
     """An MLP with `depth` hidden layers under `scheme`, relative to `base_width`.
 
     At width == base_width every scheme gives the same network: weights N(0, gain^2 / fan_in) with
     gain = sqrt(2) for relu/gelu/silu and 1 otherwise (readout gain 1), zero biases (or
-    N(0, bias_std^2)), one learning rate. See `paramlab.parameterize` for how widths change it.
+    N(0, bias_std^2)), one learning rate. `options` are the `PlanOptions` keywords (gain,
+    readout_gain, output_mult, bias_std, readout_zero_init, init; see `paramlab.plan_options`).
+    See `paramlab.parameterize` for how widths change it.
     """
     for n, v in (("d_in", d_in), ("d_out", d_out), ("depth", depth)):
         check_width(n, v)
+    opts = PlanOptions.from_kwargs(options, "mlp").with_gain(GAINS.get(activation, 1.0))
     make = lambda w, device=device: MLP(d_in, d_out, w, depth, activation, bias, device=device, dtype=dtype)  # noqa: E731
-    g = GAINS.get(activation, 1.0) if gain is None else gain
-    return build(make, width, base_width, scheme, device=device, seed=seed, gain=g, readout_gain=readout_gain, readout_zero_init=readout_zero_init,
-                 output_mult=output_mult, bias_std=bias_std)
+    return build(make, width, base_width, scheme, options=opts, device=device, seed=seed)

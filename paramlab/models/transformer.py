@@ -63,6 +63,7 @@ post-load hook re-ties), and a checkpoint whose two keys differ is refused.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -71,8 +72,9 @@ from einops import rearrange
 from torch import nn
 
 from ..parameterize import PLAN_ATTR
+from ..plan_options import PlanOptions
 from .activations import activation
-from .build import build, check_width
+from .build import BASE_WIDTH, build, check_width
 
 POS = ("learned", "rotary")
 
@@ -293,10 +295,11 @@ def _retie(module, incompatible_keys):
 def transformer(
     vocab_size: int,
     width: int,
+    *,
     depth: int = 2,
     n_heads: int = 4,
     scheme="mup",
-    base_width: int = 64,
+    base_width: int = BASE_WIDTH,
     mlp_ratio: int = 4,
     max_len: int = 256,
     pos: str = "learned",
@@ -304,33 +307,29 @@ def transformer(
     bias: bool = False,
     activation: str = "gelu",
     zero_query: bool = False,
-    readout_zero_init: bool = False,
     attn_mult: float = 1.0,
-    output_mult: float = 1.0,
-    gain: float = 1.0,
-    readout_gain: float = 1.0,
-    embedding_std: float = 1.0,
-    bias_std: float = 0.0,
     attn_logits: bool = False,
-    init: dict | None = None,
     seed: int | None = None,
     dtype: torch.dtype | None = None,
     device=None,
+    **options,
 ) -> Transformer:
     """A causal Transformer LM with d_model = `width` under `scheme`, relative to d_model = `base_width`.
 
     n_heads is fixed (d_head = width / n_heads grows). At width == base_width every scheme gives the same
-    network: embeddings N(0, embedding_std^2), q/k/v/o and MLP weights N(0, gain^2 / fan_in), readout
-    N(0, readout_gain^2 / d_model), LayerNorm gains 1 and biases 0, attention scale attn_mult/sqrt(d_head),
-    one learning rate. zero_query / readout_zero_init: zero the query (and readout) weights, as TP5 and
-    the mup README recommend (removes the 1/sqrt(width) transients of logits at init). attn_logits:
-    route attention through each block's `attn.attn_logits` hook point (see `Attention`).
-    init: extra name/pattern -> base std or 'zeros'/'ones'/'keep' overrides (see `paramlab.parameterize`).
+    network: embeddings N(0, embedding_std^2), q/k/v/o and MLP weights N(0, gain^2 / fan_in) (gain 1 by
+    default), readout N(0, readout_gain^2 / d_model), LayerNorm gains 1 and biases 0, attention scale
+    attn_mult/sqrt(d_head), one learning rate. zero_query / readout_zero_init: zero the query (and
+    readout) weights, as TP5 and the mup README recommend (removes the 1/sqrt(width) transients of logits
+    at init). attn_logits: route attention through each block's `attn.attn_logits` hook point (see
+    `Attention`). `options` are the `PlanOptions` keywords (see `paramlab.plan_options`); `init` adds
+    name/pattern -> base std or 'zeros'/'ones'/'keep' overrides.
     """
     for n, v in (("vocab_size", vocab_size), ("depth", depth), ("n_heads", n_heads), ("mlp_ratio", mlp_ratio),
                  ("max_len", max_len)):
         check_width(n, v)
-    if tied and readout_zero_init:
+    opts = PlanOptions.from_kwargs(options, "transformer").with_gain(1.0)
+    if tied and opts.readout_zero_init:
         raise ValueError("readout_zero_init=True with tied=True would zero the shared embedding: use a small output_mult instead")
     for n, w in (("width", width), ("base_width", base_width)):
         if isinstance(w, int) and w > 0 and w % n_heads:
@@ -338,15 +337,14 @@ def transformer(
 
     def make(w, device=device):
         return Transformer(vocab_size, w, depth, n_heads, mlp_ratio, max_len, pos, tied, bias, activation,
-                           attn_mult, output_mult, device=device, dtype=dtype)
+                           attn_mult, opts.output_mult, device=device, dtype=dtype)
 
-    overrides = dict(init or {})
+    overrides = dict(opts.init or {})
     if zero_query:
         overrides.setdefault("blocks.*.attn.q.weight", "zeros")
     if tied and bias:
-        overrides.setdefault("readout.bias", bias_std if bias_std > 0 else "zeros")
+        overrides.setdefault("readout.bias", opts.bias_std if opts.bias_std > 0 else "zeros")
+    opts = dataclasses.replace(opts, init=overrides or None)
     # delta = 2 * base_width stays divisible by n_heads (and keeps d_head even for rotary)
-    model = build(make, width, base_width, scheme, delta_width=2 * base_width, device=device, seed=seed, gain=gain,
-                  readout_gain=readout_gain, readout_zero_init=readout_zero_init, output_mult=output_mult,
-                  bias_std=bias_std, embedding_std=embedding_std, init=overrides or None)
+    model = build(make, width, base_width, scheme, options=opts, delta_width=2 * base_width, device=device, seed=seed)
     return model.expose_attn_logits(attn_logits)
