@@ -9,7 +9,7 @@ experiments that show which of them learn features.
     pl.schemes.equivalent("mf", "mup", optimizer="sgd")  # True
 """
 
-__version__ = "0.1.0"
+from .version import __version__
 
 from . import schemes
 from .models.cnn import CNN, cnn
@@ -22,6 +22,7 @@ from .roles import load_bsh, save_bsh
 from .schemes import Exponents, Scheme, custom, equivalent, get_scheme, lazy_rich, optimizer_family
 
 __all__ = [
+    "__version__",
     "CNN", "Exponents", "MLP", "Plan", "PlanOptions", "Transformer", "cnn", "transformer", "Scheme", "TensorPlan", "custom", "equivalent", "get_plan", "get_scheme",
     "initialize", "lazy_rich", "load_bsh", "mlp", "optimizer", "optimizer_family", "param_groups", "parameterize", "role_table",
     "save_bsh", "schemes", "unparameterize",

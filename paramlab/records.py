@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path, PurePath
 from typing import Any
 
-from .tracking import _NOT_RUN_DIRS, _RESERVED_HISTORY_KEYS, _read_json, _safe_relpath
+from .store import NOT_RUN_DIRS, RESERVED_HISTORY_KEYS, read_json, safe_relpath
 
 __all__ = ["RunRecord", "WandbOfflineRun", "find_wandb_offline_runs", "load_run", "load_runs", "read_history"]
 
@@ -89,7 +89,7 @@ class RunRecord:
     def metric_names(self) -> list[str]:
         """Every metric name that appears in the history (sorted)."""
         names = {k for row in self.history for k in row}
-        return sorted(names - set(_RESERVED_HISTORY_KEYS))
+        return sorted(names - set(RESERVED_HISTORY_KEYS))
 
     def metric(self, name: str) -> tuple[list[int], list[Any]]:
         """(steps, values) of the rows that logged ``name``."""
@@ -99,7 +99,7 @@ class RunRecord:
     def columns(self) -> dict[str, list[Any]]:
         """The history as columns: ``{"step": [...], "time": [...], name: [...]}``, None where a
         row did not log that name."""
-        keys = [*_RESERVED_HISTORY_KEYS, *self.metric_names]
+        keys = [*RESERVED_HISTORY_KEYS, *self.metric_names]
         return {k: [r.get(k) for r in self.history] for k in keys}
 
     def history_frame(self):
@@ -116,7 +116,7 @@ class RunRecord:
 
     def table(self, name: str) -> dict[str, Any]:
         """A logged table: {"columns": [...], "data": [[...], ...], "step": s}."""
-        path = self.tables.get(name) or self.path / "tables" / _safe_relpath(name).with_suffix(".json")
+        path = self.tables.get(name) or self.path / "tables" / safe_relpath(name).with_suffix(".json")
         with open(path, encoding="utf-8") as f:
             return json.load(f)
 
@@ -141,13 +141,13 @@ def load_run(path: str | Path, *, history: bool = True) -> RunRecord:
         path = path.parent
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path} is not a paramlab run folder (no config.json)")
-    meta = _read_json(path / "meta.json", {}) or {}
-    summary = _read_json(path / "summary.json", {}) or {}
+    meta = read_json(path / "meta.json", {}) or {}
+    summary = read_json(path / "summary.json", {}) or {}
     rows, bad = read_history(path / "history.jsonl") if history else ([], 0)
     status = meta.get("status") or summary.get("status") or "unknown"
     return RunRecord(
         path=path,
-        config=_read_json(path / "config.json", {}) or {},
+        config=read_json(path / "config.json", {}) or {},
         summary=summary,
         meta=meta,
         history=rows,
@@ -165,7 +165,7 @@ def _discover(root: Path) -> list[Path]:
             found.append(Path(dirpath))
             dirnames[:] = []  # a run folder holds no further runs
             continue
-        dirnames[:] = sorted(d for d in dirnames if d not in _NOT_RUN_DIRS and not d.startswith("."))
+        dirnames[:] = sorted(d for d in dirnames if d not in NOT_RUN_DIRS and not d.startswith("."))
     return sorted(found)
 
 
@@ -279,8 +279,8 @@ def _read_wandb_folder(path: Path, run_id: str, started: str) -> WandbOfflineRun
         files=files,
         config=config,
         config_source=source,
-        summary=_read_json(files_dir / "wandb-summary.json"),
-        metadata=_read_json(files_dir / "wandb-metadata.json"),
+        summary=read_json(files_dir / "wandb-summary.json"),
+        metadata=read_json(files_dir / "wandb-metadata.json"),
         requirements=req.read_text(errors="replace").splitlines() if req.is_file() else [],
         paramlab_run=parent if path.parent.name == "wandb" and (parent / "config.json").is_file() else None,
     )

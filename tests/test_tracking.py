@@ -1,4 +1,5 @@
-"""Tracking: local store round trip, wandb offline folders, failures, readers.
+"""paramlab.tracking (one Run) and its wandb sink: local store round trip, wandb offline folders,
+failures, readers.
 
 wandb runs offline only, with every wandb folder inside pytest's tmp dirs and no API key; a wandb
 offline init costs ~0.4 s for the first run in a process (it starts wandb-core) and ~0.05 s after.
@@ -16,9 +17,10 @@ import numpy as np
 import pytest
 import torch
 
-from paramlab import tracking
+from paramlab import store, wandb_sink
 from paramlab.records import find_wandb_offline_runs, load_runs
-from paramlab.tracking import start_run, to_jsonable
+from paramlab.store import to_jsonable
+from paramlab.tracking import start_run
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +42,8 @@ def _env(monkeypatch, wandb_home):
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.delenv("PARAMLAB_WANDB", raising=False)
     monkeypatch.delenv("PARAMLAB_GROUP", raising=False)
-    monkeypatch.setattr(tracking, "_DEFAULT_GROUPS", {})
-    monkeypatch.setattr(tracking, "_WARNED", set())
+    monkeypatch.setattr(store, "_DEFAULT_GROUPS", {})  # a fresh process: no default group made yet
+    monkeypatch.setattr(wandb_sink, "_WARNED", set())  # and no warning given yet
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,41 +214,3 @@ def test_wandb_init_failure_warns_once_and_continues(tmp_path, monkeypatch):
     recs = load_runs(tmp_path)
     assert [r.status for r in recs] == ["finished", "finished"]
     assert "no service" in recs[0].meta["wandb"]["error"]
-
-
-def test_git_info(tmp_path):
-    if shutil.which("git") is None:
-        pytest.skip("no git")
-    assert tracking.git_info(tmp_path) == {"sha": None, "dirty": None, "root": None}
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}
-    def git(*args):
-        subprocess.run(["git", *args], cwd=tmp_path, env=env, check=True, capture_output=True)
-
-    git("init", "-q")
-    assert tracking.git_info(tmp_path)["sha"] is None  # no commit yet: no failure either
-    (tmp_path / "f.txt").write_text("a")
-    git("add", "f.txt")
-    git("commit", "-q", "-m", "x")
-    info = tracking.git_info(tmp_path)
-    assert len(info["sha"]) == 40 and info["dirty"] is False
-    (tmp_path / "f.txt").write_text("b")
-    assert tracking.git_info(tmp_path)["dirty"] is True
-
-
-def test_to_jsonable_and_run_name():
-    class Color(__import__("enum").Enum):
-        RED = "red"
-
-    out = to_jsonable({
-        1: (1, 2), "s": {3, 1}, "np": np.int64(3), "b": np.bool_(True), "arr": np.arange(2),
-        "t": torch.tensor([1.5]), "dev": torch.device("cpu"), "e": Color.RED, "f": math.nan,
-        "fn": math.sqrt, "size": torch.Size([2, 3]),
-    })
-    assert json.loads(json.dumps(out))  # plain JSON
-    assert out["1"] == [1, 2] and out["s"] == [1, 3] and out["np"] == 3 and out["b"] is True
-    assert out["arr"] == [0, 1] and out["t"] == [1.5] and out["dev"] == "cpu" and out["e"] == "red"
-    assert math.isnan(out["f"]) and out["fn"] == "math.sqrt" and out["size"] == [2, 3]
-    nested = {"model": {"width": 64, "scheme": "mf"}, "optim": {"learning_rate": 3e-4}}
-    assert tracking.run_name(nested) == "mf-w64-lr0.0003"
-    assert tracking.run_name({}) == "run"

@@ -1,0 +1,298 @@
+"""The local store: its layout, safe names, run names, and atomic JSON.
+
+Every run paramlab records (a sweep's grid point, an experiment's run) lives in one folder::
+
+    <root>/<experiment>/<group>/<run>/
+        config.json     the fully resolved config (JSON; written atomically at start)
+        meta.json       status, error + traceback, start/end time, duration, host, argv, library
+                        versions, git SHA + dirty flag, wandb id/mode/dir, tags, sweep info
+                        (written atomically at start and again, last, at finish)
+        summary.json    final metrics plus ``status`` (and ``error``); rewritten atomically
+        history.jsonl   one JSON object per logged step: {"step", "time", <metric>: value}; flushed per
+                        line, so a crashed run keeps what it logged. NaN/inf are written as the JSON
+                        extensions NaN/Infinity, which Python's json module reads back.
+        tables/<name>.json   {"columns": [...], "data": [[...]], "step": s}
+        media/<name>.<ext>   images
+        wandb/offline-run-<YYYYMMDD_HHMMSS>-<id>/   wandb's own folder (when wandb is on)
+
+and a group folder holds, beside its runs, what belongs to the group as a whole: ``sweep.json`` (the
+spec a sweep ran), ``.sweep.lock``, and an experiment's ``summary.md``, ``summary.json``, figures and
+its ``summary`` run (the table and figures as wandb media).
+
+``group`` is one invocation (one wandb group). A sweep's run folder is `run_dir_name(config)`:
+`run_name` (``mup-w256-lr0.01-s0``), the other varying options, and a hash of the full config, so
+the same grid point always has the same folder; `run_state` tells whether it is complete.
+
+Writers: `paramlab.tracking` (one run), `paramlab.sweep` (a grid). Readers: `paramlab.records`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as _dt
+import enum
+import hashlib
+import json
+import os
+import re
+import secrets
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path, PurePath
+from typing import Any
+
+__all__ = [
+    "COMPLETE_STATUSES", "FINAL_STATUSES", "FORMAT_VERSION", "NOT_RUN_DIRS", "RESERVED_HISTORY_KEYS",
+    "RESERVED_SUMMARY_KEYS", "STATUSES", "atomic_write", "config_hash", "default_group", "format_value",
+    "new_group_id", "now_iso", "read_json", "run_dir_name", "run_name", "run_state", "safe_component",
+    "safe_relpath", "to_jsonable", "write_json_atomic",
+]
+
+STATUSES = ("running", "finished", "diverged", "failed")
+FINAL_STATUSES = STATUSES[1:]
+COMPLETE_STATUSES = ("finished", "diverged")  # outcomes: a resumed sweep does not run these again
+RESERVED_HISTORY_KEYS = ("step", "time")
+RESERVED_SUMMARY_KEYS = ("status", "error")
+# Folders inside a run folder that never hold run records: pruned when discovering runs.
+NOT_RUN_DIRS = frozenset({"wandb", "media", "tables", "__pycache__"})
+FORMAT_VERSION = 1
+
+
+# ----------------------------------------------------------------------------------------------
+# files
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def safe_component(text: str) -> str:
+    """One path component: letters, digits and ``._=+-``; never empty, '.' or '..'."""
+    out = re.sub(r"[^A-Za-z0-9._=+-]", "_", str(text)).strip()
+    return "_" if out in ("", ".", "..") else out
+
+
+def safe_relpath(name: str) -> Path:
+    """A slash-namespaced name (``feat/h2/kernel``) as a relative path that stays inside its folder."""
+    return Path(*[safe_component(p) for p in str(name).split("/") if p != ""] or ["_"])
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs):
+    """Open a temp file beside `path` for writing; when the block ends it is fsynced and moved onto
+    `path` with os.replace (on an error it is removed and `path` left as it was).
+
+    Readers (plots of a live sweep, a sweep resumed after a crash, two processes filling one cache)
+    see the old file or the new one, never half of one. The parent folder is created.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(3)}.tmp")
+    if "b" not in mode:
+        open_kwargs.setdefault("encoding", "utf-8")
+    try:
+        with open(tmp, mode, **open_kwargs) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    """`obj` as indented JSON at `path`, atomically (see `atomic_write`); NaN/inf kept."""
+    with atomic_write(path) as f:
+        json.dump(obj, f, indent=2, allow_nan=True)
+        f.write("\n")
+
+
+def read_json(path: str | os.PathLike, default: Any = None) -> Any:
+    """The JSON at `path`, or `default` if it is missing or unreadable."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return default
+
+
+# ----------------------------------------------------------------------------------------------
+# configs -> JSON
+
+
+def to_jsonable(obj: Any) -> Any:
+    """``obj`` as plain JSON types (dict with str keys, list, str, int, float, bool, None).
+
+    Handles tuples/sets (-> lists), numpy scalars and arrays, torch tensors, dtypes and devices
+    (``"torch.float32"``, ``"cuda:0"``), Paths, dataclasses (-> dict of fields), namedtuples
+    (-> dict), Enums (-> value), datetimes (-> ISO string), classes and functions
+    (-> ``"module.qualname"``). Anything else becomes its ``repr`` so that recording a config
+    never fails. NaN and inf floats are kept (the writers emit them as NaN/Infinity).
+    """
+    t = type(obj)
+    if obj is None or t in (bool, int, float, str):
+        return obj
+    if isinstance(obj, enum.Enum):
+        return to_jsonable(obj.value)
+    if isinstance(obj, bool):
+        return bool(obj)
+    if isinstance(obj, int):
+        return int(obj)
+    if isinstance(obj, float):  # includes numpy.float64, a float subclass
+        return float(obj)
+    if isinstance(obj, str):
+        return str(obj)
+    if isinstance(obj, PurePath):
+        return str(obj)
+    if isinstance(obj, Mapping):
+        return {(k if isinstance(k, str) else str(to_jsonable(k))): to_jsonable(v) for k, v in obj.items()}
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        # fields one by one, not dataclasses.asdict: asdict deep-copies, which fails on tensors
+        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, tuple) and hasattr(obj, "_asdict"):  # namedtuple
+        return to_jsonable(obj._asdict())
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, (set, frozenset)):
+        items = [to_jsonable(v) for v in obj]
+        try:
+            return sorted(items)
+        except TypeError:
+            return items
+    np = sys.modules.get("numpy")
+    if np is not None:
+        if isinstance(obj, np.generic):
+            return to_jsonable(obj.item())
+        if isinstance(obj, np.ndarray):
+            return to_jsonable(obj.tolist())
+        if isinstance(obj, np.dtype):
+            return str(obj)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        if isinstance(obj, torch.Tensor):
+            obj = obj.detach().cpu()
+            return to_jsonable(obj.item() if obj.dim() == 0 else obj.tolist())
+        if isinstance(obj, torch.Size):
+            return [int(v) for v in obj]
+        if isinstance(obj, (torch.dtype, torch.device)):
+            return str(obj)
+    if isinstance(obj, (_dt.datetime, _dt.date, _dt.time)):
+        return obj.isoformat()
+    if isinstance(obj, bytes):
+        return obj.decode("utf-8", errors="replace")
+    if isinstance(obj, type) or callable(obj) and hasattr(obj, "__qualname__"):
+        return f"{getattr(obj, '__module__', '?')}.{obj.__qualname__}"
+    return repr(obj)
+
+
+# ----------------------------------------------------------------------------------------------
+# names and groups
+
+# run-name part -> config keys that may hold it (first found wins)
+NAME_KEYS = {
+    "scheme": ("scheme", "parameterization", "param"),
+    "width": ("width", "hidden_width", "d_model", "n"),
+    "lr": ("lr", "learning_rate", "eta"),
+    "seed": ("seed",),
+}
+
+
+def lookup(config: Mapping, keys: tuple[str, ...]) -> Any:
+    """The value of the first of ``keys`` found at the top level, else anywhere in nested dicts."""
+    for k in keys:
+        if k in config:
+            v = config[k]
+            if not isinstance(v, Mapping):
+                return v
+            if isinstance(v.get("name"), str):  # e.g. a Scheme dataclass stored as a dict
+                return v["name"]
+    for v in config.values():
+        if isinstance(v, Mapping):
+            found = lookup(v, keys)
+            if found is not None:
+                return found
+    return None
+
+
+def format_value(v: Any) -> str:
+    """A config value as it appears in a name: floats with %g, a scheme table as 'custom'."""
+    if isinstance(v, float) or type(v).__name__.startswith("float"):
+        return f"{float(v):g}"
+    if isinstance(v, Mapping):  # a scheme given as a table: no short name
+        return "custom"
+    return str(getattr(v, "name", v))
+
+
+def run_name(config: Mapping) -> str:
+    """Short run name from the config: ``<scheme>-w<width>-lr<lr>-s<seed>`` (e.g. ``mup-w256-lr0.01-s0``).
+
+    Keys are looked up at the top level first, then in nested dicts (``scheme``; ``width``;
+    ``lr``/``learning_rate``; ``seed``); missing parts are left out; ``"run"`` if none is found.
+    """
+    parts = []
+    for key, prefix in (("scheme", ""), ("width", "w"), ("lr", "lr"), ("seed", "s")):
+        v = lookup(config, NAME_KEYS[key])
+        if v is not None:
+            parts.append(prefix + format_value(v))
+    return safe_component("-".join(parts)) if parts else "run"
+
+
+def config_hash(config: Mapping) -> str:
+    """8 hex digits of the SHA-1 of the config's canonical JSON."""
+    blob = json.dumps(config, sort_keys=True, allow_nan=True, separators=(",", ":"))
+    return hashlib.sha1(blob.encode()).hexdigest()[:8]
+
+
+def run_dir_name(config: Mapping, varying: Sequence[str] = ()) -> str:
+    """The deterministic run folder name of a config: `run_name` (``mup-w256-lr0.01-s0``), then
+    ``key=value`` for the other keys in `varying`, then 8 hex digits of the full config's hash."""
+    parts = [run_name(config)]
+    standard = {k for keys in NAME_KEYS.values() for k in keys}
+    for k in varying:
+        if k in standard or k not in config:
+            continue
+        v = config[k]
+        text = json.dumps(v, sort_keys=True, separators=(",", ":")) if isinstance(v, (dict, list)) else format_value(v)
+        parts.append(f"{k}={text}")
+    readable = safe_component("-".join(parts))[:120]
+    return f"{readable}-{config_hash(config)}"
+
+
+def run_state(path: str | os.PathLike, config: Mapping) -> str:
+    """'complete' (finished or diverged, with this config), 'absent', or 'incomplete' (anything else:
+    cut off while running, failed, or recorded with another config)."""
+    path = Path(path)
+    if not path.exists():
+        return "absent"
+    meta = read_json(path / "meta.json")
+    stored = read_json(path / "config.json")
+    if not isinstance(meta, dict) or meta.get("status") not in COMPLETE_STATUSES:
+        return "incomplete"
+    if json.dumps(stored, sort_keys=True) != json.dumps(config, sort_keys=True):
+        return "incomplete"
+    return "complete"
+
+
+def new_group_id() -> str:
+    """A fresh, unique, sortable group id: ``YYYYMMDD-HHMMSS-<4 hex>`` (local time)."""
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+_DEFAULT_GROUPS: dict[str, str] = {}  # experiment -> this process's group
+
+
+def default_group(experiment: str) -> str:
+    """The group used when none is given: ``$PARAMLAB_GROUP`` if set, else one id per process and
+    experiment (made on first use), so one invocation is one group.
+
+    A sweep that runs its runs in other processes should pass ``group=`` (or set PARAMLAB_GROUP).
+    """
+    env = os.environ.get("PARAMLAB_GROUP")
+    if env:
+        return env
+    if experiment not in _DEFAULT_GROUPS:
+        _DEFAULT_GROUPS[experiment] = new_group_id()
+    return _DEFAULT_GROUPS[experiment]
