@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import paramlab as pl
-from paramlab.measure.ntk import _trained, empirical_ntk, ntk_naive
+from paramlab.measure.ntk import split_params, empirical_ntk, ntk_naive
 from paramlab.measure.ntk_layerwise import layerwise_ntk
 
 F64 = torch.float64
@@ -30,7 +30,7 @@ def check(model, x, x2=None, **kw):
         for mode in MODES:
             got = empirical_ntk(model, x, mode=mode, pairs=True, method="layerwise", **kw)
             assert rel(got, want[mode][idx, idx]) < 1e-10, mode
-    trained, fixed = _trained(model, None)
+    trained, fixed = split_params(model, None)
     return layerwise_ntk(model, trained, fixed, x, x2, None, "trace", False)[1]
 
 

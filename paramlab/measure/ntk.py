@@ -51,9 +51,10 @@ import torch
 from torch import nn
 from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
+from .jacobian import chunks, jacobian_blocks, jacobian_pairs, tile
 from .ntk_layerwise import layerwise_ntk, layerwise_problem
 
-__all__ = ["empirical_ntk", "ntk_vp", "ntk_change", "nt_weights", "ntk_weights", "ntk_naive", "MODES"]
+__all__ = ["empirical_ntk", "ntk_vp", "ntk_change", "nt_weights", "ntk_weights", "ntk_naive", "split_params", "MODES"]
 
 MODES = ("full", "trace", "diagonal")
 
@@ -61,8 +62,9 @@ MODES = ("full", "trace", "diagonal")
 # -- parameters and weights -------------------------------------------------------------------------
 
 
-def _trained(model: nn.Module, params: Mapping[str, torch.Tensor] | None):
-    """(trained: name -> tensor, fixed: name -> tensor) for functional_call."""
+def split_params(model: nn.Module, params: Mapping[str, torch.Tensor] | None):
+    """(trained: name -> tensor, fixed: name -> tensor) for functional_call: the model's own tensors
+    (params None) or those of `params`, split by whether the model trains them (requires_grad)."""
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     if params is None:
         trained = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
@@ -175,10 +177,6 @@ def _auto_chunk(chunk_size, n_params: int, k: int, itemsize: int, max_memory: in
     return max(1, int(max_memory // (live * per)))
 
 
-def _chunks(n: int, size: int):
-    return [(i, min(i + size, n)) for i in range(0, n, size)]
-
-
 def _jacobian(model, trained, fixed, x):
     """name -> (C, K, numel) per-example Jacobians of the flattened outputs."""
 
@@ -187,32 +185,6 @@ def _jacobian(model, trained, fixed, x):
 
     jac = vmap(jacrev(f), in_dims=(None, 0))(trained, x)
     return {n: j.reshape(j.shape[0], j.shape[1], -1) for n, j in jac.items()}
-
-
-def _contract(ja, jb, w, mode: str, pairs: bool):
-    out = None
-    for n in ja:
-        a, b = ja[n], jb[n]
-        wn = 1.0 if w is None else w[n]
-        if pairs:
-            if mode == "full":
-                t = torch.einsum("akp,alp->akl", a, b)
-            elif mode == "trace":
-                t = (a * b).sum((1, 2)) / a.shape[1]
-            else:
-                t = (a * b).sum(2)
-        else:
-            ca, k, _ = a.shape
-            cb = b.shape[0]
-            if mode == "full":
-                t = (a.reshape(ca * k, -1) @ b.reshape(cb * k, -1).T).reshape(ca, k, cb, k).permute(0, 2, 1, 3)
-            elif mode == "trace":
-                t = torch.einsum("akp,bkp->ab", a, b) / k
-            else:
-                t = torch.einsum("akp,bkp->abk", a, b)
-        t = t * wn
-        out = t if out is None else out + t
-    return out
 
 
 def _ntvp_block(model, trained, fixed, xa, xb, w):
@@ -245,62 +217,6 @@ def _reduce(full, mode, pairs):
         return full
     diag = torch.diagonal(full, dim1=-2, dim2=-1)
     return diag.mean(-1) if mode == "trace" else diag
-
-
-def _tile(block, n1: int, n2: int, c: int, same: bool, mode: str, bar=None) -> torch.Tensor:
-    """The (N1, N2, ...) kernel from blocks ``block((i0, i1), (j0, j1))`` over chunks of ``c`` inputs.
-
-    With ``same`` (x2 is x1) only the blocks with j >= i are computed; the others are mirrored
-    (Theta(x', x) = Theta(x, x')^T in the outputs), which halves the contraction for many chunks.
-    """
-    rows, cols = _chunks(n1, c), _chunks(n2, c)
-    blocks: dict[tuple[int, int], torch.Tensor] = {}
-    for i, ri in enumerate(rows):
-        for j, cj in enumerate(cols):
-            if same and j < i:
-                blk = blocks[(j, i)].transpose(0, 1)
-                blocks[(i, j)] = blk.transpose(2, 3) if mode == "full" else blk
-                continue
-            blocks[(i, j)] = block(ri, cj)
-            if bar is not None:
-                bar.update(1)
-    return torch.cat([torch.cat([blocks[(i, j)] for j in range(len(cols))], dim=1) for i in range(len(rows))], dim=0)
-
-
-def _jacobian_blocks(jac_a, jac_b, w, mode: str, same: bool, cache_b: bool):
-    """`_tile`'s block function from per-example Jacobian providers ``jac(i0, i1) -> name -> (C, K, numel)``.
-
-    A row's Jacobians are kept while its columns run; the column ones are cached when ``cache_b`` (with
-    ``same``, a row then reuses the Jacobians it had as a column).
-    """
-    row: dict = {}
-    cache: dict = {}
-
-    def block(ri, cj):
-        if row.get("key") != ri:
-            row.update(key=ri, jac=cache[ri] if same and ri in cache else jac_a(*ri))
-        if same and ri == cj:
-            jb = row["jac"]
-        elif cj in cache:
-            jb = cache[cj]
-        else:
-            jb = jac_b(*cj)
-            if cache_b:
-                cache[cj] = jb
-        return _contract(row["jac"], jb, w, mode, pairs=False)
-
-    return block
-
-
-def _jacobian_pairs(jac_a, jac_b, n: int, c: int, same: bool, w, mode: str, bar=None) -> torch.Tensor:
-    """Aligned pairs Theta(x1[i], x2[i]) from per-example Jacobian providers, chunk by chunk."""
-    outs = []
-    for i0, i1 in _chunks(n, c):
-        ja = jac_a(i0, i1)
-        outs.append(_contract(ja, ja if same else jac_b(i0, i1), w, mode, pairs=True))
-        if bar is not None:
-            bar.update(1)
-    return torch.cat(outs)
 
 
 # -- public -------------------------------------------------------------------------------------------
@@ -343,7 +259,7 @@ def empirical_ntk(
     _check_mode(mode)
     if method not in ("auto", "jacobian", "ntvp", "layerwise"):
         raise ValueError(f"unknown method {method!r}: use 'auto', 'jacobian', 'ntvp' or 'layerwise'")
-    trained, fixed = _trained(model, params)
+    trained, fixed = split_params(model, params)
     w = ntk_weights(model, weights, optimizer)
     if w is not None:  # tensors with weight 0 do not contribute: skip their derivatives
         trained_all = trained
@@ -384,20 +300,20 @@ def empirical_ntk(
         jac_a = lambda i0, i1: _jacobian(model, trained, fixed, x1[i0:i1])  # noqa: E731
         jac_b = lambda j0, j1: _jacobian(model, trained, fixed, x2[j0:j1])  # noqa: E731
         if pairs:
-            out = _jacobian_pairs(jac_a, jac_b, n1, c, same, w, mode, bar)
+            out = jacobian_pairs(jac_a, jac_b, n1, c, same, w, mode, bar)
         else:  # keep all x2 Jacobians when they fit in the budget
             cache_b = n2 * n_params * k * itemsize <= max_memory
-            out = _tile(_jacobian_blocks(jac_a, jac_b, w, mode, same, cache_b), n1, n2, c, same, mode, bar)
+            out = tile(jacobian_blocks(jac_a, jac_b, w, mode, same, cache_b), n1, n2, c, same, mode, bar)
     elif pairs:
         outs = []
-        for i0, i1 in _chunks(n1, c):
+        for i0, i1 in chunks(n1, c):
             rows = [_ntvp_block(model, trained, fixed, x1[i:i + 1], x2[i:i + 1], w)[0, 0] for i in range(i0, i1)]
             outs.append(_reduce(torch.stack(rows), mode, True))
             if bar is not None:
                 bar.update(1)
         out = torch.cat(outs)
     else:
-        out = _tile(lambda ri, cj: _reduce(_ntvp_block(model, trained, fixed, x1[slice(*ri)], x2[slice(*cj)], w),
+        out = tile(lambda ri, cj: _reduce(_ntvp_block(model, trained, fixed, x1[slice(*ri)], x2[slice(*cj)], w),
                                            mode, False), n1, n2, c, same, mode, bar)
     if bar is not None:
         bar.close()
@@ -420,13 +336,13 @@ def ntk_vp(
     ``v`` has the shape of the model's output on x2 (N2, ...) (or (N2, K)); returns (N1, K). One
     vjp over x2 (in chunks, accumulated in parameter space), the weights, then one jvp over x1.
     """
-    trained, fixed = _trained(model, params)
+    trained, fixed = split_params(model, params)
     w = ntk_weights(model, weights, optimizer)
     x2 = x1 if x2 is None else x2
     v = v.reshape(x2.shape[0], -1)
     c2 = chunk_size or x2.shape[0]
     g = None
-    for j0, j1 in _chunks(x2.shape[0], c2):
+    for j0, j1 in chunks(x2.shape[0], c2):
         _, vjp_fn = vjp(lambda p: functional_call(model, {**fixed, **p}, (x2[j0:j1],)).reshape(j1 - j0, -1), trained)
         (gj,) = vjp_fn(v[j0:j1].to(next(iter(trained.values())).dtype))
         g = gj if g is None else {n: g[n] + gj[n] for n in g}
@@ -434,7 +350,7 @@ def ntk_vp(
         g = {n: g[n] * w[n] for n in g}
     c1 = chunk_size or x1.shape[0]
     outs = []
-    for i0, i1 in _chunks(x1.shape[0], c1):
+    for i0, i1 in chunks(x1.shape[0], c1):
         with _quiet_forward_ad():
             _, jv = jvp(lambda p: functional_call(model, {**fixed, **p}, (x1[i0:i1],)).reshape(i1 - i0, -1),
                         (trained,), (g,))

@@ -44,6 +44,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from .jacobian import jacobian_blocks, jacobian_pairs, tile
+
 __all__ = ["layerwise_problem", "layerwise_ntk"]
 
 _CONV = (nn.Conv1d, nn.Conv2d)
@@ -258,7 +260,6 @@ def layerwise_ntk(model, trained, fixed, x1, x2, w, mode: str, pairs: bool, max_
     la, failed = _capture(model, trained, fixed, x1)
     lb, failed_b = (la, set()) if same else _capture(model, trained, fixed, x2)
     failed |= failed_b
-    from .ntk import _jacobian_blocks, _jacobian_pairs, _tile
 
     out = None
     covered = set()
@@ -289,8 +290,8 @@ def layerwise_ntk(model, trained, fixed, x1, x2, w, mode: str, pairs: bool, max_
         jac_a = lambda i0, i1: {nm: g for l1, _ in several for nm, g in _per_example(l1, slice(i0, i1)).items()}  # noqa: E731
         jac_b = lambda j0, j1: {nm: g for _, l2 in several for nm, g in _per_example(l2, slice(j0, j1)).items()}  # noqa: E731
         if pairs:
-            blk = _jacobian_pairs(jac_a, jac_b, n1, c, same, w, mode)
+            blk = jacobian_pairs(jac_a, jac_b, n1, c, same, w, mode)
         else:
-            blk = _tile(_jacobian_blocks(jac_a, jac_b, w, mode, same, n2 * per <= max_memory), n1, n2, c, same, mode)
+            blk = tile(jacobian_blocks(jac_a, jac_b, w, mode, same, n2 * per <= max_memory), n1, n2, c, same, mode)
         out = blk if out is None else out + blk
     return out, [nm for nm in trained if nm not in covered]

@@ -1,0 +1,103 @@
+"""Kernels from per-example Jacobians, block by block: the contractions the empirical NTK shares
+between its Jacobian path (`paramlab.measure.ntk`) and its layerwise path (`ntk_layerwise`).
+
+A Jacobian provider is ``jac(i0, i1) -> name -> (C, K, numel)``: the Jacobians of the K outputs of
+inputs i0..i1-1 with respect to each trained tensor. `tile` assembles the (N1, N2, ...) kernel from
+blocks over chunks of inputs, `jacobian_blocks` makes those blocks from two providers (caching what it
+can), `jacobian_pairs` gives the aligned pairs Theta(x1[i], x2[i]), `contract` is one block.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["chunks", "contract", "jacobian_blocks", "jacobian_pairs", "tile"]
+
+
+def chunks(n: int, size: int) -> list[tuple[int, int]]:
+    """[(i0, i1)] covering 0..n-1 in pieces of `size`."""
+    return [(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def contract(ja, jb, w, mode: str, pairs: bool):
+    """One kernel block from two Jacobian dicts (name -> (C, K, numel)), weighted per tensor by `w`:
+    all pairs (Ca, Cb, ...) or, with `pairs`, aligned pairs (C, ...); mode full, trace or diagonal."""
+    out = None
+    for n in ja:
+        a, b = ja[n], jb[n]
+        wn = 1.0 if w is None else w[n]
+        if pairs:
+            if mode == "full":
+                t = torch.einsum("akp,alp->akl", a, b)
+            elif mode == "trace":
+                t = (a * b).sum((1, 2)) / a.shape[1]
+            else:
+                t = (a * b).sum(2)
+        else:
+            ca, k, _ = a.shape
+            cb = b.shape[0]
+            if mode == "full":
+                t = (a.reshape(ca * k, -1) @ b.reshape(cb * k, -1).T).reshape(ca, k, cb, k).permute(0, 2, 1, 3)
+            elif mode == "trace":
+                t = torch.einsum("akp,bkp->ab", a, b) / k
+            else:
+                t = torch.einsum("akp,bkp->abk", a, b)
+        t = t * wn
+        out = t if out is None else out + t
+    return out
+
+
+def tile(block, n1: int, n2: int, c: int, same: bool, mode: str, bar=None) -> torch.Tensor:
+    """The (N1, N2, ...) kernel from blocks ``block((i0, i1), (j0, j1))`` over chunks of ``c`` inputs.
+
+    With ``same`` (x2 is x1) only the blocks with j >= i are computed; the others are mirrored
+    (Theta(x', x) = Theta(x, x')^T in the outputs), which halves the contraction for many chunks.
+    """
+    rows, cols = chunks(n1, c), chunks(n2, c)
+    blocks: dict[tuple[int, int], torch.Tensor] = {}
+    for i, ri in enumerate(rows):
+        for j, cj in enumerate(cols):
+            if same and j < i:
+                blk = blocks[(j, i)].transpose(0, 1)
+                blocks[(i, j)] = blk.transpose(2, 3) if mode == "full" else blk
+                continue
+            blocks[(i, j)] = block(ri, cj)
+            if bar is not None:
+                bar.update(1)
+    return torch.cat([torch.cat([blocks[(i, j)] for j in range(len(cols))], dim=1) for i in range(len(rows))], dim=0)
+
+
+def jacobian_blocks(jac_a, jac_b, w, mode: str, same: bool, cache_b: bool):
+    """`tile`'s block function from per-example Jacobian providers ``jac(i0, i1) -> name -> (C, K, numel)``.
+
+    A row's Jacobians are kept while its columns run; the column ones are cached when ``cache_b`` (with
+    ``same``, a row then reuses the Jacobians it had as a column).
+    """
+    row: dict = {}
+    cache: dict = {}
+
+    def block(ri, cj):
+        if row.get("key") != ri:
+            row.update(key=ri, jac=cache[ri] if same and ri in cache else jac_a(*ri))
+        if same and ri == cj:
+            jb = row["jac"]
+        elif cj in cache:
+            jb = cache[cj]
+        else:
+            jb = jac_b(*cj)
+            if cache_b:
+                cache[cj] = jb
+        return contract(row["jac"], jb, w, mode, pairs=False)
+
+    return block
+
+
+def jacobian_pairs(jac_a, jac_b, n: int, c: int, same: bool, w, mode: str, bar=None) -> torch.Tensor:
+    """Aligned pairs Theta(x1[i], x2[i]) from per-example Jacobian providers, chunk by chunk."""
+    outs = []
+    for i0, i1 in chunks(n, c):
+        ja = jac_a(i0, i1)
+        outs.append(contract(ja, ja if same else jac_b(i0, i1), w, mode, pairs=True))
+        if bar is not None:
+            bar.update(1)
+    return torch.cat(outs)
