@@ -1,5 +1,6 @@
 """One training loop for every experiment: seeded batches, measurement hooks, divergence detection,
-progress bar, checkpoints (loadable with `torch.load(weights_only=True)`).
+progress bar, device and mixed precision, checkpoints (loadable with `torch.load(weights_only=True)`).
+`paramlab.stacked` trains K MLPs at once with the same semantics.
 
 Knows nothing about wandb: pass a `log(metrics, step)` callable (e.g. `tracking.Run.log`).
 """
@@ -7,40 +8,27 @@ Knows nothing about wandb: pass a `log(metrics, step)` callable (e.g. `tracking.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from .losses import default_loss, loss_fn
 from .optim import optimizer as make_optimizer
-
-LOSSES = ("mse", "xent")
+from .precision import autocast_context, autocast_dtype
+from .store import atomic_write
 
 # hook(step, model) -> dict of metrics (or None); called at step 0 and every `eval_every` steps
 Hook = Callable[[int, nn.Module], "dict | None"]
 
 
-def loss_fn(name: str, out: torch.Tensor, y: torch.Tensor, n_classes: int | None = None) -> torch.Tensor:
-    """'mse': 0.5 * sum over outputs, mean over the batch (labels become one-hot); 'xent': cross-entropy."""
-    if name == "xent":
-        if y.dtype != torch.int64:
-            raise ValueError("xent needs integer class labels (a classification task)")
-        return F.cross_entropy(out, y)
-    if name == "mse":
-        if y.dtype == torch.int64:
-            y = F.one_hot(y, n_classes or out.shape[-1]).to(out.dtype)
-        return 0.5 * (out - y.to(out.dtype)).pow(2).sum(-1).mean()
-    raise ValueError(f"unknown loss {name!r}: known are {', '.join(LOSSES)}")
-
-
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str, n_classes: int | None = None,
-             batch: int = 4096) -> dict[str, float]:
-    """Loss (and accuracy for integer labels) of `model` on (x, y), in batches."""
+def evaluate(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor, loss: str,
+             n_classes: int | None = None, batch: int = 4096) -> dict[str, float]:
+    """Loss (and accuracy for integer labels) of `model` (a module or any forward callable) on (x, y),
+    in batches."""
     outs = torch.cat([model(x[i:i + batch]) for i in range(0, len(x), batch)])
     res = {"loss": float(loss_fn(loss, outs, y, n_classes))}
     if y.dtype == torch.int64:
@@ -57,6 +45,36 @@ class TrainResult:
     @property
     def final(self) -> dict:
         return self.history[-1] if self.history else {}
+
+
+def train_step(model: Callable[[torch.Tensor], torch.Tensor], opt: torch.optim.Optimizer, x: torch.Tensor,
+               y: torch.Tensor, loss: str | Callable = "mse", n_classes: int | None = None) -> float:
+    """One optimizer step on the batch (x, y): zero the grads, forward, loss, backward, step.
+
+    `loss` is a `paramlab.losses` name or a callable(out, y) -> scalar. Returns the loss of this
+    forward pass (the one that gives the update). A non-finite loss is returned without a backward
+    pass or an update: the caller decides what divergence means (`train` stops).
+    """
+    opt.zero_grad(set_to_none=True)
+    out = model(x)
+    value = loss(out, y) if callable(loss) else loss_fn(loss, out, y, n_classes)
+    lv = float(value.detach())
+    if not math.isfinite(lv):
+        return lv
+    value.backward()
+    opt.step()
+    return lv
+
+
+def _autocast_forward(model: nn.Module, device, ac_dtype: torch.dtype, out_dtype: torch.dtype):
+    """The model's forward under autocast, its output cast back to the parameters' dtype."""
+
+    def forward(x):
+        with autocast_context(device, ac_dtype):
+            out = model(x)
+        return out.to(out_dtype) if out.dtype != out_dtype else out
+
+    return forward
 
 
 def seed_everything(seed: int) -> None:
@@ -80,6 +98,8 @@ def train(
     progress: bool | str = False,
     checkpoint: str | Path | None = None,
     dtype: torch.dtype | None = None,
+    device=None,
+    autocast=None,
     **opt_kwargs,
 ) -> TrainResult:
     """Train `model` on `task` for `steps` optimizer steps and return its history.
@@ -93,14 +113,28 @@ def train(
         hooks: callables (step, model) -> dict of extra metrics, e.g. feature movement.
         progress: show a tqdm bar (a string is used as its description).
         checkpoint: save model (and optimizer) state there at the end (`load_checkpoint` reads it).
+        dtype: of the data (default: the model's parameter dtype).
+        device: move the model (and the task) there first (default: where the model is).
+        autocast: 'bf16' (or 'fp16' on CUDA) runs forward passes under torch.autocast; weights,
+            optimizer state and the loss stay in the model's dtype (`paramlab.precision`).
+        opt_kwargs: optimizer options (momentum, nesterov, weight_decay, betas, eps, eps_mode,
+            layer_lr) for a named optimizer (`paramlab.optimizer`).
 
     A non-finite loss ends training: `diverged=True`, the last record has `diverged: 1`.
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
-    loss = loss or ("xent" if task.kind == "classification" else "mse")
+    loss = loss or default_loss(task)
+    if device is not None:
+        model.to(device)
+    dev = next(model.parameters()).device
+    if task.x_train.device != dev:
+        task = task.to(dev)
     opt = optimizer if isinstance(optimizer, torch.optim.Optimizer) else make_optimizer(model, optimizer, lr=lr, **opt_kwargs)
-    dtype = dtype or next(model.parameters()).dtype
+    param_dtype = next(model.parameters()).dtype
+    dtype = dtype or param_dtype
+    ac_dtype = autocast_dtype(autocast)
+    forward = model if ac_dtype is None else _autocast_forward(model, dev, ac_dtype, param_dtype)
     xtr, ytr = task.x_train.to(dtype), task.y_train
     xte, yte = task.x_test.to(dtype), task.y_test
     if ytr.dtype.is_floating_point:
@@ -113,8 +147,8 @@ def train(
 
     def record(step: int) -> dict:
         rec = {"step": step}
-        rec.update({f"train/{k}": v for k, v in evaluate(model, xtr, ytr, loss, task.n_classes).items()})
-        rec.update({f"test/{k}": v for k, v in evaluate(model, xte, yte, loss, task.n_classes).items()})
+        rec.update({f"train/{k}": v for k, v in evaluate(forward, xtr, ytr, loss, task.n_classes).items()})
+        rec.update({f"test/{k}": v for k, v in evaluate(forward, xte, yte, loss, task.n_classes).items()})
         with torch.no_grad():  # torch.func transforms (eNTK hooks) still differentiate inside
             for h in hooks:
                 rec.update(h(step, model) or {})
@@ -140,9 +174,7 @@ def train(
             idx = perm[pos:pos + bs]
             pos += bs
             xb, yb = xtr[idx], ytr[idx]
-        opt.zero_grad(set_to_none=True)
-        value = loss_fn(loss, model(xb), yb, task.n_classes)
-        lv = float(value.detach())
+        lv = train_step(forward, opt, xb, yb, loss, task.n_classes)
         if not math.isfinite(lv):
             res.diverged = True
             rec = {"step": step, "train/loss": float("nan"), "diverged": 1}
@@ -150,8 +182,6 @@ def train(
             if log is not None:
                 log({"train/loss": float("nan"), "diverged": 1}, step)
             break
-        value.backward()
-        opt.step()
         res.steps_done = step
         if bar is not None:
             bar.update(1)
@@ -172,13 +202,11 @@ def train(
 def save_checkpoint(path: str | Path, model: nn.Module, opt: torch.optim.Optimizer | None = None, step: int = 0) -> Path:
     """Write {model, optimizer, step} atomically; only tensors and plain containers (weights_only-safe)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {"model": model.state_dict(), "step": int(step)}
     if opt is not None:
         state["optimizer"] = opt.state_dict()
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_write(path, "wb") as f:
+        torch.save(state, f)
     return path
 
 

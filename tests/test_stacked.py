@@ -5,9 +5,8 @@ import torch
 
 import paramlab as pl
 from paramlab.data import multi_index, sparse_parity
-from paramlab.ensemble import (
-    MLPEnsemble, step_flops, train_ensemble, train_many, train_one, train_sequential, use_ensemble,
-)
+from paramlab.stacked import MLPEnsemble, step_flops, train_ensemble, train_many, train_sequential, use_ensemble
+from paramlab.train import train
 
 # Stacked == one by one is an equivalence of arithmetic, so it is checked in float64 with a tight
 # tolerance; float32 rounding differs with the CPU, the thread count and the stacking, and one
@@ -146,7 +145,7 @@ def test_forward_matches_models_and_autocast_runs(task):
             torch.testing.assert_close(out[k], m(x), rtol=1e-12, atol=1e-12)
     res = train_ensemble(make(["mup", "sp"], [0, 1], dtype=torch.float32), task, optimizer="adam", lr=1e-3, seed=[0, 1], steps=5,
                          autocast="bf16")
-    ref = train_one(make(["mup"], [0], dtype=torch.float32)[0], task, optimizer="adam", lr=1e-3, seed=0, steps=5, autocast="bf16")
+    ref = train(make(["mup"], [0], dtype=torch.float32)[0], task, optimizer="adam", lr=1e-3, seed=0, steps=5, autocast="bf16")
     assert all(math.isfinite(r.final["train/loss"]) for r in res)
     assert res[0].final["train/loss"] == pytest.approx(ref.final["train/loss"], rel=0.05)
 
