@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from .measure.one_step import width_sweep
-from .report import _plt, markdown_table, plot_vs_width, save_figure
+from .experiments.one_step import width_sweep
+from .report import markdown_table, plot_vs_width, pyplot, save_figure
 from .schemes import get_scheme
 
 SCHEMES = ("sp", "sp-stable", "ntk", "mf", "mup")
@@ -24,10 +24,10 @@ PREDICTED = {s: -get_scheme(s).predicted_r() for s in SCHEMES}
 def run_demo(out: str | Path = "outputs/demo", widths=(128, 256, 512, 1024, 2048), seeds=3, lr=1e-3) -> dict:
     torch.set_num_threads(1)
     t0 = time.time()
-    res = width_sweep(SCHEMES, list(widths), seeds=range(seeds), lr=lr, quantities=("R/hidden", "df"))
+    res = width_sweep(SCHEMES, list(widths), seeds=seeds, lr=lr, quantities=("R/hidden", "df"))
     out = Path(out)
     fig = out / "one_step_features_vs_width.png"
-    plt = _plt()
+    plt = pyplot()
     f, axes = plt.subplots(1, 2, figsize=(10.5, 3.9))
     plot_vs_width({s: (widths, res[s]["values"]["R/hidden"]) for s in SCHEMES}, None,
                   "||h1 - h0|| / ||h0||  (last hidden layer)", "feature movement after 1 SGD step", ax=axes[0])

@@ -287,19 +287,3 @@ def custom(name: str, description: str = "", attn: float = 0.5, **roles: Exponen
 def equivalent(s1: "Scheme | str", s2: "Scheme | str", optimizer: str | None = None) -> bool:
     """Whether two schemes train identically under the abc symmetry (see `Scheme.equivalent`)."""
     return get_scheme(s1).equivalent(s2, optimizer=optimizer)
-
-
-def schemes_table(names: Iterable[str] | None = None) -> str:
-    """Markdown table of presets with their invariants ([input, hidden, output, vector])."""
-    rows = ["| scheme | a | b | c (SGD) | c (Adam) | eff. init std | eff. SGD lr | eff. Adam lr | r (SGD) |",
-            "|---|---|---|---|---|---|---|---|---|"]
-    cols = ("input", "hidden", "output", "vector")
-    for s in (get_scheme(n) for n in (names or PRESETS)):
-        fmt = lambda vals: ", ".join(f"{v:g}" for v in vals)  # noqa: E731
-        inv = s.invariants()
-        rows.append(
-            f"| {s.name} | {fmt(s[r].a for r in cols)} | {fmt(s[r].b for r in cols)} | {fmt(s[r].c_sgd for r in cols)} "
-            f"| {fmt(s[r].c_adam for r in cols)} | {fmt(inv[r]['std'] for r in cols)} | {fmt(inv[r]['sgd'] for r in cols)} "
-            f"| {fmt(inv[r]['adam'] for r in cols)} | {s.predicted_r():g} |"
-        )
-    return "\n".join(rows)

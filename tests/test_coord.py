@@ -7,7 +7,10 @@ import torch
 from torch import nn
 
 import paramlab as pl
-from paramlab.measure.coord import coord_check, plot_coord, predict_slopes, slope_table, tensor_infos
+from paramlab.measure.coord import coord_check
+from paramlab.measure.coord_predict import plan_tensor_infos, predict_slopes
+from paramlab.measure.mup_shapes import mup_tensor_infos
+from paramlab.report import plot_coord, slope_table
 
 F64 = torch.float64
 D = 16
@@ -31,7 +34,7 @@ WIDTHS = [64, 128, 256, 512, 1024]
 @pytest.mark.parametrize("scheme", ["mup", "mf"])
 def test_mup_and_mf_pass_the_coord_check(scheme):
     x, y = batch()
-    res = coord_check(factory(scheme), WIDTHS, x, y, optimizer="sgd", lr=0.1, steps=3, seeds=range(3))
+    res = coord_check(factory(scheme), WIDTHS, x, y, optimizer="sgd", lr=0.1, steps=3, seeds=3)
     assert res.passed, slope_table(res)
     assert all(res.verdicts().values())
     # what is checked: activations of every module at every step, and every weight
@@ -49,7 +52,7 @@ def test_mup_and_mf_pass_the_coord_check(scheme):
 def test_mup_and_mf_records_coincide():
     """Same invariants, same seed: the two schemes train the same network (abc symmetry)."""
     x, y = batch()
-    kw = dict(lr=0.1, steps=2, seeds=[0], quantities=("act", "dact"))
+    kw = dict(lr=0.1, steps=2, seeds=1, quantities=("act", "dact"))
     a = coord_check(factory("mup"), [64, 256], x, y, **kw)
     b = coord_check(factory("mf"), [64, 256], x, y, **kw)
     va = np.array([r["value"] for r in a.records])
@@ -59,7 +62,7 @@ def test_mup_and_mf_records_coincide():
 
 def test_sp_at_a_fixed_large_lr_fails_with_growing_slopes():
     x, y = batch()
-    res = coord_check(factory("sp"), WIDTHS, x, y, optimizer="sgd", lr=0.1, steps=3, seeds=range(3))
+    res = coord_check(factory("sp"), WIDTHS, x, y, optimizer="sgd", lr=0.1, steps=3, seeds=3)
     assert not res.passed
     bad = res.failures()
     assert any(f["name"] == "readout" and f["stable"] is False for f in bad)
@@ -94,14 +97,14 @@ def test_coord_check_runs_on_a_mup_package_model_and_it_passes():
         mup.set_base_shapes(model, MuMLP(64), delta=MuMLP(128))
         return model
 
-    infos = tensor_infos(make(256))
+    infos = mup_tensor_infos(make(256))
     assert {n: t.role for n, t in infos.items()} == {
         "fc1.weight": "input", "fc1.bias": "vector", "fc2.weight": "hidden", "fc2.bias": "vector",
         "readout.weight": "output", "readout.bias": "scalar"}
     assert infos["readout.weight"].mult == pytest.approx(0.25)  # output_mult / width_mult
     x, y = batch()
     res = coord_check(make, WIDTHS, x, y, optimizer=lambda m: mup.MuSGD(m.parameters(), lr=0.1), steps=3,
-                      seeds=range(3))
+                      seeds=3)
     assert res.family == "sgd"
     assert res.passed, slope_table(res)
     assert res.fit("fc2", "dact/rms", 3)["predicted"] == 0.0
@@ -110,7 +113,7 @@ def test_coord_check_runs_on_a_mup_package_model_and_it_passes():
 
 def test_tables_plots_user_predictions_and_errors(tmp_path):
     x, y = batch(8)
-    res = coord_check(factory("ntk"), [64, 128, 256], x, y, steps=1, seeds=[0], quantities=("act", "dW"),
+    res = coord_check(factory("ntk"), [64, 128, 256], x, y, steps=1, seeds=1, quantities=("act", "dW"),
                       predicted={("layers.1", "act/rms"): 1.0}, tol={"act": 0.2, "dW": 0.3})
     assert res.fit("layers.1", "act/rms", 0)["predicted"] == 1.0 and not res.fit("layers.1", "act/rms", 0)["passed"]
     assert res.fit("layers.1", "act/rms", 0)["tol"] == 0.2
@@ -135,7 +138,7 @@ def test_xent_loss_and_adam():
     g = torch.Generator().manual_seed(0)
     x, labels = torch.randn(16, D, generator=g), torch.randint(0, 4, (16,), generator=g)
     make = lambda w: pl.mlp(D, 4, w, depth=2, scheme="mup", base_width=64, activation="tanh")  # noqa: E731
-    res = coord_check(make, [64, 128, 256], x, labels, optimizer="adam", lr=1e-2, loss="xent", steps=2, seeds=[0, 1],
+    res = coord_check(make, [64, 128, 256], x, labels, optimizer="adam", lr=1e-2, loss="xent", steps=2, seeds=2,
                       quantities=("act", "dact"))
     assert res.family == "adam"
     assert res.fit("layers.1", "dact/rms", 2)["predicted"] == 0.0
@@ -170,7 +173,7 @@ def test_one_step_batch_one_slopes_match_theory(optimizer, scheme):
     x = torch.randn(1, D, generator=g, dtype=F64)
     y = torch.full((1, 1), 10.0, dtype=F64)
     res = coord_check(factory(scheme, dtype=F64), [256, 512, 1024, 2048], x, y, optimizer=optimizer, lr=1e-3,
-                      steps=1, seeds=range(8), quantities=("dact/rms",))
+                      steps=1, seeds=8, quantities=("dact/rms",))
     for q, expect in THEORY[(optimizer, scheme)].items():
         name, quantity = ROWS[q]
         fit = res.fit(name, quantity, 1)
@@ -188,7 +191,7 @@ def test_logits_at_init_vanish_like_n_to_minus_half_in_mup_only():
     x = torch.randn(128, D, generator=g, dtype=F64)
     y = torch.zeros(128, 1, dtype=F64)
     for scheme, expect in (("mup", -0.5), ("ntk", 0.0)):
-        res = coord_check(factory(scheme, dtype=F64), [128, 256, 512, 1024, 2048], x, y, steps=0, seeds=range(16),
+        res = coord_check(factory(scheme, dtype=F64), [128, 256, 512, 1024, 2048], x, y, steps=0, seeds=16,
                           quantities=("act/rms",))
         fit = res.fit("readout", "act/rms", 0)
         assert fit["predicted"] == expect
@@ -201,7 +204,7 @@ def test_predicted_slopes_from_the_plan():
              ("readout", "readout")]
 
     def pred(scheme, family="sgd", steps=2):
-        return predict_slopes(order, tensor_infos(factory(scheme)(128)), family, steps)
+        return predict_slopes(order, plan_tensor_infos(factory(scheme)(128)), family, steps)
 
     p = pred("sp-stable")
     assert p[("layers.0", "dact/rms", 1)] == (-1.5, -1.5) and p[("layers.1", "dact/rms", 2)] == (-0.5, -0.5)
@@ -219,7 +222,7 @@ def test_predicted_slopes_from_the_plan():
 
 def test_a_subset_of_modules_gets_the_same_predictions():
     x, y = batch(8)
-    kw = dict(steps=1, seeds=[0], quantities=("dact",))
+    kw = dict(steps=1, seeds=1, quantities=("dact",))
     full = coord_check(factory("sp-stable"), [64, 128], x, y, **kw)
     sub = coord_check(factory("sp-stable"), [64, 128], x, y, modules=["layers.1", "act"], **kw)
     assert sub.order == ["act[0]", "layers.1", "act[1]"]

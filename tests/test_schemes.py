@@ -87,7 +87,25 @@ def test_bad_scheme_input():
         get_scheme("mup")["readout"]
 
 
-def test_tables_print():
-    text = pl.schemes.schemes_table()
-    assert text.count("\n") == 1 + len(PRESETS) and "| mup |" in text
+def test_describe_prints_the_exponents():
     assert "c_adam" in get_scheme("ntk").describe()
+
+
+def test_optimizer_family_of_names_and_optimizers():
+    import torch
+
+    from paramlab.schemes import optimizer_family
+
+    assert [optimizer_family(n) for n in ("sgd", "Momentum", "adam", "AdamW")] == ["sgd", "sgd", "adam", "adam"]
+    p = [torch.nn.Parameter(torch.zeros(2))]
+    assert optimizer_family(torch.optim.SGD(p, lr=0.1)) == "sgd"
+    assert optimizer_family(torch.optim.AdamW(p)) == "adam" and optimizer_family(torch.optim.RMSprop(p)) == "adam"
+
+    class MyAdam(torch.optim.Adam):  # subclasses keep their family
+        pass
+
+    assert optimizer_family(MyAdam(p)) == "adam"
+    with pytest.raises(ValueError, match="unknown optimizer 'lion'"):
+        optimizer_family("lion")
+    with pytest.raises(ValueError, match="family='sgd'"):  # an unknown class is refused, not guessed
+        optimizer_family(torch.optim.LBFGS(p))

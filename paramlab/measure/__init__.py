@@ -1,16 +1,24 @@
-"""Instruments: small functions and hooks that measure what moves inside a network. No wandb here.
+"""Instruments: small functions and hooks that measure what moves inside a network. No wandb, no
+model building, no training loops of their own (a coordinate check steps through `paramlab.train`).
 
-coord       coordinate check over widths with predicted slopes and verdicts
-features    captured activations, feature / kernel movement, CKA, alignment, effective rank, weight movement
-ntk         empirical NTK (torch.func): full / trace / diagonal, NTK-vector products, change between checkpoints
-kernels     infinite-width NNGP / NTK of MLPs, kernel regression, gradient-descent MSE prediction
-probe       linear probes and kernel ridge regression with leave-one-out ridge choice
-one_step    one-step width sweeps (the cleanest test of a scheme's exponents)
-limits      exact infinite-width references (TP4 Cor. 6.2)
-fit         log-log slope fits
+coord           coordinate check over widths: runs the steps and records sizes
+coord_predict   the slopes a scheme predicts, from a model's plan
+coord_result    records, slope fits and verdicts (CoordResult)
+mup_shapes      what a model set up with the `mup` package looks like to the predictions
+features        captured activations, feature / kernel movement, CKA, alignment, effective rank, weight movement
+ntk             empirical NTK (torch.func): full / trace / diagonal, NTK-vector products, change between checkpoints
+ntk_layerwise   the eNTK from per-layer hooks (MLPs, convolutions, token layers)
+jacobian        the block contractions both eNTK paths share
+kernels         infinite-width NNGP / NTK of MLPs, kernel regression, gradient-descent MSE prediction
+probe           linear probes and kernel ridge regression with leave-one-out ridge choice
+limits          exact infinite-width references (TP4 Cor. 6.2)
+fit             log-log slope fits
+
+Tables and plots of these results live in `paramlab.report` (slope_table, plot_coord, plot_vs_width).
 """
 
-from .coord import CoordResult, coord_check, plot_coord, slope_table
+from .coord import coord_check
+from .coord_result import CoordResult
 from .features import (capture, effective_rank, feature_kernel, feature_metrics, features, kernel_alignment,
                        kernel_change, linear_cka, rel_change, subspace_fraction, weight_change, weight_changes)
 from .fit import fit_slope
@@ -23,6 +31,5 @@ __all__ = [
     "CoordResult", "MLPKernel", "capture", "coord_check", "effective_rank", "empirical_ntk", "feature_kernel",
     "feature_metrics", "features", "fit_slope", "gd_mse_prediction", "kernel_alignment", "kernel_change",
     "kernel_regression", "kernel_ridge_loo", "linear_cka", "linear_probe", "ntk_change", "ntk_vp", "nngp_ntk",
-    "plot_coord", "rel_change", "slope_table", "subspace_fraction", "tp4_linear_limit", "weight_change",
-    "weight_changes",
+    "rel_change", "subspace_fraction", "tp4_linear_limit", "weight_change", "weight_changes",
 ]

@@ -7,14 +7,14 @@ checked as a difference of slopes against muP, which the theory makes exact.
 
 import pytest
 
-from paramlab.measure.one_step import width_sweep
+from paramlab.experiments.one_step import width_sweep
 
 WIDTHS = [256, 512, 1024, 2048, 4096]
 
 
 @pytest.fixture(scope="module")
 def sweep():
-    return width_sweep(["sp", "sp-stable", "ntk", "mf", "mup"], WIDTHS, seeds=range(6), lr=1e-3,
+    return width_sweep(["sp", "sp-stable", "ntk", "mf", "mup"], WIDTHS, seeds=6, lr=1e-3,
                        quantities=("R/hidden", "df"))
 
 

@@ -1,13 +1,14 @@
 """One optimizer step on one example, measured across widths: the cleanest test of a scheme's
-width exponents (THEORY.md §3.3: batch 1, one step, linear response)."""
+width exponents (THEORY.md §3.3: batch 1, one step, linear response). `paramlab demo` draws it;
+tests/test_width_scaling.py checks its slopes."""
 
 from __future__ import annotations
 
 import torch
 
+from ..measure.fit import fit_slope
 from ..models.mlp import mlp
 from ..optim import optimizer as make_optimizer
-from .fit import fit_slope
 
 
 def one_step_response(scheme, width: int, *, base_width: int = 64, seed: int = 0, lr: float = 1e-3,
@@ -49,8 +50,8 @@ def one_step_response(scheme, width: int, *, base_width: int = 64, seed: int = 0
     return res
 
 
-def width_sweep(schemes, widths, seeds=range(4), quantities=("R/hidden", "df"), **kwargs):
-    """one_step_response over schemes x widths x seeds.
+def width_sweep(schemes, widths, seeds: int = 4, quantities=("R/hidden", "df"), **kwargs):
+    """one_step_response over schemes x widths x seeds 0..seeds-1.
 
     Returns {scheme: {"values": {q: [[per seed] per width]}, "slopes": {q: slope}}}.
     """
@@ -58,7 +59,7 @@ def width_sweep(schemes, widths, seeds=range(4), quantities=("R/hidden", "df"), 
     for s in schemes:
         vals = {q: [] for q in quantities}
         for w in widths:
-            rs = [one_step_response(s, w, seed=sd, **kwargs) for sd in seeds]
+            rs = [one_step_response(s, w, seed=sd, **kwargs) for sd in range(seeds)]
             for q in quantities:
                 vals[q].append([r[q] for r in rs])
         out[getattr(s, "name", s)] = {"values": vals, "slopes": {q: fit_slope(widths, vals[q])[0] for q in quantities}}
