@@ -13,9 +13,9 @@ def _demo(args):
 
 
 def _run(args, rest):
-    from .experiments import get
+    from .experiments import command, get
 
-    return get(args.experiment).main(rest)
+    return command.main(get(args.experiment), rest)
 
 
 def _compare(args):
@@ -25,7 +25,8 @@ def _compare(args):
 
 
 def _schemes(args):
-    from .schemes import PRESETS, get_scheme, schemes_table
+    from .report import schemes_table
+    from .schemes import PRESETS, get_scheme
 
     names = args.names or list(PRESETS)
     print(schemes_table(names))
@@ -36,32 +37,16 @@ def _schemes(args):
 
 
 def _roles(args):
-    from . import models
+    from .keyvalue import parse_assignments
+    from .models import BUILDERS
     from .parameterize import role_table
 
-    if not hasattr(models, args.builder) or args.builder not in models.BUILDERS:
-        raise ValueError(f"unknown builder {args.builder!r}: known are {', '.join(models.BUILDERS)}")
-    model = models.BUILDERS[args.builder](**_builder_kwargs(args))
-    print(role_table(model, args.optimizer))
-
-
-def _builder_kwargs(args) -> dict:
-    """--set key=value pairs, values parsed as int / float / bool when they look like one."""
-    out = {"scheme": args.scheme, "width": args.width, "base_width": args.base_width}
-    for kv in args.set:
-        if "=" not in kv:
-            raise SystemExit(f"--set expects key=value, got {kv!r}")
-        k, v = kv.split("=", 1)
-        for cast in (int, float):
-            try:
-                v = cast(v)
-                break
-            except ValueError:
-                pass
-        else:
-            v = {"true": True, "false": False}.get(v.lower(), v)
-        out[k] = v
-    return out
+    if args.builder not in BUILDERS:
+        raise ValueError(f"unknown builder {args.builder!r}: known are {', '.join(BUILDERS)}")
+    # only what the user gave: every other argument keeps the builder's own default
+    given = {"scheme": args.scheme, "width": args.width, "base_width": args.base_width}
+    kwargs = {**{k: v for k, v in given.items() if v is not None}, **parse_assignments(args.set)}
+    print(role_table(BUILDERS[args.builder](**kwargs), args.optimizer))
 
 
 def _sweep(args):
@@ -103,9 +88,9 @@ def main(argv=None) -> int:
 
     r = sub.add_parser("roles", help="print the role table of a builder config")
     r.add_argument("builder", nargs="?", default="mlp", help="builder name (mlp, ...)")
-    r.add_argument("--scheme", default="mup")
+    r.add_argument("--scheme", default=None, help="default: the builder's (mup)")
     r.add_argument("--width", type=int, default=256)
-    r.add_argument("--base-width", type=int, default=64)
+    r.add_argument("--base-width", type=int, default=None, help="default: the builder's (64)")
     r.add_argument("--optimizer", default="adam")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="builder argument, e.g. --set d_in=40 --set d_out=10 --set depth=3")
@@ -147,7 +132,7 @@ def main(argv=None) -> int:
     if args.cmd == "run":  # the experiment parses its own options
         try:
             _run(args, rest)
-        except (ValueError, TypeError) as e:
+        except (ValueError, TypeError, RuntimeError) as e:  # bad options; failed runs (their records say why)
             print(f"paramlab: error: {e}", file=sys.stderr)
             return 2
         return 0

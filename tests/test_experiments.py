@@ -2,6 +2,7 @@
 wandb, and its summary goes the way the theory says (loose bounds; the tight ones are checked at the
 default size and reported in the README)."""
 
+import dataclasses
 import json
 import math
 
@@ -68,29 +69,32 @@ def test_lr_transfer_optimum_moves_under_sp_not_mup(root):
 
 
 def test_lr_transfer_batched_grid_equals_one_by_one(tmp_path):
-    """The grid's small widths train as stacked ensembles (Batch): same summaries as run one by one.
+    """The grid's small widths train as stacked ensembles (its Batch, under the sweep's ``ensemble: auto``):
+    the same summaries as the same sweep run one by one (``ensemble: never``).
 
     Compared in float64, where the two orders of arithmetic agree to ~1e-13; in float32 they differ by
     up to 1e-5 (one rounding step of a small bias's update), more at an unstable lr.
     """
-    from paramlab.experiments import common
-    from paramlab.experiments import lr_transfer as L
+    from paramlab.sweep import run_sweep
 
-    p = common.resolve(L.SIZES, "tiny", {"dtype": "float64"})
-    lrs = [-10, -8, -6]
-    fixed = {k: v for k, v in p.items() if k not in ("schemes", "widths", "seeds", "log2_lrs")}
-    cfgs = [{**fixed, **c} for c in common.grid(scheme=p["schemes"], width=p["widths"], log2_lr=lrs, seed=range(2))]
-    units = common._units([{"experiment": L.NAME, **c} for c in cfgs], L.BATCH)
-    assert max(len(u) for u in units) == 2 * len(lrs)  # lrs x seeds of one (scheme, width)
-    ctx = lambda name: common.Context(L.NAME, tmp_path, name, use_wandb=False, progress=False)  # noqa: E731
-    batched = common.run_grid(ctx("b"), cfgs, L.run_one, batch=L.BATCH)
-    alone = common.run_grid(ctx("s"), cfgs, L.run_one)
-    for (ca, ra), (cb, rb) in zip(batched, alone):
-        assert ca == cb and ra.keys() == rb.keys()
-        for k in rb:
-            assert ra[k] == pytest.approx(rb[k], rel=1e-10, abs=1e-12, nan_ok=True), (ca, k)
-    recs = load_runs(tmp_path / L.NAME / "b")
-    assert len(recs) == len(cfgs) and all(r.summary.get("status") in ("finished", "diverged") for r in recs)
+    exp = get("lr_transfer")
+    p = exp.params("tiny", {"dtype": "float64", "log2_lrs": [-10, -8, -6], "seeds": 2})
+    batched = exp.run("tiny", root=tmp_path, use_wandb=False, progress=False, group="b", **{
+        k: p[k] for k in ("dtype", "log2_lrs", "seeds")})
+    alone = run_sweep(dataclasses.replace(exp.spec(p, root=tmp_path, group="s", use_wandb=False), ensemble="never"),
+                      progress=False)
+    recs = {g: {json.dumps(r.config, sort_keys=True): r for r in load_runs(tmp_path / "lr_transfer" / g)
+                if r.config.get("kind") != "summary"} for g in ("b", "s")}
+    assert len(recs["b"]) == len(recs["s"]) == alone.total == 2 * 2 * 3 * 2
+    assert {r.meta["sweep"]["ensemble"] for r in recs["b"].values()} == {6}  # lrs x seeds of one (scheme, width)
+    assert {r.meta["sweep"]["ensemble"] for r in recs["s"].values()} == {1}
+    for key, rb in recs["b"].items():
+        rs = recs["s"][key]
+        assert rb.summary.keys() == rs.summary.keys()
+        for k, v in rs.summary.items():
+            expect = v if isinstance(v, str) else pytest.approx(v, rel=1e-10, abs=1e-12, nan_ok=True)
+            assert rb.summary[k] == expect, (key, k)
+    assert batched["verdicts"]["mup"]["optima"]
 
 
 def test_kernel_limit_ntk_converges_to_its_kernel_mup_does_not(root):

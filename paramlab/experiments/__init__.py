@@ -1,26 +1,61 @@
-"""The experiments: each identical across schemes (same data, model family, optimizer, seeds).
+"""The experiments: each one question, asked identically of every scheme (same data, model family,
+optimizer and seeds; only the scheme and the width change), run as a sweep (`paramlab.sweep`).
 
-Each module has SIZES ('tiny' for tests, 'quick' ~1 min, 'default' <= 15 min on 2 CPU cores),
-run(size, root, use_wandb, progress, group, threads, **overrides) -> summary, and main(argv).
+    coord_check        do activations and updates keep their size as width grows?
+    feature_learning   which schemes move features, and with what width exponent?
+    transfer           which schemes learn features that transfer to a few-shot task?
+    lr_transfer        does the best learning rate at small width stay best at large width?
+    kernel_limit       when is a finite network its infinite-width NTK?
+
+and the built-in sweep runner ``train_mlp`` (`train_mlp`). Run one with ``paramlab run NAME``,
+``python experiments/NAME.py`` or ``get(NAME).run(size, ...)``; `experiment.Experiment.run` has the
+options. Each run lands in ``<root>/<NAME>/<group>/``; the summary (table, figures, verdicts) next
+to the runs.
+
+Adding an experiment
+--------------------
+Write ``paramlab/experiments/<name>.py`` with:
+
+    NAME = "<name>"
+    SIZES = {"tiny": {...}, "quick": {...}, "default": {...}}
+        # options of each size: "schemes", "widths" (lists) and "seeds" (a count) are the grid's axes,
+        # every other key a fixed option; 'tiny' runs in seconds (tests), 'quick' in about a minute,
+        # 'default' in at most 15 minutes on 2 CPU cores
+    def run_one(config, log) -> dict:
+        # one grid point (config: every option, with one scheme, width and seed): build, train with
+        # paramlab.train.train(..., log=log), measure with paramlab.measure; return the summary
+        # metrics ({"diverged": 1} marks a diverged run). Compute only: never write files here.
+    def summarize(results, params, out_dir) -> Summary:
+        # results: [(config, summary)] of every run in grid order; draw the figures into out_dir
+        # (paramlab.report), fit slopes (paramlab.measure.fit) and return a Summary with the table,
+        # the figures and the verdicts
+    EXPERIMENT = Experiment(NAME, SIZES, run_one, summarize, doc=__doc__)
+        # axes={...} for another grid (e.g. add "log2_lr": "log2_lrs"), checks={...} for option
+        # checks, batch=Batch(...) to run grid points together (a stacked ensemble)
+    RUNNER = EXPERIMENT.runner
+    def main(argv=None):
+        return command.main(EXPERIMENT, argv)
+
+then add its name to `paramlab.runners.EXPERIMENTS` (that is all the registration there is), a thin
+CLI ``experiments/<name>.py`` at the repository root if you like, and its test at the tiny size in
+tests/test_experiments.py. Nothing else needs to change: ``paramlab run <name>`` and ``paramlab
+sweep`` with ``runner: <name>`` pick it up.
 """
+
+from __future__ import annotations
 
 import importlib
 
-NAMES = ("coord_check", "feature_learning", "transfer", "lr_transfer", "kernel_limit")
+from ..runners import EXPERIMENTS
 
+NAMES = EXPERIMENTS
 
-def register_runners() -> None:
-    """Make the per-run part of each experiment a `paramlab sweep` runner (name = experiment name)."""
-    from .common import as_sweep_runner
-
-    for name in ("transfer", "feature_learning", "kernel_limit"):
-        as_sweep_runner(get(name))
-    as_sweep_runner(get("lr_transfer"), log2_lr="log2_lrs")
+__all__ = ["NAMES", "get"]
 
 
 def get(name: str):
-    """The experiment module by name."""
+    """The `Experiment` called `name` (``-`` and ``_`` alike)."""
     key = name.replace("-", "_")
     if key not in NAMES:
         raise ValueError(f"unknown experiment {name!r}: known are {', '.join(NAMES)}")
-    return importlib.import_module(f"{__name__}.{key}")
+    return importlib.import_module(f"{__name__}.{key}").EXPERIMENT

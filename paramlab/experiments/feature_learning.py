@@ -20,8 +20,8 @@ muP's feature-kernel change still falls (slope -0.48), although its feature move
 
 from __future__ import annotations
 
-import sys
 import copy
+from pathlib import Path
 
 import torch
 
@@ -30,10 +30,12 @@ from ..measure.features import features, kernel_change, linear_cka, rel_change, 
 from ..measure.fit import slope_where_positive
 from ..measure.ntk import ntk_change
 from ..models.mlp import mlp
-from ..report import _plt, plot_vs_width, save_figure
+from ..report import plot_vs_width, pyplot, save_figure
 from ..schemes import get_scheme
 from ..train import train
-from .common import by_width, finish, run_points, setup
+from . import command
+from .experiment import Experiment
+from .summary import Summary, by_width
 
 NAME = "feature_learning"
 _BASE = dict(n_train=1024, d=32, k=2, link="tanh_prod", depth=2, activation="tanh", base_width=64, optimizer="sgd",
@@ -58,7 +60,7 @@ def _task(p: dict):
     return D.multi_index(p["n_train"], max(p["probe"], 256), d=p["d"], k=p["k"], link=p["link"], seed=p["data_seed"])
 
 
-def run_one(cfg: dict, run) -> dict:
+def run_one(cfg: dict, log) -> dict:
     task = _task(cfg)
     model = mlp(task.d_in, task.d_out, cfg["width"], depth=cfg["depth"], scheme=cfg["scheme"],
                 base_width=cfg["base_width"], activation=cfg["activation"], seed=cfg["seed"])
@@ -66,7 +68,7 @@ def run_one(cfg: dict, run) -> dict:
     xp, _ = task.probe(cfg["probe"])
     names = [f"layers.{i}" for i in range(cfg["depth"])]
     res = train(model, task, optimizer=cfg["optimizer"], lr=cfg["lr"], steps=cfg["steps"], batch_size=cfg["batch_size"],
-                seed=cfg["seed"], log=run.log, eval_every=max(1, cfg["steps"] // 5))
+                seed=cfg["seed"], log=log, eval_every=max(1, cfg["steps"] // 5))
     out = {"train/loss": res.final.get("train/loss", float("nan")), "diverged": int(res.diverged)}
     if res.diverged:
         return out
@@ -88,13 +90,11 @@ def run_one(cfg: dict, run) -> dict:
     return out
 
 
-def run(size: str = "default", root="runs", use_wandb: bool = True, progress: bool = True, group=None,
-        threads=None, **overrides) -> dict:
-    p, ctx = setup(sys.modules[__name__], size, root, use_wandb, progress, group, threads, overrides)
-    results = run_points(ctx, p, run_one)
+def summarize(results: list, p: dict, out_dir: Path) -> Summary:
+    """Width exponents of feature movement, feature-kernel, NTK and CKA change per scheme."""
     widths, schemes = p["widths"], p["schemes"]
 
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(QUANTITIES), figsize=(5 * len(QUANTITIES), 3.9))
     slopes = {}
     for ax, (key, (label, _)) in zip(axes, QUANTITIES.items()):
@@ -102,7 +102,7 @@ def run(size: str = "default", root="runs", use_wandb: bool = True, progress: bo
         plot_vs_width({s: (widths, t[s]) for s in schemes}, None, label, label, ax=ax)
         for s in schemes:
             slopes.setdefault(s, {})[key] = slope_where_positive(widths, t[s])
-    path = save_figure(fig, ctx.out_dir / "feature_movement_vs_width.png")
+    path = save_figure(fig, out_dir / "feature_movement_vs_width.png")
     rows, verdicts = [], {}
     for s in schemes:
         pred = -get_scheme(s).predicted_r()
@@ -113,14 +113,17 @@ def run(size: str = "default", root="runs", use_wandb: bool = True, progress: bo
     notes = (f"{p['depth']}-hidden-layer {p['activation']} MLP, {p['steps']} {p['optimizer']} steps at base lr {p['lr']} "
              f"(base width {p['base_width']}), batch {p['batch_size']}, multi-index teacher d={p['d']}, k={p['k']}; "
              f"{p['seeds']} seed(s). Slopes are log2-log2 fits over widths {widths}.")
-    return finish(ctx, "Feature learning: width exponents of feature and kernel movement", cols, rows,
-                  {"feature_movement": path}, extra={"verdicts": verdicts, "params": p}, notes=notes)
+    return Summary("Feature learning: width exponents of feature and kernel movement", cols, rows,
+                   {"feature_movement": path}, extra={"verdicts": verdicts, "params": p}, notes=notes)
+
+
+
+EXPERIMENT = Experiment(NAME, SIZES, run_one, summarize, doc=__doc__)
+RUNNER = EXPERIMENT.runner
 
 
 def main(argv=None):
-    from .common import cli_main
-
-    return cli_main(sys.modules[__name__], argv)
+    return command.main(EXPERIMENT, argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

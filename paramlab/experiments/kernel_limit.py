@@ -28,8 +28,8 @@ gamma0) and makes the muP limit visibly rich. `--gamma0 1` reproduces the near-l
 
 from __future__ import annotations
 
-import sys
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -38,9 +38,11 @@ from .. import data as D
 from ..measure.fit import slope_where_positive
 from ..measure.kernels import MLPKernel, gd_mse_prediction, kernel_regression
 from ..models.mlp import mlp
-from ..report import _plt, plot_vs_width, save_figure
+from ..report import plot_vs_width, pyplot, save_figure
 from ..train import train
-from .common import by_width, finish, run_points, setup
+from . import command
+from .experiment import Experiment
+from .summary import Summary, by_width
 
 NAME = "kernel_limit"
 _BASE = dict(n_train=256, n_test=512, d=32, k=2, link="tanh_prod", depth=1, gain=math.sqrt(2.0), base_width=64,
@@ -64,7 +66,7 @@ def layer_lr(p: dict) -> dict[str, float]:
     return {"layers.0.weight": g2 / p["d"], "layers.*.weight": g2 / p["base_width"], "readout.weight": g2 / p["base_width"]}
 
 
-def run_one(cfg: dict, run) -> dict:
+def run_one(cfg: dict, log) -> dict:
     dtype = getattr(torch, cfg["dtype"])
     task = _task(cfg)
     model = mlp(task.d_in, 1, cfg["width"], depth=cfg["depth"], scheme=cfg["scheme"], base_width=cfg["base_width"],
@@ -75,7 +77,7 @@ def run_one(cfg: dict, run) -> dict:
         f0_tr, f0_te = model(xtr).double(), model(xte).double()
     lr = cfg["lr"] * cfg["gamma0"] ** 2  # BP22: output 1/gamma0, lr * gamma0^2 -> same lazy limit, richer muP
     res = train(model, task, optimizer="sgd", lr=lr, steps=cfg["steps"], layer_lr=layer_lr(cfg), seed=cfg["seed"],
-                log=run.log, eval_every=max(1, cfg["steps"] // 5), dtype=dtype)
+                log=log, eval_every=max(1, cfg["steps"] // 5), dtype=dtype)
     if res.diverged:
         return {"diverged": 1}
     kern = MLPKernel(depth=cfg["depth"], activation="relu", W_std=cfg["gain"])
@@ -108,22 +110,20 @@ def kernel_models(p: dict) -> dict[str, float]:
     return out
 
 
-def run(size: str = "default", root="runs", use_wandb: bool = True, progress: bool = True, group=None,
-        threads=None, **overrides) -> dict:
-    p, ctx = setup(sys.modules[__name__], size, root, use_wandb, progress, group, threads, overrides)
-    results = run_points(ctx, p, run_one)
+def summarize(results: list, p: dict, out_dir: Path) -> Summary:
+    """Distance to the NTK prediction and test loss vs width per scheme, against kernel models."""
     widths, schemes = p["widths"], p["schemes"]
 
     # scheme -> (n_widths, n_seeds)
     dist, mse = (by_width(results, schemes, widths, k) for k in ("dist_to_ntk_prediction", "test/mse"))
     base = kernel_models(p)
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     plot_vs_width({s: (widths, dist[s]) for s in schemes}, None, "RMS(f_net - f_NTK) / RMS(y)  (test)",
                   "distance to the infinite-width NTK prediction", ax=axes[0])
     plot_vs_width({s: (widths, mse[s]) for s in schemes}, None, "test MSE", "test loss vs kernel models",
                   ax=axes[1], hlines=base)
-    path = save_figure(fig, ctx.out_dir / "kernel_limit.png")
+    path = save_figure(fig, out_dir / "kernel_limit.png")
     rows, verdicts = [], {}
     for s in schemes:
         slope = slope_where_positive(widths, dist[s])
@@ -134,14 +134,17 @@ def run(size: str = "default", root="runs", use_wandb: bool = True, progress: bo
     notes = (f"1-hidden-layer ReLU MLP, full-batch GD (lr {p['lr']}, {p['steps']} steps, NT lr constants), "
              f"multi-index teacher n_train={p['n_train']}. Kernel models: "
              + ", ".join(f"{k} test MSE {v:.3f}" for k, v in base.items()))
-    return finish(ctx, "Kernel limit: distance to the NTK prediction vs width", cols, rows, {"kernel_limit": path},
-                  extra={"verdicts": verdicts, "kernel_models": base, "params": p}, notes=notes)
+    return Summary("Kernel limit: distance to the NTK prediction vs width", cols, rows, {"kernel_limit": path},
+                   extra={"verdicts": verdicts, "kernel_models": base, "params": p}, notes=notes)
+
+
+
+EXPERIMENT = Experiment(NAME, SIZES, run_one, summarize, doc=__doc__)
+RUNNER = EXPERIMENT.runner
 
 
 def main(argv=None):
-    from .common import cli_main
-
-    return cli_main(sys.modules[__name__], argv)
+    return command.main(EXPERIMENT, argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

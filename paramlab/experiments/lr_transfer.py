@@ -9,17 +9,19 @@ so tuning at small width and then scaling up goes wrong. Divergent runs count as
 from __future__ import annotations
 
 import functools
-import sys
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from .. import data as D
 from ..models.mlp import mlp
-from ..report import _plt, save_figure
-from ..ensemble import train_ensemble, use_ensemble
+from ..report import pyplot, save_figure
+from ..stacked import train_ensemble, use_ensemble
 from ..train import train
-from .common import Batch, finish, run_points, setup
+from . import command
+from .experiment import Batch, Experiment
+from .summary import Summary
 
 NAME = "lr_transfer"
 _BASE = dict(task="mnist1d", depth=2, activation="relu", base_width=64, optimizer="adam", batch_size=128,
@@ -51,10 +53,10 @@ def _summary(res) -> dict:
             "test/acc": final.get("test/acc", float("nan")), "diverged": int(res.diverged)}
 
 
-def run_one(cfg: dict, run) -> dict:
+def run_one(cfg: dict, log) -> dict:
     task = _task(cfg["task"])
     res = train(_model(cfg, task), task, optimizer=cfg["optimizer"], lr=2.0 ** cfg["log2_lr"], steps=cfg["steps"],
-                batch_size=cfg["batch_size"], seed=cfg["seed"], log=run.log, eval_every=max(1, cfg["steps"] // 4))
+                batch_size=cfg["batch_size"], seed=cfg["seed"], log=log, eval_every=max(1, cfg["steps"] // 4))
     return _summary(res)
 
 
@@ -67,17 +69,17 @@ def batch_key(cfg: dict):
 
 
 def batch_pays(cfg: dict) -> bool:
-    """Stack where one model's step is overhead-bound (`paramlab.ensemble.use_ensemble`: small widths)."""
+    """Stack where one model's step is overhead-bound (`paramlab.stacked.use_ensemble`: small widths)."""
     task = _task(cfg["task"])
     return use_ensemble(cfg["width"], cfg["depth"], task.d_in, task.d_out, cfg["batch_size"], 8)
 
 
-def run_batch(cfgs: list[dict], runs: list) -> list[dict]:
+def run_batch(cfgs: list[dict], logs: list) -> list[dict]:
     """`run_one` for each config, as one `train_ensemble` pass (the same numbers up to float rounding)."""
     task, c0 = _task(cfgs[0]["task"]), cfgs[0]
     res = train_ensemble([_model(c, task) for c in cfgs], task, optimizer=c0["optimizer"],
                          lr=[2.0 ** c["log2_lr"] for c in cfgs], seed=[c["seed"] for c in cfgs], steps=c0["steps"],
-                         batch_size=c0["batch_size"], log=[r.log for r in runs], eval_every=max(1, c0["steps"] // 4))
+                         batch_size=c0["batch_size"], log=logs, eval_every=max(1, c0["steps"] // 4))
     return [_summary(r) for r in res]
 
 
@@ -90,10 +92,8 @@ def optimum(log2_lrs, losses) -> float:
     return float(log2_lrs[int(np.argmin(losses))]) if np.isfinite(losses).any() else float("nan")
 
 
-def run(size: str = "default", root="runs", use_wandb: bool = True, progress: bool = True, group=None,
-        threads=None, **overrides) -> dict:
-    p, ctx = setup(sys.modules[__name__], size, root, use_wandb, progress, group, threads, overrides)
-    results = run_points(ctx, p, run_one, batch=BATCH, log2_lr="log2_lrs")
+def summarize(results: list, p: dict, out_dir: Path) -> Summary:
+    """Loss vs log2 lr per width and scheme, the optimum per width and its shift from the smallest width."""
     lrs, widths, metric = np.array(p["log2_lrs"], dtype=float), p["widths"], p["metric"]
 
     def curve(s, w):  # mean over seeds of the metric per lr (inf where diverged)
@@ -101,7 +101,7 @@ def run(size: str = "default", root="runs", use_wandb: bool = True, progress: bo
                  if c["scheme"] == s and c["width"] == w and c["log2_lr"] == lr] for lr in p["log2_lrs"]]
         return np.array([np.mean(v) for v in vals])
 
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(p["schemes"]), figsize=(5 * len(p["schemes"]), 3.8), sharey=True)
     rows, verdicts = [], {}
     cmap = plt.get_cmap("viridis")
@@ -125,18 +125,28 @@ def run(size: str = "default", root="runs", use_wandb: bool = True, progress: bo
         verdicts[s] = {"optima": opts, "shift_steps": shift, "spread_steps": spread}
     np.atleast_1d(axes)[0].set_ylabel(f"{metric} after {p['steps']} steps")
     np.atleast_1d(axes)[0].legend(fontsize=8)
-    path = save_figure(fig, ctx.out_dir / "loss_vs_lr.png")
+    path = save_figure(fig, out_dir / "loss_vs_lr.png")
     cols = ["scheme"] + [f"best log2 lr w={w}" for w in widths] + ["shift (grid steps)", "max spread"]
     notes = (f"task {p['task']}, {p['optimizer']}, {p['steps']} steps, batch {p['batch_size']}, base width "
              f"{p['base_width']}; grid step = factor 2 in lr. Prediction: muP shift <= 1 step, SP >= 2.")
-    return finish(ctx, "LR transfer: best learning rate per width", cols, rows, {"loss_vs_lr": path},
-                  extra={"verdicts": verdicts, "params": p}, notes=notes)
+    return Summary("LR transfer: best learning rate per width", cols, rows, {"loss_vs_lr": path},
+                   extra={"verdicts": verdicts, "params": p}, notes=notes)
+
+
+METRICS = ("train/loss", "test/loss")  # what `metric` may pick: the loss whose minimum over lrs is the optimum
+
+
+def _check_metric(v) -> str | None:
+    return None if v in METRICS else f"is not one of {list(METRICS)}"
+
+
+EXPERIMENT = Experiment(NAME, SIZES, run_one, summarize, doc=__doc__, batch=BATCH, checks={"metric": _check_metric},
+                        axes={"scheme": "schemes", "width": "widths", "log2_lr": "log2_lrs", "seed": "seeds"})
+RUNNER = EXPERIMENT.runner
 
 
 def main(argv=None):
-    from .common import cli_main
-
-    return cli_main(sys.modules[__name__], argv)
+    return command.main(EXPERIMENT, argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

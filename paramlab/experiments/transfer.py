@@ -18,8 +18,8 @@ subspace U in d = 32 and 64 examples for B.
 
 from __future__ import annotations
 
-import sys
 import copy
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -29,9 +29,12 @@ from ..measure.kernels import MLPKernel
 from ..measure.probe import kernel_ridge_loo, linear_probe, score
 from ..models.mlp import mlp
 from ..models.activations import GAINS
-from ..report import _plt, plot_vs_width, save_figure
+from ..report import plot_vs_width, pyplot, save_figure
 from ..train import train
-from .common import by_width, finish, run_points, setup
+from . import command
+from .checks import check_transfer_pair
+from .experiment import Experiment
+from .summary import Summary, by_width
 
 NAME = "transfer"
 _BASE = dict(task="multi_index", depth=2, activation="relu", base_width=64, optimizer="sgd", lr=0.1,
@@ -78,7 +81,7 @@ def _finetune(model, B, p: dict) -> float:
         return score(model(B.x_test).double(), B.y_test)[_score_key(B)]
 
 
-def run_one(cfg: dict, run) -> dict:
+def run_one(cfg: dict, log) -> dict:
     A, B = tasks(cfg)
     if A.d_out != B.d_out:
         raise ValueError("transfer needs tasks A and B with the same output size (one readout shape)")
@@ -86,7 +89,7 @@ def run_one(cfg: dict, run) -> dict:
                 activation=cfg["activation"], seed=cfg["seed"])
     init = copy.deepcopy(model)
     res = train(model, A, optimizer=cfg["optimizer"], lr=cfg["lr"], steps=cfg["steps"], batch_size=cfg["batch_size"],
-                seed=cfg["seed"], log=run.log, eval_every=max(1, cfg["steps"] // 5))
+                seed=cfg["seed"], log=log, eval_every=max(1, cfg["steps"] // 5))
     out = {"A/test_loss": res.final.get("test/loss", float("nan")), "diverged": int(res.diverged)}
     if res.diverged:
         return out
@@ -111,10 +114,8 @@ def kernel_baselines(p: dict) -> dict[str, float]:
     return out
 
 
-def run(size: str = "default", root="runs", use_wandb: bool = True, progress: bool = True, group=None,
-        threads=None, **overrides) -> dict:
-    p, ctx = setup(sys.modules[__name__], size, root, use_wandb, progress, group, threads, overrides)
-    results = run_points(ctx, p, run_one)
+def summarize(results: list, p: dict, out_dir: Path) -> Summary:
+    """Transfer gain (probe and fine-tune) vs width per scheme, against kernel baselines on B."""
     kern = kernel_baselines(p)
 
     widths, schemes = p["widths"], p["schemes"]
@@ -124,7 +125,7 @@ def run(size: str = "default", root="runs", use_wandb: bool = True, progress: bo
                                       for k in ("B/probe_gain", "B/probe", "B/finetune_gain", "B/probe_init"))
     init_probe = np.nanmean(np.stack(list(at_init.values())), axis=0)
     key = "R^2" if p["task"] == "multi_index" else "accuracy"
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     plot_vs_width({s: (widths, gains[s]) for s in schemes}, None, f"probe gain on B ({key}, trained - init)",
                   "transfer gain of a linear probe", ax=axes[0], logy=False)
@@ -135,7 +136,7 @@ def run(size: str = "default", root="runs", use_wandb: bool = True, progress: bo
     plot_vs_width({s: (widths, ft_gain[s]) for s in schemes}, None, f"fine-tune gain on B ({key})",
                   "transfer gain of low-LR fine-tuning", ax=axes[2], logy=False)
     axes[2].axhline(0, color="k", lw=0.8)
-    path = save_figure(fig, ctx.out_dir / "transfer_gain_vs_width.png")
+    path = save_figure(fig, out_dir / "transfer_gain_vs_width.png")
 
     rows, verdicts = [], {}
     for s in schemes:
@@ -149,14 +150,17 @@ def run(size: str = "default", root="runs", use_wandb: bool = True, progress: bo
     notes = (f"task {p['task']}: pretrain on A for {p['steps']} {p['optimizer']} steps (lr {p['lr']} at base width "
              f"{p['base_width']}), probe on few-shot B. Baselines on B: {kern_note}; probe on initial features at "
              f"w={widths[-1]}: {np.nanmean(init_probe[-1]):.3f}.")
-    return finish(ctx, "Transfer: probe gain on few-shot task B vs width", cols, rows, {"transfer": path},
-                  extra={"verdicts": verdicts, "kernel_baselines": kern, "params": p}, notes=notes)
+    return Summary("Transfer: probe gain on few-shot task B vs width", cols, rows, {"transfer": path},
+                   extra={"verdicts": verdicts, "kernel_baselines": kern, "params": p}, notes=notes)
+
+
+
+EXPERIMENT = Experiment(NAME, SIZES, run_one, summarize, doc=__doc__, checks={"task": check_transfer_pair})
+RUNNER = EXPERIMENT.runner
 
 
 def main(argv=None):
-    from .common import cli_main
-
-    return cli_main(sys.modules[__name__], argv)
+    return command.main(EXPERIMENT, argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

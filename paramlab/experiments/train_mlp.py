@@ -1,9 +1,9 @@
 """The built-in sweep runner ``train_mlp``: a paramlab MLP trained on a paramlab task.
 
-Its options (`TRAIN_MLP_OPTIONS`: scheme, width, depth, lr, seed, task, optimizer, device, ...) are
-what a sweep spec's ``grid`` and ``fixed`` may set; runs of one width that differ only in
-`_PER_MODEL` keys are trained as one stacked ensemble (`paramlab.ensemble`) where that pays.
-Registered with `paramlab.sweep.register_runner` when `paramlab.sweep` is imported.
+Its options (`TRAIN_MLP_OPTIONS`: scheme, width, depth, lr, seed, task, optimizer, device, the plan
+options, ...) are what a sweep spec's ``grid`` and ``fixed`` may set; runs of one width that differ
+only in `PER_MODEL` keys are trained as one stacked ensemble (`paramlab.stacked`) where that pays.
+`RUNNER` is listed in `paramlab.runners.BUILTIN`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,11 @@ import json
 import os
 from typing import Mapping, Sequence
 
-from .sweep import Option, SpecError, register_runner
+from ..plan_options import PlanOptions
+from ..runners import Option, Runner, SpecError
+from ..models.build import BASE_WIDTH
+from .checks import (CHECKS, check_activation, check_betas, check_device, check_optimizer, check_scheme,
+                     check_task, non_negative, positive)
 
 # ----------------------------------------------------------------------------------------------
 # the built-in runner: an MLP on a paramlab task
@@ -27,88 +31,40 @@ _TASK_DEFAULTS = {
     "digits": {},
 }
 # what may differ between the models of one stacked ensemble (everything else must be equal)
-_PER_MODEL = ("seed", "lr", "scheme", "base_width", "output_mult", "readout_zero_init", "weight_decay", "eps",
-              "gain", "readout_gain", "bias_std")
+PER_MODEL = ("seed", "lr", "scheme", "base_width", "weight_decay", "eps", *PlanOptions.names())
 
 
-def _positive(v):
-    return None if v > 0 else "must be positive"
-
-
-def _non_negative(v):
-    return None if v >= 0 else "must be >= 0"
-
-
-def _check_scheme(v):
-    from .schemes import get_scheme
-
-    try:
-        get_scheme(v)
-    except (ValueError, TypeError) as e:
-        return f"is not a scheme ({e})"
-    return None
-
-
-def _check_task(v):
-    from .data import TASKS
-
-    return None if v.strip().lower().replace("-", "_") in TASKS else f"is not a task: known are {sorted(TASKS)}"
-
-
-def _check_activation(v):
-    from .models.activations import ACTIVATIONS
-
-    return None if v in ACTIVATIONS else f"is not an activation: known are {sorted(ACTIVATIONS)}"
-
-
-def _check_optimizer(v):
-    return None if v.lower() in ("sgd", "adam", "adamw") else "is not an optimizer: sgd, adam or adamw"
-
-
-def _check_betas(v):
-    ok = isinstance(v, list) and len(v) == 2 and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in v)
-    return None if ok else "must be a list of two numbers in [0, 1)"
-
-
-def _check_device(v):
-    import torch
-
-    try:
-        torch.device(v)
-    except (RuntimeError, ValueError):
-        return "is not a torch device (cpu, cuda, cuda:1, ...)"
-    return None
+def _plan_option(name: str) -> Option:
+    default = getattr(PlanOptions(), name)
+    types = {"gain": (int, float, None), "readout_zero_init": (bool,), "init": (dict, None)}.get(name, (int, float))
+    return Option(default, types, check=CHECKS.get(name))
 
 
 TRAIN_MLP_OPTIONS: dict[str, Option] = {
-    "task": Option("multi_index", (str,), check=_check_task, help="paramlab.data task name"),
+    "task": Option("multi_index", (str,), check=check_task, help="paramlab.data task name"),
     "task_args": Option({}, (dict,), help="arguments of the task factory (defaults per task)"),
     "data_seed": Option(0, (int,), help="seed of the task's data (unless task_args has a seed)"),
-    "scheme": Option("mup", (str,), check=_check_scheme),
-    "width": Option(128, (int,), check=_positive),
-    "base_width": Option(64, (int,), check=_positive),
-    "depth": Option(2, (int,), check=_positive),
-    "activation": Option("relu", (str,), check=_check_activation),
+    "scheme": Option("mup", (str,), check=check_scheme),
+    "width": Option(128, (int,), check=positive),
+    "base_width": Option(BASE_WIDTH, (int,), check=positive),
+    "depth": Option(2, (int,), check=positive),
+    "activation": Option("relu", (str,), check=check_activation),
     "bias": Option(True, (bool,)),
-    "readout_zero_init": Option(False, (bool,)),
-    "gain": Option(None, (int, float, None), check=_positive),
-    "readout_gain": Option(1.0, (int, float), check=_non_negative),
-    "output_mult": Option(1.0, (int, float), check=_positive),
-    "bias_std": Option(0.0, (int, float), check=_non_negative),
-    "optimizer": Option("sgd", (str,), check=_check_optimizer),
-    "lr": Option(0.1, (int, float), check=_positive),
-    "momentum": Option(0.0, (int, float), check=_non_negative),
+    **{name: _plan_option(name) for name in PlanOptions.names()},
+    "optimizer": Option("sgd", (str,), check=check_optimizer),
+    "lr": Option(0.1, (int, float), check=positive),
+    "momentum": Option(0.0, (int, float), check=non_negative),
     "nesterov": Option(False, (bool,)),
-    "weight_decay": Option(0.0, (int, float), check=_non_negative),
-    "betas": Option([0.9, 0.999], (list,), check=_check_betas),
-    "eps": Option(1e-8, (int, float), check=_non_negative),
+    "weight_decay": Option(0.0, (int, float), check=non_negative),
+    "betas": Option([0.9, 0.999], (list,), check=check_betas),
+    "eps": Option(1e-8, (int, float), check=non_negative),
     "eps_mode": Option("gradient", (str,), choices=("gradient", "none")),
-    "steps": Option(100, (int,), check=_non_negative),
-    "batch_size": Option(None, (int, None), check=_positive),
+    "steps": Option(100, (int,), check=non_negative),
+    "batch_size": Option(None, (int, None), check=positive),
     "loss": Option(None, (str, None), choices=(None, "mse", "xent")),
-    "eval_every": Option(None, (int, None), check=_positive),
+    "eval_every": Option(None, (int, None), check=positive),
     "seed": Option(0, (int,)),
-    "device": Option("cpu", (str,), check=_check_device),
+    "device": Option("cpu", (str,), check=check_device),
     "precision": Option("fp32", (str,), choices=("fp32", "bf16")),
     "dtype": Option("float32", (str,), choices=("float32", "float64"), help="weights and data (float64 for equivalence checks)"),
 }
@@ -123,7 +79,7 @@ def _task_kwargs(cfg: Mapping) -> dict:
 
 @functools.lru_cache(maxsize=8)
 def _cached_task(name: str, kwargs_json: str):
-    from .data import get_task
+    from ..data import get_task
 
     return get_task(name, **json.loads(kwargs_json))
 
@@ -133,7 +89,7 @@ def _task(cfg: Mapping):
 
 
 def _prepare_train_mlp(cfg: dict) -> dict:
-    from .data import TASKS
+    from ..data import TASKS
 
     name = cfg["task"].strip().lower().replace("-", "_")
     cfg["task"] = name
@@ -155,13 +111,11 @@ def _prepare_train_mlp(cfg: dict) -> dict:
 def _build_mlp(cfg: Mapping, task):
     import torch
 
-    from .models.mlp import mlp
+    from ..models.mlp import mlp
 
     return mlp(task.d_in, task.d_out, cfg["width"], depth=cfg["depth"], scheme=cfg["scheme"],
-               base_width=cfg["base_width"], activation=cfg["activation"], bias=cfg["bias"],
-               readout_zero_init=cfg["readout_zero_init"], gain=cfg["gain"], readout_gain=cfg["readout_gain"],
-               output_mult=cfg["output_mult"], bias_std=cfg["bias_std"], seed=cfg["seed"],
-               dtype=getattr(torch, cfg["dtype"]))
+               base_width=cfg["base_width"], activation=cfg["activation"], bias=cfg["bias"], seed=cfg["seed"],
+               dtype=getattr(torch, cfg["dtype"]), **{k: cfg[k] for k in PlanOptions.names()})
 
 
 def _train_kwargs(cfg: Mapping) -> dict:
@@ -187,20 +141,20 @@ def train_mlp(config: Mapping) -> dict:
     steps, batch_size, seed, device, precision, ...). Returns the final train/test loss (and accuracy),
     steps_done, diverged, and the history.
     """
-    from .ensemble import train_one
+    from ..train import train
 
     cfg = _prepare_train_mlp({**{k: o.default for k, o in TRAIN_MLP_OPTIONS.items()}, **dict(config)})
     task = _task(cfg)
     model = _build_mlp(cfg, task)
-    res = train_one(model, task, lr=cfg["lr"], seed=cfg["seed"], weight_decay=cfg["weight_decay"], eps=cfg["eps"],
-                    device=cfg["device"], autocast=_autocast_arg(cfg), **_train_kwargs(cfg))
+    res = train(model, task, lr=cfg["lr"], seed=cfg["seed"], weight_decay=cfg["weight_decay"], eps=cfg["eps"],
+                device=cfg["device"], autocast=_autocast_arg(cfg), **_train_kwargs(cfg))
     return _result(res)
 
 
 def train_mlp_batch(configs: Sequence[Mapping]) -> list[dict]:
     """Several train_mlp configs that differ only in per-model options (seed, lr, scheme, ...), as one
-    stacked ensemble (`paramlab.ensemble.train_ensemble`). Same results as train_mlp on each."""
-    from .ensemble import train_ensemble
+    stacked ensemble (`paramlab.stacked.train_ensemble`). Same results as train_mlp on each."""
+    from ..stacked import train_ensemble
 
     defaults = {k: o.default for k, o in TRAIN_MLP_OPTIONS.items()}
     cfgs = [_prepare_train_mlp({**defaults, **dict(c)}) for c in configs]
@@ -217,11 +171,11 @@ def train_mlp_batch(configs: Sequence[Mapping]) -> list[dict]:
 
 
 def _train_mlp_batch_key(cfg: Mapping):
-    return json.dumps({k: v for k, v in cfg.items() if k not in _PER_MODEL}, sort_keys=True)
+    return json.dumps({k: v for k, v in cfg.items() if k not in PER_MODEL}, sort_keys=True)
 
 
 def _train_mlp_batch_pays(cfg: Mapping) -> bool:
-    from .ensemble import use_ensemble
+    from ..stacked import use_ensemble
 
     task = _task(cfg)
     bs = task.n_train if cfg["batch_size"] is None else min(cfg["batch_size"], task.n_train)
@@ -240,7 +194,7 @@ def _train_mlp_resources(configs: Sequence[Mapping]) -> dict:
     return {"num_cpus": (os.cpu_count() or 1) if big else 1, "num_gpus": 0}
 
 
-register_runner(
+RUNNER = Runner(
     "train_mlp", train_mlp, options=TRAIN_MLP_OPTIONS, prepare=_prepare_train_mlp, batch=train_mlp_batch,
     batch_key=_train_mlp_batch_key, batch_pays=_train_mlp_batch_pays, resources=_train_mlp_resources,
 )

@@ -1,0 +1,206 @@
+"""Sweep specs: a grid of runs as data, checked completely before any run starts.
+
+A spec (YAML or TOML file, or a dict)::
+
+    runner: train_mlp            # a runner name (paramlab.runners) or 'module:ATTRIBUTE'; default train_mlp
+    experiment: lr_transfer      # store folder <root>/<experiment>/<name>/ ; default "sweep"
+    name: mlp-adam               # the sweep's group (wandb group <experiment>-<name>); default: file stem
+    root: runs                   # local store root; default "runs"
+    grid:                        # the cartesian product of these lists (a scalar is a 1-list);
+      scheme: [sp, mup]          #   a list of such mappings is the union of their grids
+      width: [64, 256, 1024]
+      lr: [0.001, 0.003, 0.01]
+      seed: [0, 1, 2]
+    fixed:                       # options every run shares
+      optimizer: adam
+      steps: 500
+      batch_size: 128
+      task: multi_index
+      task_args: {n_train: 2048, n_test: 512, d: 32, k: 2}
+    ensemble: auto               # auto | always | never: stack runs of one width (paramlab.stacked)
+    max_ensemble: 16             # at most this many runs in one stacked pass
+    wandb: true                  # false: local store only
+    tags: [study-1]
+
+Keys are checked by `load_spec`: an unknown key (top level, grid or fixed) or a bad value is
+rejected with a `SpecError` that lists the valid keys, and every grid point is resolved (runner
+defaults + fixed + grid) and checked against the runner's options before anything runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from .runners import SpecError, get_runner
+from .store import to_jsonable
+
+__all__ = ["ENSEMBLE_MODES", "EXECUTORS", "SPEC_KEYS", "SweepSpec", "check_spec", "describe_point", "load_spec"]
+
+EXECUTORS = ("local", "ray")
+ENSEMBLE_MODES = ("auto", "always", "never")
+SPEC_KEYS = ("runner", "experiment", "name", "root", "grid", "fixed", "ensemble", "max_ensemble", "wandb", "tags",
+             "description")
+
+
+@dataclass
+class SweepSpec:
+    """A parsed sweep spec (see the module docstring); `points()` lists the resolved run configs."""
+
+    grid: dict | list = field(default_factory=dict)
+    fixed: dict = field(default_factory=dict)
+    runner: str = "train_mlp"
+    experiment: str = "sweep"
+    name: str | None = None
+    root: str = "runs"
+    ensemble: str = "auto"
+    max_ensemble: int = 16
+    wandb: bool = True
+    tags: list = field(default_factory=list)
+    description: str = ""
+
+    def grids(self) -> list[dict]:
+        return list(self.grid) if isinstance(self.grid, list) else [self.grid]
+
+    def varying(self) -> list[str]:
+        """Grid keys with more than one value (in first-seen order)."""
+        seen: dict[str, set] = {}
+        for g in self.grids():
+            for k, vals in g.items():
+                vals = vals if isinstance(vals, list) else [vals]
+                seen.setdefault(k, set()).update(json.dumps(v, sort_keys=True) for v in vals)
+        if len(self.grids()) > 1:  # a key given in only some sub-grids varies too
+            keys = set().union(*(g.keys() for g in self.grids()))
+            for k in keys:
+                if any(k not in g for g in self.grids()):
+                    seen.setdefault(k, set()).add("<absent>")
+        return [k for k, v in seen.items() if len(v) > 1]
+
+    def raw_points(self) -> list[dict]:
+        out, seen = [], set()
+        for g in self.grids():
+            keys = list(g)
+            lists = [g[k] if isinstance(g[k], list) else [g[k]] for k in keys]
+            for combo in itertools.product(*lists):
+                point = {**self.fixed, **dict(zip(keys, combo))}
+                key = json.dumps(point, sort_keys=True)
+                if key not in seen:
+                    seen.add(key)
+                    out.append(point)
+        return out
+
+    def points(self) -> list[dict]:
+        """Every run's full config (runner defaults + fixed + grid point), checked; grid order."""
+        runner = get_runner(self.runner)
+        out = []
+        for p in self.raw_points():
+            cfg = {**runner.defaults(), **p}
+            if runner.options is not None:
+                for k, v in cfg.items():
+                    runner.options[k].validate(k, v)
+            if runner.prepare is not None:
+                try:
+                    cfg = runner.prepare(dict(cfg))
+                except SpecError:
+                    raise
+                except (ValueError, TypeError, KeyError) as e:
+                    raise SpecError(f"run {describe_point(p, self.varying())}: {e}") from None
+            out.append(to_jsonable(cfg))
+        return out
+
+
+def describe_point(point: Mapping, keys: Sequence[str]) -> str:
+    """``key=value, ...`` of a grid point for the given keys (for error messages)."""
+    return ", ".join(f"{k}={point[k]!r}" for k in keys if k in point) or "(the only point)"
+
+
+def load_spec(spec: SweepSpec | Mapping | str | os.PathLike) -> SweepSpec:
+    """Parse and check a spec: a SweepSpec, a dict, or a .yaml / .yml / .toml file (safe loaders).
+
+    Raises SpecError naming the bad key or value and listing the valid keys.
+    """
+    if isinstance(spec, SweepSpec):
+        data, stem = dataclasses.asdict(spec), None
+    elif isinstance(spec, Mapping):
+        data, stem = dict(spec), None
+    else:
+        path = Path(spec)
+        if not path.is_file():
+            raise SpecError(f"no sweep spec at {path}")
+        text = path.read_text(encoding="utf-8")
+        suffix = path.suffix.lower()
+        try:
+            if suffix in (".yaml", ".yml"):
+                import yaml
+
+                data = yaml.safe_load(text)
+            elif suffix == ".toml":
+                try:
+                    import tomllib
+                except ImportError:  # Python 3.10
+                    import tomli as tomllib
+                data = tomllib.loads(text)
+            else:
+                raise SpecError(f"{path}: a sweep spec is a .yaml, .yml or .toml file")
+        except SpecError:
+            raise
+        except Exception as e:  # yaml.YAMLError, tomllib.TOMLDecodeError
+            raise SpecError(f"{path}: cannot parse: {e}") from None
+        if data is None:
+            data = {}
+        stem = path.stem
+    if not isinstance(data, Mapping):
+        raise SpecError(f"a sweep spec is a mapping of {', '.join(SPEC_KEYS)}; got {type(data).__name__}")
+    unknown = [k for k in data if k not in SPEC_KEYS]
+    if unknown:
+        raise SpecError(f"unknown spec keys {unknown}: valid keys are {', '.join(SPEC_KEYS)}")
+    data = {k: v for k, v in data.items() if v is not None or k == "name"}
+    if "name" not in data or data["name"] is None:
+        data["name"] = stem
+    s = SweepSpec(**data)
+    check_spec(s)
+    return s
+
+
+def check_spec(s: SweepSpec) -> None:
+    """Check every key and value of a parsed spec, and every grid point (raises SpecError)."""
+    if not isinstance(s.runner, str):
+        raise SpecError(f"runner must be a runner name, got {s.runner!r}")
+    runner = get_runner(s.runner)
+    for key, val in (("experiment", s.experiment), ("root", s.root)):
+        if not isinstance(val, str) or not val:
+            raise SpecError(f"{key} must be a non-empty string, got {val!r}")
+    if s.name is not None and (not isinstance(s.name, str) or not s.name):
+        raise SpecError(f"name must be a non-empty string, got {s.name!r}")
+    if s.ensemble not in ENSEMBLE_MODES:
+        raise SpecError(f"ensemble must be one of {list(ENSEMBLE_MODES)}, got {s.ensemble!r}")
+    if isinstance(s.max_ensemble, bool) or not isinstance(s.max_ensemble, int) or s.max_ensemble < 1:
+        raise SpecError(f"max_ensemble must be a positive int, got {s.max_ensemble!r}")
+    if not isinstance(s.wandb, bool):
+        raise SpecError(f"wandb must be true or false, got {s.wandb!r}")
+    if not isinstance(s.tags, list) or not all(isinstance(t, str) for t in s.tags):
+        raise SpecError(f"tags must be a list of strings, got {s.tags!r}")
+    if not isinstance(s.fixed, Mapping):
+        raise SpecError(f"fixed must be a mapping of option -> value, got {type(s.fixed).__name__}")
+    grids = s.grids()
+    if not grids or not all(isinstance(g, Mapping) for g in grids):
+        raise SpecError("grid must be a mapping of option -> list of values (or a list of such mappings)")
+    for where, keys in [("fixed", list(s.fixed))] + [("grid", list(g)) for g in grids]:
+        if runner.options is not None:
+            bad = [k for k in keys if k not in runner.options]
+            if bad:
+                raise SpecError(
+                    f"unknown {where} keys {bad} for runner {runner.name!r}: valid keys are {runner.valid_keys()}"
+                )
+    for g in grids:
+        for k, v in g.items():
+            if isinstance(v, list) and not v:
+                raise SpecError(f"grid key {k!r} has an empty list of values")
+    s.fixed = dict(s.fixed)
+    s.grid = [dict(g) for g in grids] if isinstance(s.grid, list) else dict(s.grid)
+    s.points()  # type and value checks of every point, before anything runs
