@@ -10,13 +10,13 @@ import hashlib
 import json
 import os
 import random
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..store import atomic_write
 from .task import Task, check_classes, check_pos, classification_task, select_classes, standardize_inputs
 
 _MNIST1D_CACHE_FORMAT = 1
@@ -63,26 +63,6 @@ def _cache_key(args: Mapping[str, Any]) -> str:
         default=str,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
-    """Write an .npz via a temp file in the same directory and ``os.replace`` (atomic on POSIX):
-    readers see either no file or a complete one, and concurrent writers cannot interleave."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def _generate_mnist1d(args: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -141,7 +121,8 @@ def mnist1d_arrays(
     arrays = _generate_mnist1d(args)
     if use_cache:
         try:
-            _atomic_savez(path, **arrays, args_json=np.array(json.dumps(args, sort_keys=True, default=str)))
+            with atomic_write(path, "wb") as f:  # readers see no file or a whole one
+                np.savez(f, **arrays, args_json=np.array(json.dumps(args, sort_keys=True, default=str)))
         except OSError as e:
             warnings.warn(f"could not write mnist1d cache {path}: {e}")
     return arrays, info
