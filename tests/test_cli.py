@@ -14,6 +14,15 @@ def test_schemes_and_roles_commands(capsys):
     assert "layers.1.weight" in out and "hidden" in out and "scheme ntk" in out
 
 
+def test_roles_keeps_the_builder_s_own_defaults(capsys):
+    # only --width is given: scheme, base width, depth, kernel size are cnn's own
+    assert main(["roles", "cnn", "--width", "128", "--set", "in_channels=1", "--set", "d_out=10"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "scheme mup"
+    hidden = next(line for line in lines if line.startswith("blocks.1.conv.weight"))
+    assert hidden.split()[1:4] == ["128x128x3", "hidden", "2"]  # m = 128 / BASE_WIDTH 64
+
+
 def test_cli_errors_are_clean(capsys):
     assert main(["roles", "mlp", "--scheme", "nope", "--set", "d_in=5", "--set", "d_out=2"]) == 2
     assert "known schemes" in capsys.readouterr().err

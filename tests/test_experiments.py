@@ -46,6 +46,9 @@ def test_every_run_is_in_the_local_store_and_in_offline_wandb(transfer, root):
     assert sorted(w.config["scheme"] + str(w.config["width"]) for w in offline) == \
         sorted(r.config["scheme"] + str(r.config["width"]) for r in recs)
     summary = json.loads((root / "transfer" / "test" / "summary.json").read_text())
+    # one store layout: the summary (and its wandb run) next to the runs, not nested below them
+    assert (root / "transfer" / "test" / "summary" / "meta.json").exists()
+    assert not (root / "transfer" / "test" / "transfer").exists()
     assert (root / "transfer" / "test" / "transfer_gain_vs_width.png").stat().st_size > 10_000
     assert summary["rows"]
     # paramlab compare redraws the metrics from the local store alone

@@ -1,0 +1,99 @@
+"""paramlab.experiments.experiment: `paramlab run` is a sweep. Its options are checked before anything
+runs (a bad --set leaves nothing behind), a killed run resumes with the same command, and the
+summary lands next to the runs. (The experiments' science is in test_experiments.py.)"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from paramlab.cli import main
+from paramlab.experiments import get
+from paramlab.records import load_runs
+from paramlab.runners import SpecError
+from paramlab.store import read_json
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "steps=-1"], "option 'steps': -1 must be >= 0"),
+    (["--set", "lr=fast"], "option 'lr': 'fast' is a str, expected int, float"),
+    (["--set", "stpes=3"], "unknown option 'stpes' for kernel_limit: options are"),
+    (["--schemes", "mup", "mupp"], "option 'scheme': 'mupp' is not a scheme"),
+    (["--set", "dtype=float16"], "option 'dtype': 'float16' is not a dtype"),
+    (["--seeds", "0"], "'seeds': 0 is not a number of seeds"),
+    (["--widths", "64", "-8"], "option 'width': -8 must be positive"),
+    (["--size", "tiny", "--set", "x"], "--set expects KEY=VALUE"),
+])
+def test_a_bad_option_is_refused_before_anything_is_written(tmp_path, capsys, args, message):
+    root = tmp_path / "runs"
+    assert main(["run", "kernel_limit", "--size", "tiny", "--root", str(root), "--no-wandb", "--no-progress", *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not root.exists()
+
+
+def test_the_same_options_are_fine_when_good(tmp_path):
+    """The negative control of the test above: good values run, and write the group folder."""
+    root = tmp_path / "runs"
+    out = get("kernel_limit").run("tiny", root=root, use_wandb=False, progress=False, group="g", steps=2,
+                                  dtype="float64", widths=[64, 128])
+    assert out["verdicts"] and (root / "kernel_limit" / "g" / "summary.json").exists()
+
+
+def test_options_come_from_every_size_and_axes_are_lists():
+    coord = get("coord_check")
+    assert {"vocab_size", "seq_len", "n_heads", "widths", "seeds"} <= set(coord.options())  # the transformer size's too
+    assert coord.params("tiny", {"schemes": "mup"})["schemes"] == ["mup"]  # one value is a 1-list
+    with pytest.raises(SpecError, match="unknown size 'huge'"):
+        coord.params("huge", {})
+    spec = get("lr_transfer").spec(get("lr_transfer").params("tiny", {"seeds": 2}), group="g")
+    assert list(spec.grid) == ["scheme", "width", "log2_lr", "seed"] and spec.grid["seed"] == [0, 1]
+    assert "log2_lrs" not in spec.fixed and spec.runner == spec.experiment == "lr_transfer"
+
+
+def _complete(path: Path) -> bool:
+    meta = read_json(path / "meta.json")
+    return isinstance(meta, dict) and meta.get("status") in ("finished", "diverged")
+
+
+def _files(run_dir: Path) -> dict:
+    return {p.relative_to(run_dir).as_posix(): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+
+
+def test_a_killed_paramlab_run_resumes_with_the_same_command(tmp_path):
+    root = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "paramlab", "run", "kernel_limit", "--size", "tiny", "--seeds", "3",
+           "--set", "steps=600", "--root", str(root), "--group", "k", "--no-wandb", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    group = root / "kernel_limit" / "k"
+    runs = lambda: [p for p in group.iterdir() if p.is_dir()] if group.exists() else []  # noqa: E731
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline and sum(map(_complete, runs())) < 2:
+            assert proc.poll() is None, "the run ended before it could be killed: " + proc.stderr.read().decode()[-2000:]
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    done = [p for p in runs() if _complete(p)]
+    assert 2 <= len(done) < 12 and not (group / "summary.json").exists()
+    before = {p.name: _files(p) for p in done}
+
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert len(runs()) == 12  # every grid point once (2 schemes x 2 widths x 3 seeds): nothing run twice
+    recs = load_runs(group)
+    assert len(recs) == 12 and all(r.status == "finished" for r in recs)
+    for name, files in before.items():
+        assert _files(group / name) == files, f"the completed run {name} was touched"
+    summary = json.loads((group / "summary.json").read_text())
+    assert set(summary["verdicts"]) == {"ntk", "mup"} and "records: " in out.stdout
