@@ -15,8 +15,8 @@ The grid (both sides)
     two runs see bit-for-bit (up to rounding of the std) the same weights and batch.
 
 paramlab side
-    coord_check(lambda w: pl.mlp(d_in, d_out, w, depth, scheme='mup', base_width=64), widths, x, y,
-    optimizer='sgd', lr=0.1, steps=3, seeds=range(S), loss=<mup's mse>, quantities=('act/l1',)):
+    coord_check(lambda w: pl.mlp(d_in, d_out, w, depth=depth, scheme='mup', base_width=64), widths, x, y,
+    optimizer='sgd', lr=0.1, steps=3, seeds=S, loss=<mup's mse>, quantities=('act/l1',)):
     builds each model (plus base and delta models on the meta device for the plan) and paramlab's
     per-tensor SGD, captures the leaf modules' outputs (layers.0, act[0], layers.1, act[1], readout)
     by forward hooks (a detached clone each), and records act/l1 at t = 0..3: t = 0..2 are the
@@ -175,7 +175,7 @@ def main(argv=None):
     def run_paramlab(widths, nseeds):
         return coord_check(lambda w: pl.mlp(args.d_in, args.d_out, w, depth=args.depth, scheme="mup",
                                             base_width=args.base),
-                           widths, x, y, optimizer="sgd", lr=args.lr, steps=args.steps, seeds=range(nseeds),
+                           widths, x, y, optimizer="sgd", lr=args.lr, steps=args.steps, seeds=nseeds,
                            loss=mup_mse, quantities=args.quantities)
 
     def run_floor(widths, nseeds):

@@ -41,7 +41,8 @@ from _common import machine  # noqa: E402
 
 import paramlab as pl  # noqa: E402
 from paramlab.data import multi_index  # noqa: E402
-from paramlab.ensemble import train_ensemble, train_one, train_sequential  # noqa: E402
+from paramlab.stacked import train_ensemble, train_sequential  # noqa: E402
+from paramlab.train import train  # noqa: E402
 from paramlab.measure.coord import coord_check  # noqa: E402
 from paramlab.measure.ntk import empirical_ntk  # noqa: E402
 
@@ -55,7 +56,7 @@ def check_mf_equals_mup(dev, q):
     outs = {}
     for s in ("mf", "mup"):
         m = pl.mlp(16, 1, 48 if q else 384, depth=3, scheme=s, base_width=32, seed=0, device=dev)  # m = 1.5 or 12
-        train_one(m, task, optimizer="sgd", lr=0.1, steps=20, batch_size=64, seed=0)
+        train(m, task, optimizer="sgd", lr=0.1, steps=20, batch_size=64, seed=0)
         with torch.no_grad():
             outs[s] = m(task.x_test)
     err = rel(outs["mf"], outs["mup"])
@@ -93,8 +94,8 @@ def check_bf16(dev, q):
     res = {}
     for prec in ("fp32", "bf16"):
         m = pl.mlp(16, 1, 64 if q else 1024, depth=3, scheme="mup", base_width=32, seed=0, device=dev)
-        r = train_one(m, task, optimizer="adam", lr=3e-3, steps=100, batch_size=128, seed=0, eval_every=100,
-                      autocast="bf16" if prec == "bf16" else None)
+        r = train(m, task, optimizer="adam", lr=3e-3, steps=100, batch_size=128, seed=0, eval_every=100,
+                  autocast="bf16" if prec == "bf16" else None)
         res[prec] = (r.history[0]["train/loss"], r.final["train/loss"])
     ok = all(math.isfinite(b) and b < a for a, b in res.values())
     gap = abs(res["bf16"][1] - res["fp32"][1]) / res["fp32"][1]
@@ -108,7 +109,7 @@ def check_coord(dev, q):
     # zero readout (TP5's coord-check setting): no 1/sqrt(width) output-at-init transient at small widths
     res = coord_check(lambda w: pl.mlp(16, 1, w, depth=3, scheme="mup", base_width=64, activation="tanh",
                                        readout_zero_init=True, device=dev),
-                      widths, x.to(dev), y.to(dev), optimizer="sgd", lr=0.1, steps=3, seeds=range(3),
+                      widths, x.to(dev), y.to(dev), optimizer="sgd", lr=0.1, steps=3, seeds=3,
                       quantities=("act", "dact"))
     fails = res.failures()
     return dict(widths=widths, failed_rows=[f"{f['name']} {f['quantity']} t={f['step']} {f['slope']:+.2f}" for f in fails],

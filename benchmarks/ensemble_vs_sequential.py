@@ -1,5 +1,5 @@
 """Ensemble vs sequential training: K MLPs (different seeds and learning rates) trained stacked in one
-pass (`paramlab.ensemble.train_ensemble`) vs one after another (`paramlab.train.train`), side by side
+pass (`paramlab.stacked.train_ensemble`) vs one after another (`paramlab.train.train`), side by side
 in one process. Prints the speedup per width and writes JSON.
 
     python benchmarks/ensemble_vs_sequential.py [--k 8] [--widths 64 256 1024] [--threads 1]
@@ -24,7 +24,7 @@ import torch
 from _common import timed, timed_pair, write_json
 import paramlab as pl
 from paramlab.data import multi_index
-from paramlab.ensemble import step_flops, train_ensemble, train_sequential, use_ensemble
+from paramlab.stacked import step_flops, train_ensemble, train_sequential, use_ensemble
 
 
 def make_models(k, width, depth, d_in, scheme, base_width):

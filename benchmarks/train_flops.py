@@ -25,7 +25,7 @@ import torch
 from _common import write_json
 import paramlab as pl
 from paramlab.data import multi_index
-from paramlab.ensemble import train_one
+from paramlab.train import train
 
 
 def _sync(device) -> None:
@@ -76,8 +76,8 @@ def main(argv=None):
                        device=args.device)
         _sync(args.device)
         t0 = time.perf_counter()
-        train_one(model, task, optimizer=args.optimizer, lr=1e-4, steps=steps, batch_size=B, eval_every=10**9,
-                  autocast="bf16" if args.precision == "bf16" else None)
+        train(model, task, optimizer=args.optimizer, lr=1e-4, steps=steps, batch_size=B, eval_every=10**9,
+              autocast="bf16" if args.precision == "bf16" else None)
         _sync(args.device)
         return time.perf_counter() - t0
 
