@@ -6,11 +6,7 @@ offline init costs ~0.4 s for the first run in a process (it starts wandb-core) 
 """
 
 import dataclasses
-import json
 import math
-import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +15,6 @@ import torch
 
 from paramlab import store, wandb_sink
 from paramlab.records import find_wandb_offline_runs, load_runs
-from paramlab.store import to_jsonable
 from paramlab.tracking import start_run
 
 
