@@ -8,10 +8,10 @@ import pytest
 import torch
 
 import paramlab as pl
-from paramlab.measure.features import (
-    capture, effective_rank, feature_kernel, feature_metrics, features, kernel_alignment, kernel_change, linear_cka,
-    rel_change, spectral_norm, subspace_fraction, weight_change, weight_changes,
-)
+from paramlab.measure.capture import capture, features
+from paramlab.measure.features import (effective_rank, feature_kernel, feature_metrics, kernel_alignment, kernel_change,
+                                       linear_cka, rel_change)
+from paramlab.measure.weights import spectral_norm, subspace_fraction, weight_change, weight_changes
 from paramlab.measure.fit import fit_slope
 from paramlab.measure.limits import tp4_linear_limit
 

@@ -13,13 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from paramlab.measure.kernels import (
-    ACTIVATIONS,
-    MLPKernel,
-    gd_mse_prediction,
-    kernel_regression,
-    nngp_ntk,
-)
+from paramlab.measure.kernel_regression import gd_mse_prediction, kernel_regression
+from paramlab.measure.kernels import ACTIVATIONS, MLPKernel, nngp_ntk
 
 F64 = torch.float64
 

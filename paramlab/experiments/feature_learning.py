@@ -26,7 +26,9 @@ from pathlib import Path
 import torch
 
 from .. import data as D
-from ..measure.features import features, kernel_change, linear_cka, rel_change, subspace_fraction, weight_change
+from ..measure.capture import features
+from ..measure.features import kernel_change, linear_cka, rel_change
+from ..measure.weights import subspace_fraction, weight_change
 from ..measure.fit import slope_where_positive
 from ..measure.ntk import ntk_change
 from ..models.mlp import mlp

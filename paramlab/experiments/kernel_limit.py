@@ -3,7 +3,7 @@
 Train one-hidden-layer ReLU MLPs by full-batch gradient descent on MSE (a multi-index teacher) and
 compare their test predictions with the infinite-width NTK prediction of the same run: gradient
 flow of the linearized model with the analytic NTK, from the network's own initial outputs
-(`measure.kernels.gd_mse_prediction`, neural-tangents' convention). Then do the same with kernel
+(`measure.kernel_regression.gd_mse_prediction`, neural-tangents' convention). Then do the same with kernel
 regression (t = infinity, the "NTK model" of the task) and the NNGP posterior mean (the GP model).
 
 Prediction (Jacot et al. 2018; Lee et al. 2019; TP4 Thm 3.8 / Cor. 3.9):
@@ -36,7 +36,8 @@ import torch
 
 from .. import data as D
 from ..measure.fit import slope_where_positive
-from ..measure.kernels import MLPKernel, gd_mse_prediction, kernel_regression
+from ..measure.kernel_regression import gd_mse_prediction, kernel_regression
+from ..measure.kernels import MLPKernel
 from ..models.mlp import mlp
 from ..report import plot_vs_width, pyplot, save_figure
 from ..train import train

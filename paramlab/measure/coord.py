@@ -35,7 +35,8 @@ from ..schemes import optimizer_family
 from ..train import train_step
 from .coord_predict import parameter_owners, plan_tensor_infos, predict_slopes
 from .coord_result import WEIGHT_QUANTITIES, CoordResult, fit_all, wanted_quantities
-from .features import Capture, capture, leaf_module_names, spectral_norm
+from .capture import Capture, capture, leaf_module_names
+from .weights import spectral_norm
 from .mup_shapes import mup_tensor_infos
 
 __all__ = ["coord_check"]
