@@ -23,39 +23,8 @@ run's record is written only once it is done. (History rows are logged
 after the run, so their ``time`` column is the recording time; the run's compute time is in
 meta.json under ``sweep.runtime_s``.)
 
-**Executors.** ``local`` (default): in this process, one unit (a run or a stacked ensemble of runs)
-after another, with torch's thread count set per unit by the runner's resource request (1 thread for
-small models, which on a 2-core machine is faster than 2; all cores for large ones).
-
-``ray``: each unit is a Ray task with ``num_cpus`` / ``num_gpus`` from the runner (fractional GPUs
-for small models, so several share a device), results come back to this process as they finish.
-
-* One machine: ``paramlab sweep spec.yaml --executor ray`` starts a local Ray instance.
-* An existing cluster: start Ray on the nodes, then run the sweep on the head node (or any node of
-  the cluster) with ``--address auto``; or from outside with Ray Client,
-  ``--address ray://<head-host>:10001``. Every node needs the same Python environment with paramlab
-  (and the module that registers a custom runner) installed; only the driver writes the store.
-* On SLURM (one Ray node per SLURM node)::
-
-      #!/bin/bash
-      #SBATCH --nodes=4 --ntasks-per-node=1 --cpus-per-task=32 --gpus-per-task=4 --time=12:00:00
-      nodes=($(scontrol show hostnames "$SLURM_JOB_NODELIST"))
-      head=${nodes[0]}
-      port=6379
-      srun --nodes=1 --ntasks=1 -w "$head" ray start --head --port=$port \\
-           --num-cpus=$SLURM_CPUS_PER_TASK --num-gpus=4 --block &
-      sleep 20
-      for node in "${nodes[@]:1}"; do
-        srun --nodes=1 --ntasks=1 -w "$node" ray start --address="$head:$port" \\
-             --num-cpus=$SLURM_CPUS_PER_TASK --num-gpus=4 --block &
-      done
-      sleep 20
-      paramlab sweep spec.yaml --executor ray --address "$head:$port" --device cuda
-
-  The store (``--root``) is written by this script's process only, on the head node's filesystem.
-  If the job is cut off, submit it again: the sweep resumes where it stopped.
-
-Ray is an optional dependency (``pip install ray``); the local executor needs nothing extra.
+**Executors** (`paramlab.executors`): ``local`` (default, in this process) or ``ray`` (a local Ray
+instance, an existing cluster, or SLURM: see that module for the recipes).
 
 **Devices and precision.** The built-in ``train_mlp`` runner has ``device`` (``cpu``, ``cuda``,
 ``cuda:1``...) and ``precision`` (``fp32``, or ``bf16``: forward passes under torch.autocast, weights
@@ -66,19 +35,17 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import os
 import sys
-import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from .executors import run_local, run_ray
 from .runners import Runner, SpecError, get_runner
 from .spec import ENSEMBLE_MODES, EXECUTORS, SweepSpec, load_spec
-from .store import (COMPLETE_STATUSES, RESERVED_SUMMARY_KEYS, config_hash, now_iso, read_json, run_dir_name,
-                    run_state, safe_component, to_jsonable, write_json_atomic)
+from .store import (RESERVED_SUMMARY_KEYS, config_hash, now_iso, read_json, run_dir_name,
+                    run_state, safe_component, write_json_atomic)
 from .tracking import start_run
 
 __all__ = ["SweepReport", "run_sweep"]
@@ -107,65 +74,6 @@ def _sweep_lock(group_dir: Path):
         yield
     finally:
         f.close()
-
-
-# ----------------------------------------------------------------------------------------------
-# executing units (also inside Ray workers: no store access here)
-
-
-def _normalize(result: Any) -> dict:
-    if not isinstance(result, Mapping):
-        raise TypeError(f"a runner must return a dict (the summary), got {type(result).__name__}")
-    result = dict(result)
-    history = result.pop("history", None) or []
-    status = result.pop("status", "finished")
-    if status not in COMPLETE_STATUSES:
-        raise ValueError(f"a runner's status must be 'finished' or 'diverged', got {status!r}")
-    for key in RESERVED_SUMMARY_KEYS:
-        result.pop(key, None)
-    return {"summary": to_jsonable(result), "history": to_jsonable(list(history)), "status": status}
-
-
-def _failure(e: BaseException) -> dict:
-    return {"summary": {}, "history": [], "status": "failed",
-            "error": f"{type(e).__name__}: {e}" if str(e) else type(e).__name__,
-            "traceback": "".join(traceback.format_exception(type(e), e, e.__traceback__))[-20_000:]}
-
-
-def _execute_unit(runner: Runner, configs: list[dict], threads: int | None) -> list[dict]:
-    """Run one unit (one config, or several batched); one outcome dict per config, never raises
-    for a run's own error (a failed batch falls back to running its configs one by one)."""
-    import torch
-
-    old = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(int(threads))
-    try:
-        t0 = time.monotonic()
-        if len(configs) > 1:
-            try:
-                results = runner.batch([dict(c) for c in configs])
-                if len(results) != len(configs):
-                    raise RuntimeError(f"batch runner returned {len(results)} results for {len(configs)} configs")
-                outs = [_normalize(r) for r in results]
-                dt = (time.monotonic() - t0) / len(configs)
-                for o in outs:
-                    o.update(runtime_s=round(dt, 4), ensemble=len(configs))
-                return outs
-            except Exception:
-                pass  # run them one by one below: each gets its own record (and error)
-        outs = []
-        for c in configs:
-            t1 = time.monotonic()
-            try:
-                o = _normalize(runner.fn(dict(c)))
-            except Exception as e:
-                o = _failure(e)
-            o.update(runtime_s=round(time.monotonic() - t1, 4), ensemble=1)
-            outs.append(o)
-        return outs
-    finally:
-        torch.set_num_threads(old)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -218,17 +126,6 @@ def _units(runner: Runner, todo: list[tuple[str, dict]], mode: str, max_k: int) 
     # keep roughly grid order: by the first item's position
     order = {name: i for i, (name, _) in enumerate(todo)}
     return sorted(units + singles, key=lambda u: order[u[0][0]])
-
-
-def _resources(runner: Runner, configs: list[dict], num_cpus, num_gpus) -> dict:
-    res = dict(runner.resources(configs)) if runner.resources is not None else {"num_cpus": 1, "num_gpus": 0}
-    if num_cpus is not None:
-        res["num_cpus"] = num_cpus
-    if num_gpus is not None:
-        res["num_gpus"] = num_gpus
-    res.setdefault("num_cpus", 1)
-    res.setdefault("num_gpus", 0)
-    return res
 
 
 def run_sweep(
@@ -326,13 +223,9 @@ def run_sweep(
 
         try:
             if executor == "local":
-                for unit in units:
-                    cfgs = [c for _, c in unit]
-                    res = _resources(runner, cfgs, num_cpus, num_gpus)
-                    t = threads or max(1, min(int(math.ceil(res["num_cpus"])), os.cpu_count() or 1))
-                    record(unit, _execute_unit(runner, cfgs, t))
+                run_local(runner, units, record, num_cpus, num_gpus, threads)
             else:
-                _run_ray(runner, units, record, address, num_cpus, num_gpus, threads, ray_init)
+                run_ray(runner, units, record, address, num_cpus, num_gpus, threads, ray_init)
         finally:
             if bar is not None:
                 bar.close()
@@ -366,38 +259,3 @@ def _record(group_dir: Path, name: str, config: dict, out: dict, s: SweepSpec, e
     except BaseException:
         run.finish("failed", error="recording failed")
         raise
-
-
-def _run_ray(runner, units, record, address, num_cpus, num_gpus, threads, ray_init) -> None:
-    try:
-        import ray
-    except ImportError:
-        raise RuntimeError("the ray executor needs Ray: pip install ray") from None
-    started = False
-    if not ray.is_initialized():
-        kw = {"include_dashboard": False, "log_to_driver": False, **dict(ray_init or {})}
-        if address is None:  # a private instance on this machine: nothing listens beyond loopback
-            kw.setdefault("_node_ip_address", "127.0.0.1")
-        ray.init(address=address, **kw)
-        started = True
-    try:
-        remote = ray.remote(_execute_unit)
-        pending = {}
-        for unit in units:
-            cfgs = [c for _, c in unit]
-            res = _resources(runner, cfgs, num_cpus, num_gpus)
-            t = threads or max(1, int(math.ceil(res["num_cpus"])))
-            ref = remote.options(num_cpus=res["num_cpus"], num_gpus=res["num_gpus"], max_retries=0).remote(runner, cfgs, t)
-            pending[ref] = unit
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            unit = pending.pop(done[0])
-            try:
-                outcomes = ray.get(done[0])
-            except Exception as e:  # the worker died (OOM, node lost): record the runs as failed
-                outcomes = [_failure(e) for _ in unit]
-            record(unit, outcomes)
-    finally:
-        if started:
-            ray.shutdown()
-

@@ -1,0 +1,170 @@
+"""Executors: where a sweep's units (one run, or a stacked ensemble of runs) compute.
+
+A unit runs through `execute_unit`, which never touches the store and never raises for a run's own
+error: it returns one outcome per config (summary, history, status, runtime), and the sweep process
+records them. So a unit can run anywhere.
+
+``local`` (default): in this process, one unit (a run or a stacked ensemble of runs)
+after another, with torch's thread count set per unit by the runner's resource request (1 thread for
+small models, which on a 2-core machine is faster than 2; all cores for large ones).
+
+``ray``: each unit is a Ray task with ``num_cpus`` / ``num_gpus`` from the runner (fractional GPUs
+for small models, so several share a device), results come back to this process as they finish.
+
+* One machine: ``paramlab sweep spec.yaml --executor ray`` starts a local Ray instance.
+* An existing cluster: start Ray on the nodes, then run the sweep on the head node (or any node of
+  the cluster) with ``--address auto``; or from outside with Ray Client,
+  ``--address ray://<head-host>:10001``. Every node needs the same Python environment with paramlab
+  (and the module of a custom runner) installed; only the driver writes the store.
+* On SLURM (one Ray node per SLURM node)::
+
+      #!/bin/bash
+      #SBATCH --nodes=4 --ntasks-per-node=1 --cpus-per-task=32 --gpus-per-task=4 --time=12:00:00
+      nodes=($(scontrol show hostnames "$SLURM_JOB_NODELIST"))
+      head=${nodes[0]}
+      port=6379
+      srun --nodes=1 --ntasks=1 -w "$head" ray start --head --port=$port \\
+           --num-cpus=$SLURM_CPUS_PER_TASK --num-gpus=4 --block &
+      sleep 20
+      for node in "${nodes[@]:1}"; do
+        srun --nodes=1 --ntasks=1 -w "$node" ray start --address="$head:$port" \\
+             --num-cpus=$SLURM_CPUS_PER_TASK --num-gpus=4 --block &
+      done
+      sleep 20
+      paramlab sweep spec.yaml --executor ray --address "$head:$port" --device cuda
+
+  The store (``--root``) is written by this script's process only, on the head node's filesystem.
+  If the job is cut off, submit it again: the sweep resumes where it stopped.
+
+Ray is an optional dependency (``pip install ray``); the local executor needs nothing extra.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import traceback
+from typing import Any, Callable, Mapping
+
+from .runners import Runner
+from .store import COMPLETE_STATUSES, RESERVED_SUMMARY_KEYS, to_jsonable
+
+__all__ = ["execute_unit", "failure", "resources", "run_local", "run_ray"]
+
+Record = Callable[[list, list], None]  # record(unit, outcomes): the sweep writes the unit's runs
+
+
+def _normalize(result: Any) -> dict:
+    if not isinstance(result, Mapping):
+        raise TypeError(f"a runner must return a dict (the summary), got {type(result).__name__}")
+    result = dict(result)
+    history = result.pop("history", None) or []
+    status = result.pop("status", "finished")
+    if status not in COMPLETE_STATUSES:
+        raise ValueError(f"a runner's status must be 'finished' or 'diverged', got {status!r}")
+    for key in RESERVED_SUMMARY_KEYS:
+        result.pop(key, None)
+    return {"summary": to_jsonable(result), "history": to_jsonable(list(history)), "status": status}
+
+
+def failure(e: BaseException) -> dict:
+    return {"summary": {}, "history": [], "status": "failed",
+            "error": f"{type(e).__name__}: {e}" if str(e) else type(e).__name__,
+            "traceback": "".join(traceback.format_exception(type(e), e, e.__traceback__))[-20_000:]}
+
+
+def execute_unit(runner: Runner, configs: list[dict], threads: int | None) -> list[dict]:
+    """Run one unit (one config, or several batched); one outcome dict per config, never raises
+    for a run's own error (a failed batch falls back to running its configs one by one)."""
+    import torch
+
+    old = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        t0 = time.monotonic()
+        if len(configs) > 1:
+            try:
+                results = runner.batch([dict(c) for c in configs])
+                if len(results) != len(configs):
+                    raise RuntimeError(f"batch runner returned {len(results)} results for {len(configs)} configs")
+                outs = [_normalize(r) for r in results]
+                dt = (time.monotonic() - t0) / len(configs)
+                for o in outs:
+                    o.update(runtime_s=round(dt, 4), ensemble=len(configs))
+                return outs
+            except Exception:
+                pass  # run them one by one below: each gets its own record (and error)
+        outs = []
+        for c in configs:
+            t1 = time.monotonic()
+            try:
+                o = _normalize(runner.fn(dict(c)))
+            except Exception as e:
+                o = failure(e)
+            o.update(runtime_s=round(time.monotonic() - t1, 4), ensemble=1)
+            outs.append(o)
+        return outs
+    finally:
+        torch.set_num_threads(old)
+
+
+def resources(runner: Runner, configs: list[dict], num_cpus, num_gpus) -> dict:
+    res = dict(runner.resources(configs)) if runner.resources is not None else {"num_cpus": 1, "num_gpus": 0}
+    if num_cpus is not None:
+        res["num_cpus"] = num_cpus
+    if num_gpus is not None:
+        res["num_gpus"] = num_gpus
+    res.setdefault("num_cpus", 1)
+    res.setdefault("num_gpus", 0)
+    return res
+
+
+def run_local(runner: Runner, units: list, record: Record, num_cpus, num_gpus, threads) -> None:
+    """Every unit in this process, one after another; torch threads per unit from `threads`, else the
+    unit's num_cpus request (capped at this machine's cores)."""
+    for unit in units:
+        cfgs = [c for _, c in unit]
+        res = resources(runner, cfgs, num_cpus, num_gpus)
+        t = threads or max(1, min(int(math.ceil(res["num_cpus"])), os.cpu_count() or 1))
+        record(unit, execute_unit(runner, cfgs, t))
+
+
+def run_ray(runner: Runner, units: list, record: Record, address, num_cpus, num_gpus, threads,
+            ray_init: Mapping[str, Any] | None) -> None:
+    """Every unit as a Ray task with its resource request; outcomes recorded here as they finish.
+
+    address None starts a private instance on loopback (unless Ray is initialized already).
+    """
+    try:
+        import ray
+    except ImportError:
+        raise RuntimeError("the ray executor needs Ray: pip install ray") from None
+    started = False
+    if not ray.is_initialized():
+        kw = {"include_dashboard": False, "log_to_driver": False, **dict(ray_init or {})}
+        if address is None:  # a private instance on this machine: nothing listens beyond loopback
+            kw.setdefault("_node_ip_address", "127.0.0.1")
+        ray.init(address=address, **kw)
+        started = True
+    try:
+        remote = ray.remote(execute_unit)
+        pending = {}
+        for unit in units:
+            cfgs = [c for _, c in unit]
+            res = resources(runner, cfgs, num_cpus, num_gpus)
+            t = threads or max(1, int(math.ceil(res["num_cpus"])))
+            ref = remote.options(num_cpus=res["num_cpus"], num_gpus=res["num_gpus"], max_retries=0).remote(runner, cfgs, t)
+            pending[ref] = unit
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            unit = pending.pop(done[0])
+            try:
+                outcomes = ray.get(done[0])
+            except Exception as e:  # the worker died (OOM, node lost): record the runs as failed
+                outcomes = [failure(e) for _ in unit]
+            record(unit, outcomes)
+    finally:
+        if started:
+            ray.shutdown()
