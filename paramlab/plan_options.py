@@ -10,9 +10,16 @@ equals at m = 1 (the scheme then says how each piece scales with width; see `par
     readout_zero_init        zero the readout weight and its bias (TP5's recommendation; removes f_0)
     init                     name or fnmatch pattern -> a base std, or 'zeros' / 'ones' / 'keep'
 
-`gain=None` means "the default gain": a builder knows its activation and uses its He gain
-(`paramlab.models.activations.GAINS`: sqrt(2) for relu, gelu and silu, 1 otherwise); `parameterize`
-on a module of your own does not, and uses 1 (LeCun). Pass a number to choose.
+`gain=None` means "the builder's default gain", stated once per builder:
+
+    mlp, cnn        the activation's He gain (`paramlab.models.activations.GAINS`: sqrt(2) for relu,
+                    gelu and silu, 1 otherwise): every hidden matrix reads an activation's output
+    transformer     1 (LeCun): its q/k/v matrices and MLP input read LayerNorm outputs. Kept at 1 on
+                    purpose: the documented Transformer measurements (README, tests/test_transformer.py)
+                    were made with it; with sqrt(2) the muP attention-logit fit changes (see that test)
+    parameterize    1: it does not know your module's activations
+
+Pass a number to choose.
 """
 
 from __future__ import annotations

@@ -328,7 +328,7 @@ def transformer(
     for n, v in (("vocab_size", vocab_size), ("depth", depth), ("n_heads", n_heads), ("mlp_ratio", mlp_ratio),
                  ("max_len", max_len)):
         check_width(n, v)
-    opts = PlanOptions.from_kwargs(options, "transformer").with_gain(1.0)
+    opts = PlanOptions.from_kwargs(options, "transformer").with_gain(1.0)  # the default gain: see plan_options
     if tied and opts.readout_zero_init:
         raise ValueError("readout_zero_init=True with tied=True would zero the shared embedding: use a small output_mult instead")
     for n, w in (("width", width), ("base_width", base_width)):
