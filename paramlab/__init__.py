@@ -9,21 +9,20 @@ experiments that show which of them learn features.
     pl.schemes.equivalent("mf", "mup", optimizer="sgd")  # True
 """
 
-from .version import __version__
-
 from . import schemes
 from .models.cnn import CNN, cnn
 from .models.mlp import MLP, mlp
 from .models.transformer import Transformer, transformer
 from .optim import optimizer, param_groups
-from .plan_options import PlanOptions
 from .parameterize import Plan, TensorPlan, get_plan, initialize, parameterize, role_table, unparameterize
+from .plan_options import PlanOptions
 from .roles import load_bsh, save_bsh
 from .schemes import Exponents, Scheme, custom, equivalent, get_scheme, lazy_rich, optimizer_family
+from .version import __version__
 
 __all__ = [
-    "__version__",
-    "CNN", "Exponents", "MLP", "Plan", "PlanOptions", "Transformer", "cnn", "transformer", "Scheme", "TensorPlan", "custom", "equivalent", "get_plan", "get_scheme",
-    "initialize", "lazy_rich", "load_bsh", "mlp", "optimizer", "optimizer_family", "param_groups", "parameterize", "role_table",
-    "save_bsh", "schemes", "unparameterize",
+    "CNN", "Exponents", "MLP", "Plan", "PlanOptions", "Scheme", "TensorPlan", "Transformer", "__version__", "cnn",
+    "custom", "equivalent", "get_plan", "get_scheme", "initialize", "lazy_rich", "load_bsh", "mlp", "optimizer",
+    "optimizer_family", "param_groups", "parameterize", "role_table", "save_bsh", "schemes", "transformer",
+    "unparameterize",
 ]
