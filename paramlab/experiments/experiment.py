@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Callable, Hashable, Mapping
 
 from ..runners import Option, Runner, SpecError
-from ..spec import SweepSpec
-from ..store import default_group
+from ..spec import SweepSpec, load_spec
+from ..store import default_group, safe_component
 from .checks import CHECKS
 from .summary import Summary, write_summary
 
@@ -176,6 +176,9 @@ class Experiment:
         p = self.params(size, overrides)
         group = group or default_group(self.name)
         spec = self.spec(p, root=root, group=group, use_wandb=use_wandb)
+        spec = load_spec(spec)  # every option and grid point checked before anything is written
+        print(f"{self.name} ({size}): {len(spec.points())} runs in {Path(root) / self.name / safe_component(group)} "
+              f"(if cut off, rerun with --group {group}: complete runs are kept)", flush=True)
         old = torch.get_num_threads()
         torch.set_num_threads(threads or 1)
         try:
