@@ -1,7 +1,7 @@
 """Reading stored runs: paramlab's local store and wandb's offline folders.
 
 :func:`load_runs` turns run folders written by `paramlab.tracking` (config.json, meta.json,
-summary.json, history.jsonl; see that module for the layout) into :class:`RunRecord` objects, the
+summary.json, history.jsonl; `paramlab.store` has the layout) into :class:`RunRecord` objects, the
 source of every plot and table; :func:`find_wandb_offline_runs` lists what can be read from wandb run
 folders without parsing wandb's binary ``.wandb`` file (which has no public reader in wandb 0.31).
 """

@@ -44,8 +44,8 @@ from pathlib import Path, PurePath
 from typing import Any
 
 __all__ = [
-    "COMPLETE_STATUSES", "FINAL_STATUSES", "FORMAT_VERSION", "NOT_RUN_DIRS", "RESERVED_HISTORY_KEYS",
-    "RESERVED_SUMMARY_KEYS", "STATUSES", "atomic_write", "config_hash", "default_group", "format_value",
+    "COMPLETE_STATUSES", "FINAL_STATUSES", "FORMAT_VERSION", "NAME_KEYS", "NOT_RUN_DIRS", "RESERVED_HISTORY_KEYS",
+    "RESERVED_SUMMARY_KEYS", "STATUSES", "atomic_write", "config_hash", "default_group", "format_value", "lookup",
     "new_group_id", "now_iso", "read_json", "run_dir_name", "run_name", "run_state", "safe_component",
     "safe_relpath", "to_jsonable", "write_json_atomic",
 ]

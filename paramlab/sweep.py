@@ -148,7 +148,7 @@ def run_sweep(
 ) -> SweepReport:
     """Run (or resume) a sweep; returns a SweepReport. Runs that are complete are skipped.
 
-    spec: a SweepSpec, a dict or a .yaml/.toml path (see the module docstring).
+    spec: a SweepSpec, a dict or a .yaml/.toml path (see `paramlab.spec`).
     executor: 'local' (this process) or 'ray' (`address`: None starts a local Ray instance unless
         Ray is initialized already; 'auto' joins the cluster this machine belongs to; 'host:port' or
         'ray://host:10001' an existing one). `ray_init`: extra ray.init arguments.

@@ -46,7 +46,7 @@ class Run:
     """One tracked run (built by ``start_run``, an alias): records config, versions and git SHA to the
     local store and to wandb.
 
-    Writes ``<root>/<experiment>/<group>/<name>/`` (see the module docstring for the files).
+    Writes ``<root>/<experiment>/<group>/<name>/`` (`paramlab.store` describes the files).
 
     config: the fully resolved config (any :func:`to_jsonable` input).
     group: one per experiment invocation; default :func:`default_group` (one per process).
