@@ -13,16 +13,16 @@ from . import schemes
 from .models.cnn import CNN, cnn
 from .models.mlp import MLP, mlp
 from .models.transformer import Transformer, transformer
-from .optim import optimizer, param_groups
-from .parameterize import Plan, TensorPlan, get_plan, initialize, parameterize, role_table, unparameterize
+from .optim import effective_lrs, optimizer, param_groups
+from .parameterize import Plan, TensorPlan, UsePlan, get_plan, initialize, parameterize, role_table, unparameterize
 from .plan_options import PlanOptions
 from .roles import load_bsh, save_bsh
 from .schemes import Exponents, Scheme, custom, equivalent, get_scheme, lazy_rich, optimizer_family
 from .version import __version__
 
 __all__ = [
-    "CNN", "Exponents", "MLP", "Plan", "PlanOptions", "Scheme", "TensorPlan", "Transformer", "__version__", "cnn",
-    "custom", "equivalent", "get_plan", "get_scheme", "initialize", "lazy_rich", "load_bsh", "mlp", "optimizer",
+    "CNN", "Exponents", "MLP", "Plan", "PlanOptions", "Scheme", "TensorPlan", "Transformer", "UsePlan", "__version__", "cnn",
+    "custom", "effective_lrs", "equivalent", "get_plan", "get_scheme", "initialize", "lazy_rich", "load_bsh", "mlp", "optimizer",
     "optimizer_family", "param_groups", "parameterize", "role_table", "save_bsh", "schemes", "transformer",
     "unparameterize",
 ]

@@ -19,63 +19,90 @@ and the role follows from which of the parameter's fan-in / fan-out dims are wid
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Mapping
 
 from torch import nn
 
+from .layouts import KIND_AXES, VECTOR_KINDS, Layout, fan_in, layout_of, owned_parameters  # noqa: F401 (fan_in re-exported)
+
 WidthDims = tuple  # tuple[int | None, ...]: base size of each width dim, None for a fixed dim
 
-# Module kinds paramlab knows the fan-in/fan-out layout of, and can install multipliers on.
+# torch's norm layers (their gains and biases are vectors; see the norm entries of paramlab.layouts)
 NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
 if hasattr(nn, "RMSNorm"):
     NORM_TYPES = NORM_TYPES + (nn.RMSNorm,)
 
-# weight layout per kind: (fan_out axis, fan_in axis)
-_AXES = {"linear": (0, 1), "conv": (0, 1), "embedding": (1, 0)}
+
+@dataclass(frozen=True)
+class Use:
+    """One place a tensor is used: a module that holds it (a tensor tied into two modules has two uses).
+
+    `name` is how this use spells the tensor (`lm_head.weight`); `tensor` is the tensor's own name,
+    the first under which `named_parameters` lists it (`model.embed_tokens.weight`).
+    """
+
+    name: str
+    tensor: str
+    module: str  # the module that uses it ('' for the root)
+    attr: str  # attribute path inside that module ('weight', 'out_proj.weight')
+    layout: Layout
+    kind: str
 
 
-def param_kind(module: nn.Module, pname: str) -> str:
-    """The kind of parameter `pname` of `module`: linear, conv, embedding, norm, bias or other."""
-    if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)) and not isinstance(
-        module, nn.modules.conv._ConvTransposeNd
-    ):
-        if pname == "weight":
-            return "linear" if isinstance(module, nn.Linear) else "conv"
-        if pname == "bias":
-            return "bias"
-    if isinstance(module, nn.Embedding) and pname == "weight":
-        return "embedding"
-    if isinstance(module, NORM_TYPES) and pname in ("weight", "bias"):
-        return "norm"
-    return "other"
+def find_uses(model: nn.Module) -> dict[str, list[Use]]:
+    """tensor name -> its uses, in module order. A tensor held by two modules (tied embeddings) has two.
+
+    Children that a module uses itself (`Layout.claims`, e.g. MultiheadAttention's out_proj) are not
+    uses of their own: their parameters are uses of the claiming module.
+    """
+    canon = {}
+    for name, p in model.named_parameters():
+        canon.setdefault(id(p), name)
+    claimed = set()
+    modules = list(model.named_modules())
+    for _, mod in modules:
+        for child in layout_of(mod).claims:
+            if isinstance(getattr(mod, child, None), nn.Module):
+                claimed.add(id(getattr(mod, child)))
+    uses: dict[str, list[Use]] = {n: [] for n in canon.values()}
+    for mname, mod in modules:
+        if id(mod) in claimed:
+            continue
+        layout = layout_of(mod)
+        for pname, p in owned_parameters(mod, layout):
+            if id(p) not in canon:  # a parameter the model does not list (should not happen)
+                continue
+            uname = f"{mname}.{pname}" if mname else pname
+            uses[canon[id(p)]].append(Use(uname, canon[id(p)], mname, pname, layout, layout.kind(pname)))
+    return uses
 
 
 def param_kinds(model: nn.Module) -> dict[str, str]:
-    """name -> kind for every parameter (shared parameters appear once, under their first name)."""
-    kinds = {}
-    seen = set()
-    for mname, mod in model.named_modules():
-        for pname, p in mod._parameters.items():
-            if p is None or id(p) in seen:
-                continue
-            seen.add(id(p))
-            kinds[f"{mname}.{pname}" if mname else pname] = param_kind(mod, pname)
-    return kinds
+    """name -> kind of every tensor, as its first use sees it (see `find_uses` for every use)."""
+    return {name: (us[0].kind if us else "other") for name, us in find_uses(model).items()}
+
+
+def param_kind(module: nn.Module, pname: str) -> str:
+    """The kind of parameter `pname` of `module` (see `paramlab.layouts`)."""
+    return layout_of(module).kind(pname)
 
 
 def infer_role(kind: str, width_dims: WidthDims) -> str | None:
     """Role from a parameter's kind and width dims, or None if paramlab cannot tell (kind 'other', >=2-D)."""
     grows = [d is not None for d in width_dims]
-    if len(grows) <= 1:
+    if len(grows) <= 1 or kind in VECTOR_KINDS:
         return "vector" if any(grows) else "scalar"
-    if kind not in _AXES:
+    if kind not in KIND_AXES:
         return None
-    fan_out, fan_in = _AXES[kind]
-    if any(g for i, g in enumerate(grows) if i not in (fan_out, fan_in)):
+    fan_out, fan_in_ = KIND_AXES[kind]
+    if any(g for i, g in enumerate(grows) if i not in (fan_out, fan_in_)):
         return None  # a kernel-size dim that grows: not a width-scaled layer paramlab understands
     return {(True, True): "hidden", (True, False): "input", (False, True): "output", (False, False): "scalar"}[
-        (grows[fan_out], grows[fan_in])
+        (grows[fan_out], grows[fan_in_])
     ]
 
 
@@ -88,16 +115,6 @@ def width_mult(shape: tuple[int, ...], width_dims: WidthDims) -> float:
         if base is not None:
             return size / base
     return 1.0
-
-
-def fan_in(kind: str, shape: tuple[int, ...]) -> int:
-    """Fan-in of a weight: product of all dims but fan_out (1 for embeddings and 1-D tensors)."""
-    if kind == "embedding" or len(shape) <= 1:
-        return 1
-    n = 1
-    for s in shape[1:]:
-        n *= s
-    return n
 
 
 # -- where width dims come from -------------------------------------------------------------------
@@ -115,7 +132,10 @@ def width_dims_from_models(model, base, delta=None) -> dict[str, WidthDims]:
     """mup's rule: a dim is a width dim iff it differs between `base` and `delta` (default: `model`).
 
     Returns name -> tuple of base sizes (None for fixed dims). Shapes may come from modules (meta
-    device is fine) or dicts of shapes.
+    device is fine) or dicts of shapes. Checked, naming the tensor: the ranks agree; with `delta`, a
+    dim that base and delta agree on (a fixed dim) has the same size in the model; without it, every
+    dim that differs grows by the same factor (a dim that differs by another factor, e.g. d_in 5 in
+    the base and 4 in the model, is a mistake, not a width).
     """
     target, base_s = _shapes(model), _shapes(base)
     other = _shapes(delta) if delta is not None else target
@@ -131,8 +151,35 @@ def width_dims_from_models(model, base, delta=None) -> dict[str, WidthDims]:
         b, d = base_s[name], other[name]
         if not (len(b) == len(shp) == len(d)):
             raise ValueError(f"parameter {name!r} has rank {len(shp)} in model but {len(b)} in base / {len(d)} in delta")
+        if delta is not None:
+            for i, (si, bi, di) in enumerate(zip(shp, b, d)):
+                if bi == di and si != bi:
+                    raise ValueError(
+                        f"parameter {name!r}: dim {i} is {si} in the model but {bi} in both base and delta, so it is not "
+                        f"a width dim and must be the same in all three: build base and delta with the model's non-width "
+                        f"sizes (shapes {tuple(shp)} / {tuple(b)} / {tuple(d)})"
+                    )
         out[name] = tuple(bi if bi != di else None for bi, di in zip(b, d))
+    if delta is None:
+        _check_one_width_ratio(target, out)
     return out
+
+
+def _check_one_width_ratio(shapes: Mapping[str, tuple], dims: Mapping[str, WidthDims]) -> None:
+    """Every width dim of a model grows by the same factor from its base (else name the odd tensor)."""
+    ratios = Counter(Fraction(s, b) for n, shp in shapes.items() for s, b in zip(shp, dims[n]) if b)
+    if len(ratios) <= 1:
+        return
+    main = ratios.most_common(1)[0][0]
+    for n, shp in shapes.items():
+        for i, (s, b) in enumerate(zip(shp, dims[n])):
+            if b and Fraction(s, b) != main:
+                raise ValueError(
+                    f"parameter {n!r}: dim {i} is {s} in the model but {b} in the base, a factor of {float(Fraction(s, b)):.4g}, "
+                    f"while the model's other width dims grow by {float(main):.4g}. If dim {i} is not a width (an input "
+                    "size, a vocabulary), build the base with the model's size there; if the model really has widths "
+                    "that grow by different factors, pass delta= (the model at a second width) to mark them"
+                )
 
 
 def load_bsh(path: str | Path) -> dict[str, WidthDims]:
@@ -189,13 +236,22 @@ def resolve_width_dims(model: nn.Module, base=None, delta=None) -> dict[str, Wid
     if isinstance(base, nn.Module) and delta is None and any(hasattr(p, "infshape") for p in base.parameters()):
         base = width_dims_from_mup(base)  # a mup-configured model: take its width dims, like a .bsh file
     if isinstance(base, (str, Path)) or (isinstance(base, Mapping) and _is_width_dims(base)):
-        dims = load_bsh(base) if isinstance(base, (str, Path)) else dict(base)
+        dims = load_bsh(base) if isinstance(base, (str, Path)) else {k: tuple(v) for k, v in base.items()}
         shapes = _shapes(model)
+        label = base if isinstance(base, (str, Path)) else "base shapes"
         if set(dims) != set(shapes):
             raise ValueError(
-                f"{base if isinstance(base, (str, Path)) else 'base shapes'}: names do not match the model (extra: {sorted(set(dims) - set(shapes))[:5]}, "
+                f"{label}: names do not match the model (extra: {sorted(set(dims) - set(shapes))[:5]}, "
                 f"missing: {sorted(set(shapes) - set(dims))[:5]})"
             )
+        for n, shp in shapes.items():
+            if len(dims[n]) != len(shp):
+                raise ValueError(f"{label}: parameter {n!r} has rank {len(shp)} {tuple(shp)} in the model but "
+                                 f"{len(dims[n])} dims {list(dims[n])} in the base shapes: regenerate them from the model")
+            bad = [i for i, b in enumerate(dims[n]) if b is not None and (not isinstance(b, int) or b <= 0)]
+            if bad:
+                raise ValueError(f"{label}: parameter {n!r} has base dims {list(dims[n])}: a width dim's base size "
+                                 "must be a positive int (null marks a fixed dim)")
         return dims
     return width_dims_from_models(model, base, delta)
 

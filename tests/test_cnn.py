@@ -25,7 +25,7 @@ CONFIGS = {  # (kwargs, input shape)
 
 
 def _lrs(model, opt):
-    return {n: g["lr"] for g in pl.optimizer(model, opt, lr=0.1).param_groups for n in g["names"]}
+    return pl.effective_lrs(pl.optimizer(model, opt, lr=0.1))
 
 
 @pytest.mark.parametrize("config", list(CONFIGS))

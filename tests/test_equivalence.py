@@ -65,20 +65,20 @@ def test_lr_scheduler_scales_groups_relatively():
     model = pl.mlp(D_IN, D_OUT, WIDTH, scheme="mup", base_width=BASE)
     opt = pl.optimizer(model, "sgd", lr=0.1)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 ** step)
-    before = {tuple(g["names"]): g["lr"] for g in opt.param_groups}
+    before = pl.effective_lrs(opt)
     assert len(set(before.values())) > 1
     opt.step()
     sched.step()
     sched.step()
+    after = pl.effective_lrs(opt)
+    assert after == pytest.approx({n: lr * 0.25 for n, lr in before.items()})
     for g in opt.param_groups:
-        assert g["lr"] == pytest.approx(before[tuple(g["names"])] * 0.25)
-        assert g["lr"] == pytest.approx(0.025 * g["lr_mult"])
+        assert g["lr"] == pytest.approx(0.025)  # the base lr; the step applies lr_mult
 
 
 def test_layer_lr_constants_multiply_per_tensor_lr():
     model = pl.mlp(D_IN, D_OUT, WIDTH, scheme="mup", base_width=BASE)
-    groups = pl.optimizer(model, "sgd", lr=0.1, layer_lr={"readout.*": 0.5, "layers.0.weight": 3.0}).param_groups
-    lr = {n: g["lr"] for g in groups for n in g["names"]}
+    lr = pl.effective_lrs(pl.optimizer(model, "sgd", lr=0.1, layer_lr={"readout.*": 0.5, "layers.0.weight": 3.0}))
     m = WIDTH / BASE
     assert lr["readout.weight"] == pytest.approx(0.1 * m * 0.5) and lr["readout.bias"] == pytest.approx(0.05)
     assert lr["layers.0.weight"] == pytest.approx(0.1 * m * 3.0) and lr["layers.1.weight"] == pytest.approx(0.1)

@@ -27,7 +27,7 @@ def test_base_width_all_presets_are_one_network():
             assert torch.equal(v, ref_sd[k]), (s, k)  # bit-identical weights
         assert torch.equal(m(x), ref(x)), s  # identical outputs
         for opt in ("sgd", "adam"):
-            lrs = {n: g["lr"] for g in pl.optimizer(m, opt, lr=0.1).param_groups for n in g["names"]}
+            lrs = pl.effective_lrs(pl.optimizer(m, opt, lr=0.1))
             assert set(lrs.values()) == {0.1}, (s, opt, lrs)
         eps = {g["eps"] for g in pl.optimizer(m, "adam", lr=0.1, eps=1e-8).param_groups}
         assert eps == {1e-8}

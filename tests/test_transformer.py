@@ -28,7 +28,7 @@ def lm_loss(logits, targets):
 
 
 def _lrs(model, opt):
-    return {n: g["lr"] for g in pl.optimizer(model, opt, lr=0.1).param_groups for n in g["names"]}
+    return pl.effective_lrs(pl.optimizer(model, opt, lr=0.1))
 
 
 @pytest.mark.parametrize("kw", [dict(), dict(pos="rotary", tied=True, bias=True, zero_query=True)], ids=["learned", "rotary-tied"])
@@ -95,7 +95,11 @@ def test_roles_and_role_table():
     assert "blocks.0.mlp.fc.weight" in table and "256x64" in table
     tied = transformer(V, 64, depth=1, n_heads=4, scheme="mup", base_width=32, pos="rotary", tied=True, max_len=16)
     print(pl.role_table(tied, "sgd"))
-    assert "readout.weight" not in pl.role_table(tied)  # the shared tensor is listed once, as the embedding
+    plan = pl.get_plan(tied)
+    assert "readout.weight" not in plan and plan["tok_emb.weight"].role == "input"  # one tensor: the embedding's init, lr
+    (use,) = plan.uses  # and a second use, the readout, with its own role and multiplier
+    assert (use.name, use.tensor, use.role, use.mult) == ("readout.weight", "tok_emb.weight", "output", 0.5)
+    assert "= tok_emb.weight" in pl.role_table(tied)
     # init= overrides reach parameterize (zero_query is one)
     z = transformer(V, 64, depth=1, n_heads=4, base_width=32, zero_query=True, init={"blocks.*.mlp.proj.weight": 0.01})
     plan = pl.get_plan(z)
@@ -151,7 +155,7 @@ def test_tied_embedding_one_role_one_lr_and_the_readout_multiplier(scheme):
     for opt in ("sgd", "adam"):
         groups = [g for g in pl.optimizer(m, opt, lr=0.1).param_groups if "tok_emb.weight" in g["names"]]
         assert len(groups) == 1 and sum(p is m.tok_emb.weight for p in groups[0]["params"]) == 1
-        assert groups[0]["lr"] == pytest.approx(0.1 * t.lr_mult(opt))
+        assert groups[0]["lr"] * groups[0]["lr_mult"] == pytest.approx(0.1 * t.lr_mult(opt))
     # the readout's multiplier m^-a_output (times output_mult) acts in the unembedding forward only
     s = pl.get_scheme(scheme)
     assert m.readout.mult == pytest.approx(4.0 ** -s.output.a)
@@ -387,8 +391,8 @@ class UserBlock(nn.Module):
         self.ff = nn.Sequential(nn.LayerNorm(width, **kw), nn.Linear(width, 2 * width, **kw), nn.GELU(),
                                 nn.Linear(2 * width, width, **kw))
         self.head = nn.Linear(width, V, **kw)
-        self.n_heads = n_heads
-        self.scale = 1.0 / math.sqrt(width // n_heads)  # the user's choice; paramlab does not touch it
+        self.n_heads, self.head_dim = n_heads, width // n_heads
+        self.scale = 1.0 / math.sqrt(self.head_dim)  # sdpa's own default, spelled out: paramlab rescales it
 
     def forward(self, idx):  # (B, T) -> (B, T, V)
         x = self.emb(idx)
@@ -411,9 +415,12 @@ def test_parameterize_a_user_transformer_block_with_meta_base():
     lm_loss(model(idx[:, :-1]), idx[:, 1:]).backward()
     opt.step()
     assert torch.isfinite(model(idx)).all()
-    # nn.MultiheadAttention keeps its projection in a raw Parameter: paramlab asks for its role
+    assert [(s.module, s.how, s.scale) for s in pl.get_plan(model).attention] == [("", "sdpa", pytest.approx(8 ** -0.5 * 8 / 32))]
+    # nn.MultiheadAttention cannot take muP's 1/d_head attention: refused unless the user opts out
     mha = lambda w, device=None: nn.MultiheadAttention(w, 2, batch_first=True, device=device)  # noqa: E731
-    with pytest.raises(ValueError, match="in_proj_weight"):
+    with pytest.raises(ValueError, match="MultiheadAttention fixes its logit scale"):
         pl.parameterize(mha(64), "mup", base=mha(16, device="meta"))
-    net = pl.parameterize(mha(64), "mup", base=mha(16, device="meta"), roles={"in_proj_weight": "hidden"})
-    assert pl.get_plan(net)["in_proj_weight"].role == "hidden"
+    net = pl.parameterize(mha(64), "mup", base=mha(16, device="meta"), attention="keep")
+    plan = pl.get_plan(net)
+    assert plan["in_proj_weight"].role == plan["out_proj.weight"].role == "hidden"  # from the layout table
+    assert plan.attention[0].how == "keep"
