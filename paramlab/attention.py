@@ -32,6 +32,7 @@ Hand-written attention (softmax(q @ k.T * s)) has no hook point: the first-forwa
 from __future__ import annotations
 
 import copy
+import dataclasses
 import fnmatch
 import inspect
 from dataclasses import dataclass
@@ -76,13 +77,13 @@ class AttentionSite:
 
     def row(self) -> str:
         name = self.module or "(root)"
-        d = f"d_head {self.d_head}" + (f" (base {self.d_head_base:g})" if self.d_head_base else "")
+        d = f"d_head {self.d_head or '(read at the call)'}" + (f" (base {self.d_head_base:g})" if self.d_head_base else "")
         if self.how == "keep":
             return f"{name}: {d}, scale left as the model has it (attention='keep')"
         if self.how == "mha":
             return f"{name}: {d}, nn.MultiheadAttention keeps 1/sqrt(d_head) (the scheme's law here)"
-        return (f"{name}: {d}, scale {self.scale:.4g} = {self.scale_base:.4g} * (d_head_base/d_head)^{self.attn:g}"
-                f" [{self.how}]")
+        scale = f"{self.scale:.4g}" if self.scale is not None else "set at the call"
+        return f"{name}: {d}, scale {scale} = {self.scale_base:.4g} * (d_head_base/d_head)^{self.attn:g} [{self.how}]"
 
 
 # -- finding attention ------------------------------------------------------------------------------
@@ -190,11 +191,11 @@ def find_sites(model: nn.Module, base, scheme, attention="auto") -> tuple[Attent
                 )
             sites.append(AttentionSite(name, "mha", d, d0, None, scheme.attn))
             continue
-        if d is None:
+        if d is None and given is None:
             raise ValueError(
                 f"{where} calls scaled_dot_product_attention, but paramlab cannot tell its head dim (no attribute "
                 f"among {HEAD_DIM_ATTRS}, nor an embedding size and a number of heads). Give the module a `head_dim` "
-                f"attribute, or pass attention={{{name!r}: d_head_base}} ... or attention='keep'"
+                f"attribute, pass attention={{{name!r}: d_head_base}}, or attention='keep'"
             )
         if d0 is None:
             raise ValueError(
@@ -235,6 +236,8 @@ class SDPAScale(TorchFunctionMode):
     def _rescale(self, args, kwargs):
         s = self.site
         e = args[0].shape[-1]
+        if s.d_head is None:  # head dim only known at the call: d_head_base came from attention={name: d0}
+            s = dataclasses.replace(s, d_head=e)
         if e != s.d_head:
             raise RuntimeError(
                 f"module {s.module!r} called scaled_dot_product_attention with head dim {e}, but paramlab planned its "
@@ -290,7 +293,7 @@ def apply(model: nn.Module, sites) -> None:
         mod = modules[s.module]
         if s.how == "hf":
             mod.scaling = s.scale
-        elif s.how == "sdpa" and s.scale != s.d_head ** -0.5:
+        elif s.how == "sdpa" and (s.d_head is None or s.scale != s.d_head ** -0.5):
             enter = SDPAEnter(s)
             mod.register_forward_pre_hook(enter)
             mod.register_forward_hook(SDPAExit(enter), always_call=True)

@@ -94,13 +94,22 @@ class ForwardCheck:
         if torch.compiler.is_compiling() or self._mode is not None:
             return
         self._index()
-        self.stack, self.problems = [module], []  # the root's own global pre-hook ran before this one
-        self._handles = [
-            nn.modules.module.register_module_forward_pre_hook(lambda m, a: self.stack.append(m)),
-            nn.modules.module.register_module_forward_hook(lambda m, a, o: self._pop(m), always_call=True),
-        ]
+        self.stack, self.problems = [module], []  # the root is running; its own hooks are not re-entered
+        # per-module hooks, not global ones: a push that runs before the module's own pre-hooks and a pop
+        # after its own forward hooks (paramlab's OutputAffine uses the bias there, inside the module)
+        self._handles = []
+        for m in self.root.modules():
+            if m is not self.root:
+                self._handles.append(m.register_forward_pre_hook(self._push, prepend=True))
+                self._handles.append(m.register_forward_hook(self._pop_hook, always_call=True))
         self._mode = _Recorder(self)
         self._mode.__enter__()
+
+    def _push(self, m, args):
+        self.stack.append(m)
+
+    def _pop_hook(self, m, args, out):
+        self._pop(m)
 
     def _pop(self, m):
         if self.stack and self.stack[-1] is m:

@@ -371,7 +371,7 @@ def _const(model, use, role, output_mult) -> float:
         if output_mult != 1.0:
             raise ValueError(f"module {use.module!r} is a mup MuReadout with its own output_mult: leave paramlab's "
                              "output_mult at 1 (set MuReadout(output_mult=...) instead)")
-        return float(getattr(_module(model, use.module), "output_mult", 1.0))
+        return float(getattr(_module(model, use.module), "output_mult", 1.0)) if use.attr == "weight" else 1.0
     return output_mult if role == "output" else 1.0
 
 
