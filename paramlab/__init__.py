@@ -13,6 +13,7 @@ from . import schemes
 from .models.cnn import CNN, cnn
 from .models.mlp import MLP, mlp
 from .models.transformer import Transformer, transformer
+from .export import fold
 from .optim import effective_lrs, optimizer, param_groups
 from .parameterize import Plan, TensorPlan, UsePlan, get_plan, initialize, parameterize, role_table, unparameterize
 from .plan_options import PlanOptions
@@ -22,7 +23,7 @@ from .version import __version__
 
 __all__ = [
     "CNN", "Exponents", "MLP", "Plan", "PlanOptions", "Scheme", "TensorPlan", "Transformer", "UsePlan", "__version__", "cnn",
-    "custom", "effective_lrs", "equivalent", "get_plan", "get_scheme", "initialize", "lazy_rich", "load_bsh", "mlp", "optimizer",
+    "custom", "effective_lrs", "equivalent", "fold", "get_plan", "get_scheme", "initialize", "lazy_rich", "load_bsh", "mlp", "optimizer",
     "optimizer_family", "param_groups", "parameterize", "role_table", "save_bsh", "schemes", "transformer",
     "unparameterize",
 ]

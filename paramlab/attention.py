@@ -244,6 +244,8 @@ class SDPAScale(TorchFunctionMode):
                 f"scale for head dim {s.d_head}: pass attention={{{s.module!r}: d_head_base}} with the right base size"
             )
         given = args[6] if len(args) > 6 else kwargs.get("scale")
+        if given is not None and abs(float(given) / s.scale - 1.0) < 1e-9:
+            return args, kwargs  # already the site's scale (e.g. a graph torch.compile traced through this mode)
         if given is not None and abs(float(given) * e ** 0.5 - 1.0) > 1e-6:
             raise RuntimeError(
                 f"module {s.module!r} passes scale={float(given):.6g} to scaled_dot_product_attention (not sdpa's default "

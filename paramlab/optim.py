@@ -75,7 +75,7 @@ def _no_decay_rule(no_decay, names: Iterable[str]):
             raise ValueError(f"no_decay={no_decay!r}: {it!r} is neither a preset ({', '.join(NO_DECAY_PRESETS)}), "
                              f"a kind ({', '.join(NO_DECAY_KINDS)}), nor a name or pattern of the model's tensors")
     kinds = {it for it in items if it in NO_DECAY_KINDS}
-    pats = {it: None for it in items if it not in NO_DECAY_KINDS and it != "<2d"}
+    pats = {it: True for it in items if it not in NO_DECAY_KINDS and it != "<2d"}
     small = "<2d" in items
     return lambda t: t.kind in kinds or (small and len(t.shape) < 2) or match_pattern(t.name, pats) is not None
 
