@@ -320,3 +320,62 @@ def handled_modules(model: nn.Module, sites) -> set[int]:
     names = {s.module for s in sites}
     return {id(m) for n, m in model.named_modules() if n in names or layout_of(m).attention is not None}
 
+
+# -- measuring -------------------------------------------------------------------------------------
+
+
+class _LogitRecorder(TorchFunctionMode):
+    def __init__(self, out):
+        super().__init__()
+        self.out, self.current = out, []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.scaled_dot_product_attention and self.current:
+            q, k = args[0], args[1] if len(args) > 1 else kwargs["key"]
+            scale = args[6] if len(args) > 6 else kwargs.get("scale")
+            scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+            if k.shape[-3] != q.shape[-3]:  # grouped-query attention: each key head serves several query heads
+                k = k.repeat_interleave(q.shape[-3] // k.shape[-3], dim=-3)
+            self.out[f"{self.current[-1]}.logits"] = (q @ k.transpose(-2, -1) * scale).detach()  # (B, H, Tq, Tk)
+        return func(*args, **kwargs)
+
+
+class attention_logits:
+    """Context manager: records the attention logits q.k * scale (B, H, T_q, T_k), before any mask, of each
+    attention module in the model's plan, as `{module}.logits` in the dict it yields.
+
+    It sees the scaled_dot_product_attention calls of these modules (HF's default sdpa implementation,
+    modules that call sdpa, nn.MultiheadAttention outside its fused fast path), with the scale paramlab
+    set. paramlab's own Transformer exposes its logits as a module instead (`attn_logits=True`).
+    """
+
+    def __init__(self, model: nn.Module):
+        plan = getattr(model, "paramlab_plan", None)
+        self.model, self.sites = model, [s.module for s in (plan.attention if plan is not None else ())]
+        self.out: dict[str, torch.Tensor] = {}
+
+    def __enter__(self) -> dict:
+        self.mode = _LogitRecorder(self.out)
+        modules = dict(self.model.named_modules())
+        self.handles = []
+        for name in self.sites:
+            mod = modules[name]
+            self.handles.append(mod.register_forward_pre_hook(self._enter_site(name)))
+            self.handles.append(mod.register_forward_hook(self._leave_site, always_call=True))
+        self.mode.__enter__()
+        return self.out
+
+    def _enter_site(self, name):
+        def hook(module, args):
+            self.mode.current.append(name)
+        return hook
+
+    def _leave_site(self, module, args, out):
+        self.mode.current.pop()
+
+    def __exit__(self, *exc):
+        self.mode.__exit__(*exc)
+        for h in self.handles:
+            h.remove()
+        return False

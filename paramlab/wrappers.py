@@ -17,11 +17,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-# name segments inserted by wrappers (FSDP1 auto-wrapping and activation checkpointing insert them
-# at inner levels too)
-WRAPPER_SEGMENTS = ("module", "_orig_mod", "_fsdp_wrapped_module", "_checkpoint_wrapped_module")
-
-
 def _wrapper_kind(model: nn.Module) -> str | None:
     """'ddp', 'dp', 'fsdp1', 'compile' or None for a plain module."""
     if isinstance(model, nn.parallel.DistributedDataParallel):
@@ -97,11 +92,3 @@ def check_not_flattened(model: nn.Module) -> None:
                 "different roles into one, so no per-tensor learning rate can be set. Wrap with "
                 "FullyShardedDataParallel(..., use_orig_params=True), or use FSDP2 (torch.distributed.fsdp.fully_shard)"
             )
-
-
-def is_distributed_wrapper(model: nn.Module) -> bool:
-    return any(k in ("ddp", "fsdp1") for k in wrapper_kinds(model))
-
-
-def _dist_initialized() -> bool:
-    return torch.distributed.is_available() and torch.distributed.is_initialized()
