@@ -1,20 +1,27 @@
-"""Which role each parameter plays as width grows: input, hidden, output, vector or scalar.
+"""Which role each parameter plays as width grows: input, hidden, output, vector or scalar; one per *use*.
 
 A parameter's *width dims* are the dimensions that scale with width. paramlab stores them as the
 `mup` package's base-shape format does (`mup/shape.py`): per parameter a tuple with, for each dim,
 its size at the base width if it is a width dim, else None. They come from
 
 * a base model and a model at another width ("delta"): a dim that differs is a width dim (mup's rule);
+  without delta, every differing dim must grow by the same factor (else the base is refused, naming
+  the tensor: a base with d_in 5 for a model with d_in 4 is a mistake, not a width);
 * a `mup` `.bsh` base-shapes file (yaml; `null` = finite dim), or a model already set up by `mup`;
 
 and the role follows from which of the parameter's fan-in / fan-out dims are width dims (TP5 §J.1,
-"vector-like" / "matrix-like"; DESIGN.md §1):
+"vector-like" / "matrix-like"; DESIGN.md §1). Where fan-in and fan-out live depends on the module
+that uses the tensor (`paramlab.layouts`: an nn.Embedding's (V, d) weight has fan-out d, an
+nn.Linear's (V, d) weight has fan-in d):
 
     fan_out grows, fan_in fixed  -> input     (first layer, embeddings)
     both grow                    -> hidden
     fan_in grows, fan_out fixed  -> output    (readout)
     1-D and grows                -> vector    (biases, norm gains)
     nothing grows                -> scalar    (readout bias)
+
+A tensor held by several modules (an embedding tied to its readout) has one `Use` per module, and
+each use its own role: the embedding's weight is an input, the same tensor in the readout an output.
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ attribute is left alone).
 
 from __future__ import annotations
 
-import torch
 from torch import nn
+
 
 def _wrapper_kind(model: nn.Module) -> str | None:
     """'ddp', 'dp', 'fsdp1', 'compile' or None for a plain module."""
