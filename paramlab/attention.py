@@ -89,31 +89,36 @@ class AttentionSite:
 # -- finding attention ------------------------------------------------------------------------------
 
 
-def _mentions(code, name: str, glb: dict, module_name: str, depth: int, seen: set) -> bool:
-    """Whether `code` (or a nested function, or a function of the same source module it calls) uses `name`."""
+def _mentions(code, name: str, glb: dict, cls: type, depth: int, seen: set) -> bool:
+    """Whether `code` uses `name`, or a nested function, a method of `cls` or a function of the same source
+    module that it calls does (up to `depth` calls deep)."""
     if id(code) in seen:
         return False
     seen.add(id(code))
     if name in code.co_names:
         return True
     for c in code.co_consts:
-        if inspect.iscode(c) and _mentions(c, name, glb, module_name, depth, seen):
+        if inspect.iscode(c) and _mentions(c, name, glb, cls, depth, seen):
             return True
     if depth > 0:
         for n in code.co_names:
-            f = glb.get(n)
-            if inspect.isfunction(f) and f.__module__ == module_name:
-                if _mentions(f.__code__, name, f.__globals__, module_name, depth - 1, seen):
-                    return True
+            f = getattr(cls, n, None)
+            if not inspect.isfunction(f):
+                f = glb.get(n)
+                if not (inspect.isfunction(f) and f.__module__ == cls.__module__):
+                    continue
+            if _mentions(f.__code__, name, f.__globals__, cls, depth - 1, seen):
+                return True
     return False
 
 
 def calls_sdpa(module: nn.Module) -> bool:
     """Whether the module's forward calls scaled_dot_product_attention (by its bytecode; torch's own modules excluded)."""
-    fwd = getattr(type(module), "forward", None)
-    if not inspect.isfunction(fwd) or type(module).__module__.startswith("torch."):
+    cls = type(module)
+    fwd = getattr(cls, "forward", None)
+    if not inspect.isfunction(fwd) or cls.__module__.startswith("torch."):
         return False
-    return _mentions(fwd.__code__, SDPA, fwd.__globals__, fwd.__module__, 2, set())
+    return _mentions(fwd.__code__, SDPA, fwd.__globals__, cls, 2, set())
 
 
 def head_dim_of(module: nn.Module) -> int | None:

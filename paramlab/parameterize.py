@@ -297,8 +297,6 @@ def make_plan(
         for u in ulist:
             inferred = R.infer_role(u.kind, wd)
             tag = match_pattern(u.name, roles)
-            if tag is None and u.name != name and len(ulist) == 1:
-                tag = match_pattern(name, roles)
             if tag is not None and tag not in ROLES:
                 raise ValueError(f"roles[{u.name!r}] = {tag!r} is not a role: roles are {', '.join(ROLES)}")
             if tag is not None and inferred is not None and tag != inferred:

@@ -200,3 +200,22 @@ def test_attention_logits_at_init_scale_like_the_scheme(arch):
             rms.append(np.exp(np.mean(np.log(vals))))
         slope = np.polyfit(np.log(widths), np.log(rms), 1)[0]
         assert lo < slope < hi, (scheme, slope, rms)
+
+
+class ViaMethod(SdpaBlock):
+    """Calls sdpa from a method of its own: found through the class, not only through forward's own code."""
+
+    def attend(self, q, k, v):
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+    def forward(self, idx):
+        x = self.emb(idx)
+        b, t, c = x.shape
+        q, k, v = (z.view(b, t, self.n_head, -1).transpose(1, 2) for z in self.qkv(self.ln(x)).split(c, dim=-1))
+        return self.head(x + self.proj(self.attend(q, k, v).transpose(1, 2).reshape(b, t, c)))
+
+
+def test_sdpa_called_from_a_method_is_found():
+    model = pl.parameterize(ViaMethod(256), "mup", base=ViaMethod(64, device="meta"))
+    assert [s.how for s in pl.get_plan(model).attention] == ["sdpa"]
+    assert sdpa_scales(model, tokens()) == pytest.approx([1 / 16])

@@ -72,7 +72,11 @@ def test_hf_conv1d_multiplier_acts_on_its_input():
                             seed=0, bias_std=0.1)
     assert pl.get_plan(model)["transformer.h.0.attn.c_attn.weight"].mult == pytest.approx(0.5)
     idx = tokens()
-    assert torch.allclose(logits(model, idx), logits(by_hand(model), idx), rtol=1e-10, atol=1e-10)
+    ref = by_hand(model)
+    assert torch.allclose(logits(model, idx), logits(ref, idx), rtol=1e-10, atol=1e-10)
+    with torch.no_grad():  # negative control: c_attn's multiplier left out
+        ref.transformer.h[0].attn.c_attn.weight.div_(0.5)
+    assert not torch.allclose(logits(model, idx), logits(ref, idx), rtol=1e-6)
 
 
 class MupNet(nn.Module):
