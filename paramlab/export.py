@@ -77,7 +77,7 @@ def _untie(model: nn.Module, plan) -> None:
 def _fold_multipliers(model: nn.Module, plan) -> None:
     modules = dict(model.named_modules())
     done = set()
-    for mname, mults in MU._module_mults(plan).items():
+    for mname, mults in MU.module_mults(plan).items():
         mod = modules[mname]
         if layout_of(mod).multiplier == "builtin":
             _replace_mu_readout(model, mname, mod, mults.get("weight", 1.0))

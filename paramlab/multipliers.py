@@ -109,7 +109,7 @@ class MHAOutputAffine(OutputAffine):
 HOOK_TYPES = (InputScale, OutputAffine, MHAInputScale)
 
 
-def _module_mults(plan) -> dict[str, dict[str, float]]:
+def module_mults(plan) -> dict[str, dict[str, float]]:
     """module name -> {attribute: forward multiplier} over every use of every tensor in the plan."""
     out: dict[str, dict[str, float]] = {}
     for t in plan.tensors:
@@ -131,7 +131,7 @@ def _refuse(mname, mod, bad, why):
 def install(model: nn.Module, plan) -> None:
     """Install every multiplier of `plan` on `model` (raises for a use paramlab cannot scale)."""
     modules = dict(model.named_modules())
-    for mname, mults in _module_mults(plan).items():
+    for mname, mults in module_mults(plan).items():
         mod = modules[mname]
         layout = layout_of(mod)
         how = layout.multiplier
@@ -220,7 +220,7 @@ def fold_into_weights(model: nn.Module, plan) -> None:
     """
     params = dict(model.named_parameters(remove_duplicate=False))
     modules = dict(model.named_modules())
-    for mname, mults in _module_mults(plan).items():
+    for mname, mults in module_mults(plan).items():
         mod = modules[mname]
         layout = layout_of(mod)
         if layout.multiplier == "builtin":
