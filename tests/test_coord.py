@@ -229,3 +229,47 @@ def test_a_subset_of_modules_gets_the_same_predictions():
     for name in sub.order:
         assert sub.fit(name, "dact/rms", 1)["predicted"] == full.fit(name, "dact/rms", 1)["predicted"]
     assert sub.fit("act[0]", "dact/rms", 1)["predicted"] == -1.5  # the input layer's change, unrecorded
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_coord_check_of_tied_hf_models_reports_attention_logits_and_the_tied_readout(arch):
+    """Tied GPT-2 / Llama (widths 64-256, Adam lr 1e-2, 3 steps): the check records each attention module's
+    q.k logits ('<module>.logits') and predicts the tied readout's logits at init between the CLT part
+    (width^-1/2) and the part each input token's own embedding brings (Theta(1) under muP).
+    muP: every logit row passes and no activation grows with width; SP (control): the attention logits
+    and the readout grow. Measured rows that miss muP's prediction all shrink faster than predicted
+    (finite width: e.g. the readout's first change, slope -0.3 against 0); README, Findings."""
+    import torch.nn.functional as F
+
+    from foreign import HF, V, tokens
+
+    make, idx = HF[arch], tokens(batch=8, length=16)
+    lm_loss = lambda out, y: F.cross_entropy(out.logits.reshape(-1, V), y.reshape(-1))  # noqa: E731
+    res = {}
+    for scheme in ("mup", "sp"):
+        factory = lambda w, s=scheme: pl.parameterize(make(w), s, base=make(64, device="meta"),  # noqa: E731
+                                                      delta=make(128, device="meta"), embedding_std=0.02)
+        res[scheme] = coord_check(factory, [64, 128, 256], idx[:, :-1], idx[:, 1:], optimizer="adam", lr=1e-2,
+                                  steps=3, seeds=2, loss=lm_loss)
+    mup, sp = res["mup"], res["sp"]
+    logits = sorted({f["name"] for f in mup.fits if f["name"].endswith(".logits")})
+    assert len(logits) == 2
+    assert all(f["passed"] for f in mup.fits if f["name"] in logits)
+    assert -0.6 < mup.fit(logits[0], "act/rms", 0)["slope"] < -0.4  # 1/d_head attention on independent q, k
+    grows = [f for f in mup.fits if f["quantity"].split("/")[0] in ("act", "dact") and f["stable"] is False]
+    assert not grows, grows
+    head = mup.fit("lm_head", "act/rms", 0)
+    assert (head["predicted_lo"], head["predicted"]) == (-0.5, 0.0) and head["passed"]
+    assert any(not f["passed"] for f in sp.fits if f["name"] in logits and f["step"] >= 2)
+    assert not sp.fit("lm_head", "act/rms", 0)["passed"]  # tied SP: logits ~ width^+1/2 at init
+
+
+def test_coord_check_measures_a_wrapped_model_inside_its_wrapper():
+    x, y = batch(8)
+    kw = dict(steps=1, seeds=1, quantities=("act", "dact"))
+    plain = coord_check(factory("mup"), [64, 128], x, y, **kw)
+    wrapped = coord_check(lambda w: torch.compile(factory("mup")(w), backend="eager"), [64, 128], x, y, **kw)
+    assert [(f["name"], f["quantity"], f["step"], f["predicted"]) for f in wrapped.fits] == \
+           [(f["name"], f["quantity"], f["step"], f["predicted"]) for f in plain.fits]
+    assert [f["slope"] for f in wrapped.fits] == pytest.approx([f["slope"] for f in plain.fits], abs=1e-9)

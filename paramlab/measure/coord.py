@@ -11,6 +11,10 @@ forward pass of step t is the one whose loss gives update t+1) for every module 
     upd/rms, upd/spec    the same for W_t - W_{t-1}, the last update               (t >= 1)
 
 (spectral norms on the 2-D view (fan_out, -1), vectors: l2 norm; see `features.spectral_norm`).
+Attention modules in the model's plan (HF attention, modules calling scaled_dot_product_attention;
+`paramlab.attention`) also get rows '<module>.logits': the act/dact sizes of their q.k * scale logits
+(B, heads, T, T), before any mask. A model inside DDP, FSDP1 or torch.compile is measured on the module
+inside, in eager mode; a tied tensor's weight rows appear under each name that uses it.
 Then it fits the log-log slope against width (`fit_slope`, seeds averaged in log space) for every
 (name, quantity, step), compares it with a predicted slope, and gives a verdict with the tolerance used.
 
@@ -28,11 +32,13 @@ from typing import Callable, Iterable, Mapping, Sequence
 import torch
 from torch import nn
 
+from ..attention import attention_logits
 from ..losses import LOSSES
 from ..optim import optimizer as make_optimizer
 from ..parameterize import PLAN_ATTR
 from ..schemes import optimizer_family
 from ..train import train_step
+from ..wrappers import unwrap
 from .coord_predict import parameter_owners, plan_tensor_infos, predict_slopes
 from .coord_result import WEIGHT_QUANTITIES, CoordResult, fit_all, wanted_quantities
 from .capture import Capture, capture, leaf_module_names
@@ -78,7 +84,7 @@ def _run(model, opt, x, y, loss, steps, names, qs, infos, spectral_kw, record):
     """Train `steps` steps on (x, y), calling record(step, name, quantity, value)."""
     cap = Capture(model, names)
     try:
-        params = dict(model.named_parameters())
+        params = dict(model.named_parameters(remove_duplicate=False))  # a tied tensor under each name that uses it
         want_w = any(q in qs for q in WEIGHT_QUANTITIES)
         mods = names if names is not None else leaf_module_names(model)
         wnames = []
@@ -103,13 +109,13 @@ def _run(model, opt, x, y, loss, steps, names, qs, infos, spectral_kw, record):
                 prev[n] = cur.clone()
             cap.clear()
             loss_t = 0.0
-            if t < steps:
-                loss_t = train_step(model, opt, x, y, loss)  # the forward of step t gives update t+1
-                acts = cap.outputs
-            else:
-                with torch.no_grad():
-                    model(x)
-                acts = cap.outputs
+            with attention_logits(model) as logits:  # attention paramlab scaled: its q.k logits, as '{module}.logits'
+                if t < steps:
+                    loss_t = train_step(model, opt, x, y, loss)  # the forward of step t gives update t+1
+                else:
+                    with torch.no_grad():
+                        model(x)
+            acts = {**cap.outputs, **logits}
             if out0 is None:
                 out0 = acts
             for name, a in acts.items():
@@ -199,7 +205,7 @@ def coord_check(
         bar = tqdm(total=len(runs), desc="coord_check")
     for w, s in runs:
         torch.manual_seed(s)
-        model = make_model(w)
+        model = unwrap(make_model(w))  # DDP / FSDP1 / compile: measured on the module inside, in eager mode
         p0 = next((p for p in model.parameters() if p.is_floating_point()), None)
         xx = x.to(device=p0.device, dtype=p0.dtype if x.is_floating_point() else x.dtype) if p0 is not None else x
         yy = y.to(device=xx.device, dtype=p0.dtype if (y.is_floating_point() and p0 is not None) else y.dtype)
@@ -218,7 +224,7 @@ def coord_check(
                 full_order = cap.order
         order, wnames = _run(model, opt, xx, yy, loss, steps, names, qs, infos, dict(spectral or {}), record)
         if s == seeds[0]:
-            for n, p in model.named_parameters():
+            for n, p in model.named_parameters(remove_duplicate=False):
                 shapes.setdefault(n, []).append(tuple(p.shape))
         if first is None:
             first = (model, order, wnames, infos)

@@ -31,7 +31,10 @@ concentrate, so its log-log slope over a few seeds is noise. A quantity that is 
 different exponents (act = init + change, W_t = W_0 + dW, a weight term plus a nonzero-init bias)
 has its asymptotic exponent as ``predicted`` and the smallest term's as ``predicted_lo``: over a
 finite range of widths the fitted slope lies in between (e.g. muP logits after one step,
-f_0 ~ n^-1/2 plus df ~ 1). Models set up with the `mup` package (parameters with ``infshape``) get
+f_0 ~ n^-1/2 plus df ~ 1). A tied readout (the embedding's tensor used again as the readout) adds
+a law-of-large-numbers part to its logits, since the residual stream carries each input token's
+embedding, whose readout row is that same embedding: 1 - std + size beside the CLT's 1/2 - std + size
+(muP: Theta(1) beside n^-1/2). Models set up with the `mup` package (parameters with ``infshape``) get
 the muP invariants of THEORY.md §4.5 (assuming MuSGD / MuAdam). Pass ``predicted=`` for anything else.
 
 """
@@ -63,6 +66,7 @@ class TensorInfo:
     adam: float  # exponent of the effective Adam step (a + c_adam)
     zero_init: bool = False
     mult: float = 1.0  # forward multiplier: effective weight = mult * parameter
+    tied: str | None = None  # a further use of another tensor (a tied readout): that tensor's name
 
     def step(self, family: str) -> float:
         return self.adam if family == "adam" else self.sgd
@@ -85,13 +89,22 @@ def parameter_owners(model: nn.Module) -> dict[str, str]:
 
 
 def plan_tensor_infos(model: nn.Module) -> dict[str, TensorInfo]:
-    """name -> TensorInfo from the model's paramlab plan; {} if it has none."""
+    """name -> TensorInfo from the model's paramlab plan; {} if it has none.
+
+    Each tensor sits at the module of its primary use; a further use of a tied tensor (a readout that
+    shares the embedding) is an entry of its own, under the use's name, with the use's role and
+    multiplier and the tensor's init and learning rate (std = a_use + b, step 2 a_use + c or a_use + c).
+    """
     plan = getattr(model, PLAN_ATTR, None)
     if plan is None:
         return {}
-    owner = parameter_owners(model)
-    return {t.name: TensorInfo(t.name, owner.get(t.name, ""), t.role, t.a + t.b, 2 * t.a + t.c_sgd,
-                               t.a + t.c_adam, t.init == "zeros", t.mult) for t in plan}
+    infos = {t.name: TensorInfo(t.name, t.module, t.role, t.a + t.b, 2 * t.a + t.c_sgd, t.a + t.c_adam,
+                                t.init == "zeros", t.mult) for t in plan}
+    for u in plan.uses:
+        t = plan[u.tensor]
+        infos[u.name] = TensorInfo(u.name, u.module, u.role, u.a + t.b, 2 * u.a + t.c_sgd, u.a + t.c_adam,
+                                   t.init == "zeros", u.mult, tied=u.tensor)
+    return infos
 
 
 def predict_slopes(order: Sequence[tuple[str, str]], infos: Mapping[str, TensorInfo], family: str, steps: int,
@@ -148,6 +161,8 @@ def predict_slopes(order: Sequence[tuple[str, str]], infos: Mapping[str, TensorI
                 else:
                     grow = 0.5 - w.std  # iid weights on a Theta(n^size) vector (CLT)
                     lo, hi = grow + lo, grow + hi
+                    if w.tied is not None:  # a tied readout: its row of each input token is in the signal (LLN)
+                        hi += 0.5
                     if back is None or d is None:
                         nd = None
                     else:
