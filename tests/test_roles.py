@@ -221,3 +221,24 @@ def test_hf_conv1d_is_initialized_by_its_fan_in():
         assert model.get_parameter(name).std().item() == pytest.approx(want, rel=0.02)
     assert plan["transformer.h.0.attn.c_attn.weight"].role == "hidden"
     assert plan["transformer.wpe.weight"].role == "input"
+
+
+class RawRect(nn.Module):
+    """A raw (2w, w) tensor used as x @ P.T: paramlab cannot know which dim is its fan-in."""
+
+    def __init__(self, width, device=None):
+        super().__init__()
+        self.inp = nn.Linear(4, width, device=device)
+        self.p = nn.Parameter(torch.zeros(2 * width, width, device=device))
+        self.out = nn.Linear(2 * width, 1, device=device)
+
+    def forward(self, x):
+        return self.out(torch.tanh(self.inp(x)) @ self.p.T)
+
+
+def test_a_raw_non_square_tensor_needs_its_base_std():
+    with pytest.raises(ValueError, match=r"'p' \[64, 32\] .*cannot tell which dims are its fan-in.*init=\{'p': std\}"):
+        pl.parameterize(RawRect(32), "mup", base=RawRect(8, device="meta"), roles={"p": "hidden"})
+    model = pl.parameterize(RawRect(32), "mup", base=RawRect(8, device="meta"), roles={"p": "hidden"},
+                            init={"p": 8 ** -0.5})
+    assert pl.get_plan(model)["p"].init_std == pytest.approx(8 ** -0.5 / 2)
