@@ -29,6 +29,17 @@ other torch optimizers: its groups carry the effective lr in `group["lr"]`, whic
 biases and norm gains; nanoGPT decays its tied embedding) or 'mingpt' (biases, norm parameters and
 embeddings). Decayed tensors keep the scheme's wd scaling above.
 
+**Depth rules.** A model with a depth rule (`paramlab.depth`, `plan.depth`) gets, on top of the
+width factors above, the rule's factors for the tensors inside its residual blocks:
+
+    lr_w  *= (L/L0)^-e_lr       Adam: e_lr = 1 - alpha; SGD: 1 - 2 alpha
+    eps_w *= (L/L0)^-alpha      Adam, eps_mode="gradient" only (eps follows the gradient, which carries the
+                                branch multiplier); eps_mode="none" keeps one fixed eps, depth included
+    wd_w   unchanged            the sources keep the AdamW coefficient lambda free of depth (CompleteP
+                                Table 1), so unlike width the depth lr factor is NOT divided out of wd
+
+At depth == base_depth every factor is exactly 1.0, so the groups are bit-identical to no rule.
+
 Tensors with equal (lr, wd, eps) share one param group (fewer groups, faster foreach kernels).
 """
 
@@ -105,6 +116,7 @@ def param_groups(
         raise ValueError(f"eps_mode must be one of {EPS_MODES}, got {eps_mode!r}")
     plan = get_plan(model)
     W.check_not_flattened(model)
+    dplan = plan.depth
     undecayed = _no_decay_rule(no_decay, [t.name for t in plan])
     g_back = plan.scheme["output"].a + plan.scheme["output"].b  # exponent of the backward signal
     groups: dict[tuple, dict] = {}
@@ -116,11 +128,13 @@ def param_groups(
         t = plan[name]
         const = match_pattern(name, layer_lr)
         mult = t.lr_mult(fam) * (1.0 if const is None else _check_positive(f"layer_lr[{name!r}]", const))
-        wd = 0.0 if (not weight_decay or undecayed(t)) else weight_decay / mult
+        d_lr, d_eps, d_wd = dplan.factors(name, fam) if dplan is not None else (1.0, 1.0, 1.0)
+        wd = 0.0 if (not weight_decay or undecayed(t)) else weight_decay / mult * d_wd  # wd: no depth lr factor
+        mult = mult * d_lr
         key = [mult, wd]
         if fam == "adam" and eps is not None:
             g = g_back if t.role in ("input", "hidden", "vector") else 0.0
-            key.append(eps * t.m ** (-(t.a + g)) if eps_mode == "gradient" else eps)
+            key.append(eps * t.m ** (-(t.a + g)) * d_eps if eps_mode == "gradient" else eps)
         key = tuple(key)
         if key not in groups:
             groups[key] = {"params": [], "names": [], "lr": lr * mult, "lr_mult": mult, "weight_decay": key[1]}

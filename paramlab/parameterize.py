@@ -40,6 +40,7 @@ from torch import nn
 
 from . import attention as A
 from . import audit as AU
+from . import depth as DP
 from . import multipliers as MU
 from . import roles as R
 from . import wrappers as W
@@ -137,6 +138,7 @@ class Plan:
     tensors: tuple[TensorPlan, ...]
     uses: tuple[UsePlan, ...] = ()
     attention: tuple[A.AttentionSite, ...] = ()
+    depth: DP.DepthPlan | None = None  # the depth rule resolved for this model (paramlab.depth), if any
     _index: dict = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
@@ -191,6 +193,12 @@ class Plan:
         lines = [f"scheme {self.scheme.name}", fmt(head), fmt(["-" * w for w in widths])] + [fmt(c) for c in cells]
         if self.attention:
             lines += ["attention logits:"] + [f"  {s.row()}" for s in self.attention]
+        if self.depth is not None:
+            lr_in, eps_in, wd_in = self.depth.rule.factors(self.depth.m_L, True, optimizer_family(optimizer))
+            lines += [self.depth.describe(),
+                      f"  in-block tensors: lr x{lr_in:.4g}, Adam eps x{eps_in:.4g}, wd x{wd_in:.4g} (on top of the "
+                      f"width factors above); the others x1. Branches: {', '.join(self.depth.branches[:4])}"
+                      + (", ..." if len(self.depth.branches) > 4 else "")]
         return "\n".join(lines)
 
 
@@ -215,6 +223,7 @@ def unparameterize(model: nn.Module) -> nn.Module:
     inner = W.unwrap(model)
     plan = inner.__dict__.get(PLAN_ATTR)
     MU.remove(inner)
+    DP.remove(inner)
     A.restore(inner, plan.attention if plan is not None else ())
     AU.remove(inner)
     if PLAN_ATTR in inner.__dict__:
@@ -268,10 +277,15 @@ def make_plan(
     *,
     roles: Mapping[str, str] | None = None,
     attention="auto",
+    depth_scaling=None,
+    base_depth: int | None = None,
+    branches=None,
+    blocks=None,
+    depth: int | None = None,
     **options,
 ) -> Plan:
-    """Resolve `scheme` for `model` without touching it (see `parameterize` for the arguments;
-    `options` are the `PlanOptions` keywords)."""
+    """Resolve `scheme` (and a depth rule) for `model` without touching it (see `parameterize` for the
+    arguments; `options` are the `PlanOptions` keywords)."""
     opts = PlanOptions.from_kwargs(options).with_gain(1.0)
     scheme = get_scheme(scheme)
     model = W.unwrap(model)
@@ -356,7 +370,9 @@ def make_plan(
             + ". Pass roles={name: 'input'|'hidden'|'output'|'vector'|'scalar'} (fnmatch patterns work)"
         )
     sites = A.find_sites(model, base, scheme, attention)
-    return Plan(scheme, tuple(tensors), tuple(extra), sites)
+    plan = Plan(scheme, tuple(tensors), tuple(extra), sites)
+    dplan = DP.resolve(model, plan, depth_scaling, base_depth, branches, blocks, depth)
+    return plan if dplan is None else Plan(scheme, plan.tensors, plan.uses, sites, dplan)
 
 
 def _module(model: nn.Module, name: str) -> nn.Module:
@@ -431,6 +447,11 @@ def parameterize(
     seed: int | None = None,
     attention="auto",
     check_forward: bool = True,
+    depth_scaling=None,
+    base_depth: int | None = None,
+    branches=None,
+    blocks=None,
+    depth: int | None = None,
     **options,
 ) -> nn.Module:
     """Apply `scheme` to `model` in place and return it.
@@ -454,6 +475,17 @@ def parameterize(
             {module name or pattern: head dim at the base width, or 'keep'} (see `paramlab.attention`).
         check_forward: check the first forward pass for tensors used outside the modules that hold them
             and for attention paramlab cannot scale (see `paramlab.audit`; off for paramlab's own models).
+        depth_scaling: a depth rule (`paramlab.depth`): None (no depth scaling), 'depth-mup' (alpha 1/2),
+            'completep' (alpha 1), a float alpha in [1/2, 1] or a `DepthRule`. It multiplies every
+            branch output by (depth/base_depth)^-alpha and gives the tensors inside the residual blocks
+            the rule's lr and Adam-eps factors (applied by `paramlab.optimizer`).
+        branches: fnmatch pattern(s) of the modules whose whole output enters a residual sum (e.g.
+            ['blocks.*.attn.o', 'blocks.*.mlp.proj']); required with depth_scaling. With depth_scaling
+            None they only record the structure (the depth coordinate check reads it).
+        base_depth: the number of residual blocks the hyperparameters were tuned at (default: this
+            model's, i.e. no scaling). depth: the number of residual blocks, as a check (it is counted
+            from the blocks the branches live in). blocks: pattern(s) of the residual blocks' parameter
+            names, if not each branch's block ('blocks.3.attn.o' -> 'blocks.3.*').
 
     Raises ValueError if `model` is already parameterized, if a parameter has no role, or where the
     scheme cannot be applied (each message names the fix).
@@ -478,16 +510,19 @@ def parameterize(
             "this model is already parameterized (it has a paramlab plan): build a fresh model, or call "
             "paramlab.unparameterize(model) first to remove the old multipliers"
         )
-    if MU.has_hooks(model):
+    if MU.has_hooks(model) or DP.has_hooks(model):
         raise ValueError(
             "a submodule of this model already carries paramlab multipliers (it was parameterized on its own): "
             "call paramlab.unparameterize on it first, or parameterize only the whole model"
         )
-    plan = make_plan(model, scheme, base, delta, roles=roles, attention=attention, **options)
+    plan = make_plan(model, scheme, base, delta, roles=roles, attention=attention, depth_scaling=depth_scaling,
+                     base_depth=base_depth, branches=branches, blocks=blocks, depth=depth, **options)
     try:  # first: it raises for uses it cannot scale, before any weight changes
         MU.install(model, plan)
+        DP.install(model, plan.depth)  # after the width hooks: scales the branch's whole output
     except Exception:
         MU.remove(model)
+        DP.remove(model)
         raise
     if reinit:
         initialize(model, plan, seed=seed)

@@ -39,13 +39,15 @@ def _make_uninitialized(make: Callable[..., nn.Module], width: int, device) -> n
 
 
 def build(make: Callable[..., nn.Module], width: int, base_width: int, scheme, *, options: PlanOptions,
-          delta_width: int | None = None, device=None, seed: int | None = None) -> nn.Module:
+          delta_width: int | None = None, device=None, seed: int | None = None,
+          depth_rule: dict | None = None) -> nn.Module:
     """`make(width, device=None)` -> module with a `role_tags()` method; returns the parameterized model.
 
     options: the plan options (`paramlab.plan_options`), gain already resolved by the builder.
     device: where the model lives (the builder's own `device` argument). seed: of the init draws.
     delta_width: the second width that marks the width dims (default 2 * base_width + 1); builders
     whose architecture constrains the width (heads, norm groups) pass one it accepts.
+    depth_rule: the depth keywords of `parameterize` (depth_scaling, base_depth, branches, depth), or None.
     If the module has an `apply_plan(plan)` method, it is called last, so that numbers the forward
     needs beyond paramlab's hooks (attention scale, a tied readout's multiplier) come from the plan.
     """
@@ -58,7 +60,8 @@ def build(make: Callable[..., nn.Module], width: int, base_width: int, scheme, *
     base = make(base_width, device="meta")
     delta = make(delta_width, device="meta")  # any other width marks the width dims
     tags = model.role_tags() if hasattr(model, "role_tags") else None
-    model = parameterize(model, scheme, base=base, delta=delta, roles=tags, seed=seed, **options.as_kwargs())
+    model = parameterize(model, scheme, base=base, delta=delta, roles=tags, seed=seed, **(depth_rule or {}),
+                        **options.as_kwargs())
     if hasattr(model, "apply_plan"):
         model.apply_plan(get_plan(model))
     return model

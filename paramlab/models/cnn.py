@@ -151,6 +151,8 @@ def cnn(
     residual: bool = False,
     norm: str | None = None,
     norm_groups: int = 8,
+    base_depth: int | None = None,
+    depth_scaling=None,
     seed: int | None = None,
     dtype: torch.dtype | None = None,
     device=None,
@@ -162,15 +164,54 @@ def cnn(
     fan_in = channels_in * kernel volume and gain = sqrt(2) for relu/gelu/silu (1 otherwise), readout
     N(0, readout_gain^2 / width), zero biases (or N(0, bias_std^2)), norm gains 1, one learning rate.
     `options` are the `PlanOptions` keywords (see `paramlab.plan_options`).
+
+    Depth rule (`paramlab.depth`, residual=True only): `base_depth` is counted like `depth` (conv
+    layers); the rule sees the depth - 1 residual blocks blocks.1.. (blocks.0 is the input conv) and
+    multiplies each block's output act(norm(conv(x))) by ((depth-1)/(base_depth-1))^-alpha. Only
+    alpha = 1 ('completep') is accepted with an activation of nonzero mean (relu, gelu, silu): the
+    branch then ends in that activation, whose positive mean adds coherently over blocks as
+    L * L^-alpha, so depth-muP's stream at init grows like sqrt(L) (measured slope +0.32 over
+    L = 2..32, predicted 0). Use pl.mlp(residual=True) or pl.transformer (blocks ending in a linear
+    layer) for depth-muP.
     """
     for n, v in (("in_channels", in_channels), ("d_out", d_out), ("depth", depth), ("kernel_size", kernel_size),
                  ("norm_groups", norm_groups)):
         check_width(n, v)
     opts = PlanOptions.from_kwargs(options, "cnn").with_gain(GAINS.get(activation, 1.0))
+    rule = _depth_rule(depth, residual, activation, base_depth, depth_scaling)
 
     def make(w, device=device):
         return CNN(in_channels, d_out, w, depth, dim, kernel_size, activation, bias, residual, norm, norm_groups,
                    device=device, dtype=dtype)
 
     # delta = 2 * base_width keeps the width divisible by norm_groups whenever base_width is
-    return build(make, width, base_width, scheme, options=opts, delta_width=2 * base_width, device=device, seed=seed)
+    return build(make, width, base_width, scheme, options=opts, delta_width=2 * base_width, device=device, seed=seed,
+                 depth_rule=rule)
+
+
+ZERO_MEAN_ACTIVATIONS = ("tanh", "erf", "linear")  # odd activations: a branch ending in one has mean zero at init
+
+
+def _depth_rule(depth, residual, activation_name, base_depth, depth_scaling) -> dict | None:
+    """The depth keywords for `parameterize` (None without a rule); refuses what the rule cannot make right."""
+    from ..depth import get_depth_rule
+
+    if base_depth is None and depth_scaling is None:
+        return None
+    if not residual:
+        raise ValueError("base_depth / depth_scaling need residual blocks: pass residual=True")
+    base_depth = depth if base_depth is None else base_depth
+    for n, v in (("depth", depth), ("base_depth", base_depth)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 2:
+            raise ValueError(f"{n}={v!r}: a residual CNN with a depth rule needs {n} >= 2 (blocks.0 is the input conv, "
+                             "the residual blocks are blocks.1..)")
+    rule = get_depth_rule(depth_scaling)
+    if rule.alpha and rule.alpha < 1 and activation_name not in ZERO_MEAN_ACTIVATIONS:
+        raise ValueError(
+            f"depth_scaling={rule.name!r} (alpha {rule.alpha:g}) on pl.cnn(residual=True, activation={activation_name!r}): "
+            "each residual block ends in the activation, whose positive mean adds coherently over blocks, so the "
+            "stream at init grows like L^(1-alpha) (measured slope +0.32 for depth-muP over L = 2..32, predicted 0). "
+            "Use depth_scaling='completep' here, an odd activation (tanh, erf, linear), or a model whose blocks end in "
+            "a linear layer: pl.mlp(residual=True) or pl.transformer")
+    return dict(depth_scaling=depth_scaling, base_depth=base_depth - 1, depth=depth - 1,
+                branches=[f"blocks.{i}.act" for i in range(1, depth)])

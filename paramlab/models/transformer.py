@@ -186,6 +186,8 @@ class Transformer(nn.Module):
     yourself, call `model.apply_plan(paramlab.get_plan(model))` (the forward refuses to run otherwise).
     """
 
+    BRANCHES = ("blocks.*.attn.o", "blocks.*.mlp.proj")  # residual branch outputs (paramlab.depth)
+
     def __init__(self, vocab_size: int, d_model: int, depth: int = 2, n_heads: int = 4, mlp_ratio: int = 4,
                  max_len: int = 256, pos: str = "learned", tied: bool = False, bias: bool = False,
                  activation_name: str = "gelu", attn_mult: float = 1.0, output_mult: float = 1.0,
@@ -309,6 +311,8 @@ def transformer(
     zero_query: bool = False,
     attn_mult: float = 1.0,
     attn_logits: bool = False,
+    base_depth: int | None = None,
+    depth_scaling=None,
     seed: int | None = None,
     dtype: torch.dtype | None = None,
     device=None,
@@ -324,6 +328,13 @@ def transformer(
     at init). attn_logits: route attention through each block's `attn.attn_logits` hook point (see
     `Attention`). `options` are the `PlanOptions` keywords (see `paramlab.plan_options`); `init` adds
     name/pattern -> base std or 'zeros'/'ones'/'keep' overrides.
+
+    Depth (`paramlab.depth`): `depth` counts blocks; with `base_depth` (the depth the hyperparameters
+    were tuned at) and `depth_scaling` (None, 'depth-mup', 'completep', or alpha in [1/2, 1]) every
+    branch output `blocks.*.attn.o` and `blocks.*.mlp.proj` (bias included) is multiplied by
+    (depth/base_depth)^-alpha and the tensors inside the blocks get the rule's lr and eps factors.
+    At depth == base_depth every rule is the same network as none. `base_depth` with
+    depth_scaling=None records the blocks without scaling (for the depth coordinate check).
     """
     for n, v in (("vocab_size", vocab_size), ("depth", depth), ("n_heads", n_heads), ("mlp_ratio", mlp_ratio),
                  ("max_len", max_len)):
@@ -346,5 +357,10 @@ def transformer(
         overrides.setdefault("readout.bias", opts.bias_std if opts.bias_std > 0 else "zeros")
     opts = dataclasses.replace(opts, init=overrides or None)
     # delta = 2 * base_width stays divisible by n_heads (and keeps d_head even for rotary)
-    model = build(make, width, base_width, scheme, options=opts, delta_width=2 * base_width, device=device, seed=seed)
+    rule = None
+    if base_depth is not None or depth_scaling is not None:
+        rule = dict(depth_scaling=depth_scaling, base_depth=depth if base_depth is None else base_depth, depth=depth,
+                    branches=list(Transformer.BRANCHES))
+    model = build(make, width, base_width, scheme, options=opts, delta_width=2 * base_width, device=device, seed=seed,
+                  depth_rule=rule)
     return model.expose_attn_logits(attn_logits)
