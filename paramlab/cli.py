@@ -30,6 +30,10 @@ def _schemes(args):
 
     names = args.names or list(PRESETS)
     print(schemes_table(names))
+    from .depth import depth_rules_table  # depth rules compose with every width scheme (issue #11)
+
+    print()
+    print(depth_rules_table())
     if args.verbose:
         for n in names:
             print()
