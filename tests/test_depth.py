@@ -219,3 +219,20 @@ def test_laziness_probe_on_transformer_blocks():
     assert 0 < out["nonlin"] < 1 and all(r["change"] > 0 for r in out["per_block"])
     with pytest.raises(ValueError, match="base_depth="):
         LazinessProbe(pl.transformer(17, 32, depth=2, n_heads=2, base_width=16), x)
+
+
+def test_depth_transfer_runs_tiny_and_l0_is_one_network(tmp_path):
+    """The experiment at its tiny size: a summary per rule, and the L0 runs of every rule give the same
+    loss (they are one network). Its science is in the README (quick and default sizes)."""
+    from paramlab.experiments import get
+    from paramlab.experiments.depth_transfer import optimum
+
+    out = get("depth_transfer").run("tiny", root=tmp_path, use_wandb=False, progress=False)
+    assert out["l0_identical"] is True
+    assert set(out["verdicts"]) == {"none", "depth-mup", "completep"}
+    assert (tmp_path / "depth_transfer").is_dir()
+    # the parabola refinement: exact on a parabola in log-loss, stays on the grid at an edge
+    lrs = [-4, -3, -2, -1]
+    g, f, edge = optimum(lrs, [math.exp((x + 2.3) ** 2) for x in lrs])
+    assert g == -2 and math.isclose(f, -2.3, abs_tol=1e-9) and not edge
+    assert optimum(lrs, [1.0, 2.0, 3.0, 4.0]) == (-4.0, -4.0, True)
