@@ -20,6 +20,11 @@ scale (`paramlab.attention`), and the first forward pass of a foreign model is c
 plan does not cover (`paramlab.audit`). What paramlab cannot make right is refused with an error that
 names the fix.
 
+A depth rule (`paramlab.depth`: depth-muP, CompleteP) composes with the scheme: `depth_scaling=`,
+`base_depth=` and `branches=` (the modules whose output enters a residual sum) multiply each branch
+output by (L/L0)^-alpha and give the tensors inside the residual blocks the rule's lr and Adam-eps
+factors (`plan.depth`, read by `paramlab.optim`). At L == L0 it changes nothing.
+
 All metadata lives in a `Plan` (plain floats keyed by parameter name) stored on the module as
 `module.paramlab_plan`; nothing is attached to the `nn.Parameter`s themselves, so `copy.deepcopy`,
 `state_dict` / `load_state_dict` (also with `torch.load(weights_only=True)`), `torch.compile` and

@@ -6,6 +6,7 @@ optimizer and seeds; only the scheme and the width change), run as a sweep (`par
     transfer           which schemes learn features that transfer to a few-shot task?
     lr_transfer        does the best learning rate at small width stay best at large width?
     kernel_limit       when is a finite network its infinite-width NTK?
+    depth_transfer     does the best learning rate at base depth stay best at larger depth (depth rules)?
 
 and the built-in sweep runner ``train_mlp`` (`train_mlp`). Run one with ``paramlab run NAME``,
 ``python experiments/NAME.py`` or ``get(NAME).run(size, ...)``; `experiment.Experiment.run` has the

@@ -16,6 +16,8 @@ kernel_regression  the infinite-width model of a task: kernel regression, gradie
 probe           linear probes and kernel ridge regression with leave-one-out ridge choice
 limits          exact infinite-width references (TP4 Cor. 6.2)
 fit             log-log slope fits
+depth_coord     coordinate check over depth: stream and branch sizes vs L, predicted slopes from the depth rule
+lazy            laziness of residual blocks: distance of a block's change from its linearization (CompleteP)
 
 Tables and plots of these results live in `paramlab.report` (slope_table, plot_coord, plot_vs_width).
 """
