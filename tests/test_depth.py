@@ -179,7 +179,7 @@ def _rel_slope(rule):
     return res
 
 
-def test_depth_slopes_flat_vs_growing():
+def test_depth_slopes_flat_vs_growing(tmp_path):
     """The stream's relative change after 2 Adam steps (residual MLP, width 32, L = 2..16) grows with depth
     without a rule (predicted >= +1/2; measured +0.54) and is flat under either rule (predicted 0; measured
     +0.01 depth-muP, -0.02 CompleteP). Negative control: the depth-muP multiplier without its lr factor
@@ -193,6 +193,9 @@ def test_depth_slopes_flat_vs_growing():
     ctrl = _rel_slope(DepthRule("alpha-0.5-no-lr", 0.5, DepthExponents()))
     assert ctrl.slope("rel") > 0.15, ctrl.table()
     assert not ctrl.passed  # the check flags it
+    from paramlab.measure.depth_coord import plot_depth_coord
+
+    assert plot_depth_coord([none, dmup, cp, ctrl], tmp_path / "d.png").stat().st_size > 0
 
 
 def test_linearization_is_exact():

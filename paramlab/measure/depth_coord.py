@@ -42,7 +42,7 @@ from torch import nn
 
 from .fit import fit_slope
 
-__all__ = ["DepthCoordResult", "depth_coord_check", "predicted_depth_slopes"]
+__all__ = ["DepthCoordResult", "depth_coord_check", "plot_depth_coord", "predicted_depth_slopes"]
 
 QUANTITIES = ("stream0", "dstream", "rel", "branch0", "dbranch", "dW", "dout")
 INF = math.inf
@@ -185,3 +185,26 @@ def depth_coord_check(make: Callable[[int, int], nn.Module], depths: Sequence[in
         passed = None if p is None else bool(lo - tol <= slope <= hi + tol)
         res.rows.append({"quantity": q, "slope": slope, "lo": lo, "hi": hi, "passed": passed, "tol": tol})
     return res
+
+
+def plot_depth_coord(results: Sequence[DepthCoordResult], path, quantities=("rel", "dstream", "branch0", "dbranch", "dW"),
+                     title: str = "depth coordinate check"):
+    """One panel per quantity, one line per rule (legend: measured slope / predicted range); returns the path."""
+    from ..report import pyplot, save_figure
+
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(quantities), figsize=(3.4 * len(quantities), 3.3))
+    for ax, q in zip(np.atleast_1d(axes), quantities):
+        for res in results:
+            row = next(r for r in res.rows if r["quantity"] == q)
+            pred = "" if row["lo"] is None else (f" / {row['lo']:+.2g}" if row["lo"] == row["hi"] else
+                                                  f" / [{row['lo']:+.2g}, {row['hi']:+.2g}]")
+            ax.plot(res.depths, np.exp(np.log(res.values[q]).mean(1)), "o-", label=f"{res.rule} {row['slope']:+.2f}{pred}")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_title(q)
+        ax.set_xlabel("depth L (residual blocks)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{title} (legend: slope / predicted)")
+    return save_figure(fig, path)
