@@ -156,6 +156,33 @@ def test_parameterize_foreign_module_and_unparameterize():
         pl.parameterize(Net(32, 4), "mup", base=Net(16, 4), base_depth=2)
 
 
+def test_branch_returning_a_tuple_names_the_fix():
+    class Attn(torch.nn.Module):  # an HF-style attention: (output, weights)
+        def __init__(self, w):
+            super().__init__()
+            self.o = torch.nn.Linear(w, w)
+
+        def forward(self, x):
+            return self.o(x), None
+
+    class Net(torch.nn.Module):
+        def __init__(self, w):
+            super().__init__()
+            self.inp, self.blocks, self.head = torch.nn.Linear(4, w), torch.nn.ModuleList(Attn(w) for _ in range(3)), torch.nn.Linear(w, 2)
+
+        def forward(self, x):
+            h = self.inp(x)
+            for b in self.blocks:
+                h = h + b(h)[0]
+            return self.head(h)
+
+    net = pl.parameterize(Net(32), "mup", base=Net(16), depth_scaling="completep", base_depth=1, branches="blocks.*")
+    with pytest.raises(TypeError, match="output projection"):
+        net(torch.randn(2, 4))
+    ok = pl.parameterize(Net(32), "mup", base=Net(16), depth_scaling="completep", base_depth=1, branches="blocks.*.o")
+    assert pl.get_plan(ok).depth.depth == 3 and torch.isfinite(ok(torch.randn(2, 4))).all()
+
+
 def test_bad_rules_and_builders_refuse():
     with pytest.raises(ValueError, match=r"outside \[0.5, 1\]"):
         get_depth_rule(0.3)
