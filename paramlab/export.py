@@ -13,6 +13,10 @@ model with `save_pretrained`, loaded back by plain `transformers.AutoModel.from_
                              is put back; q.k then carries the factor. Rotary embeddings are linear in q,
                              so this is exact for them too
     mup's MuReadout          replaced by an nn.Linear holding output_mult / width_mult() * W
+    depth-rule branches      a branch module's output times m_L^-alpha (paramlab.depth): W <- m_L^-alpha W and
+                             b <- m_L^-alpha b, exact for an affine module (Linear, ConvNd, HF Conv1D); any other
+                             branch module is refused (its state_dict loaded into a plain model would silently
+                             lose the multiplier)
 
 What fold cannot bake into the weights is refused: an attention scale set on a module's
 scaled_dot_product_attention call (paramlab does not know which projection makes its queries), a
@@ -29,6 +33,7 @@ from torch import nn
 
 from . import attention as A
 from . import audit as AU
+from . import depth as DP
 from . import multipliers as MU
 from . import wrappers as W
 from .layouts import layout_of
@@ -45,13 +50,16 @@ def fold(model: nn.Module) -> nn.Module:
             raise ValueError(f"fold does not export paramlab's own {type(mod).__name__} ({mname!r}): its attention "
                              "scale and tied readout live on the model. Use it as it is (its state_dict loads into the "
                              "same builder)")
+    _check_branches(out, plan)
     MU.remove(out)
+    DP.remove(out)
     A.restore(out, plan.attention)
     AU.remove(out)
     del out.__dict__[PLAN_ATTR]
     with torch.no_grad():
         _untie(out, plan)
         _fold_multipliers(out, plan)
+        _fold_branches(out, plan)
         for site in plan.attention:
             _fold_attention(out, site)
     return out
@@ -90,6 +98,43 @@ def _fold_multipliers(model: nn.Module, plan) -> None:
                 raise ValueError(f"module {mname!r} ({type(mod).__name__}) gets its multiplier from its model: fold it there")
             p.mul_(mult)
             done.add(id(p))
+
+
+# Modules whose output is W-linear plus b: output * c == the same module with c W and c b.
+_AFFINE = (nn.Linear, nn.modules.conv._ConvNd)
+
+
+def _is_affine(mod: nn.Module) -> bool:
+    return isinstance(mod, _AFFINE) or (type(mod).__name__ == "Conv1D" and type(mod).__module__.startswith("transformers."))
+
+
+def _check_branches(model: nn.Module, plan) -> None:
+    """Refuse, before anything is changed, a depth-rule branch fold cannot bake into its weights."""
+    dplan = plan.depth
+    if dplan is None or dplan.branch_mult == 1.0:
+        return
+    counts: dict[int, int] = {}
+    for _, p in model.named_parameters(remove_duplicate=False):
+        counts[id(p)] = counts.get(id(p), 0) + 1
+    for n in dplan.branches:
+        mod = model.get_submodule(n)
+        if not _is_affine(mod):
+            raise ValueError(
+                f"fold cannot put the depth rule's branch multiplier {dplan.branch_mult:.4g} into {n!r} "
+                f"({type(mod).__name__}): only an affine module's output (Linear, ConvNd, HF Conv1D) is its weights' "
+                "multiple. Name the branch's last affine layer in branches=, or keep the model parameterized")
+        if any(counts[id(p)] > 1 for p in mod.parameters(recurse=False)):
+            raise ValueError(f"branch module {n!r} shares a tensor with another module: fold cannot scale one use only")
+
+
+def _fold_branches(model: nn.Module, plan) -> None:
+    """Each branch module's weight and bias times the depth rule's m_L^-alpha (see _check_branches)."""
+    dplan = plan.depth
+    if dplan is None or dplan.branch_mult == 1.0:
+        return
+    for n in dplan.branches:
+        for p in model.get_submodule(n).parameters(recurse=False):
+            p.mul_(dplan.branch_mult)
 
 
 def _replace_mu_readout(model, mname, mod, mult) -> None:

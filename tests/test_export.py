@@ -73,3 +73,51 @@ def test_what_fold_cannot_bake_in_is_refused():
         pl.fold(block)
     with pytest.raises(ValueError, match="paramlab's own"):
         pl.fold(pl.transformer(32, 64, depth=1, base_width=32, tied=True))
+
+
+class _Res(nn.Module):
+    """A user's pre-LN residual MLP: blocks.i.fc -> relu -> blocks.i.proj, added to the stream."""
+
+    def __init__(self, width, depth, device=None):
+        super().__init__()
+        kw = dict(device=device, dtype=torch.float64)
+        self.inp = nn.Linear(6, width, **kw)
+        self.blocks = nn.ModuleList(
+            nn.ModuleDict(dict(norm=nn.LayerNorm(width, **kw), fc=nn.Linear(width, width, **kw),
+                               proj=nn.Linear(width, width, **kw))) for _ in range(depth))
+        self.out = nn.Linear(width, 3, **kw)
+
+    def forward(self, x):
+        h = self.inp(x)
+        for b in self.blocks:
+            h = h + b.proj(torch.relu(b.fc(b.norm(h))))
+        return self.out(h)
+
+
+def test_fold_bakes_depth_branch_multiplier_into_weights():
+    """CompleteP at L = 8 vs L0 = 2: each branch output x 1/4. The folded state_dict must carry it, so a plain
+    model built without paramlab computes the same function (before this, the hook was copied and a plain
+    model loading the state_dict silently lost the 1/4)."""
+    model = pl.parameterize(_Res(64, 8), "mup", base=_Res(16, 8, device="meta"), seed=0,
+                            depth_scaling="completep", base_depth=2, branches="blocks.*.proj")
+    assert pl.get_plan(model).depth.branch_mult == pytest.approx(0.25)
+    x = torch.randn(5, 6, dtype=torch.float64)
+    with torch.no_grad():
+        want = model(x)
+        plain = pl.fold(model)
+        assert no_paramlab(plain) and torch.allclose(plain(x), want, rtol=1e-12, atol=1e-12)
+        fresh = _Res(64, 8)
+        fresh.load_state_dict(plain.state_dict())
+        assert torch.allclose(fresh(x), want, rtol=1e-12, atol=1e-12)
+        # negative control: the same weights without the branch multiplier are far off
+        for b in fresh.blocks:
+            b.proj.weight.mul_(4)
+            b.proj.bias.mul_(4)
+        assert not torch.allclose(fresh(x), want, rtol=1e-3)
+
+
+def test_fold_refuses_a_branch_it_cannot_scale_through_its_weights():
+    model = pl.parameterize(_Res(32, 4), "mup", base=_Res(16, 4, device="meta"), seed=0,
+                            depth_scaling="completep", base_depth=2, branches="blocks.*.norm")
+    with pytest.raises(ValueError, match="only an affine module"):
+        pl.fold(model)
