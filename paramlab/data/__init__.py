@@ -32,7 +32,7 @@ from .mnist1d import cache_dir, mnist1d
 from .synthetic import LINKS, MultiIndexTeacher, multi_index, sparse_parity
 from .task import Task, few_shot
 from .text import LM_TASKS, LMTask, char_task, lm_task, shakespeare_char, shakespeare_text
-from .transfer import TRANSFER_PAIRS
+from .transfer import EPISODE_PAIRS, TRANSFER_PAIRS, transfer_episodes
 
 __all__ = [
     "Task",
@@ -53,6 +53,8 @@ __all__ = [
     "TASKS",
     "LM_TASKS",
     "TRANSFER_PAIRS",
+    "EPISODE_PAIRS",
+    "transfer_episodes",
     "LINKS",
     "cache_dir",
 ]
