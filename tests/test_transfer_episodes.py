@@ -55,6 +55,7 @@ def test_tiny_runs_end_to_end(tiny_runs):
             assert set(vv["prediction"]) == {"feature_learning_gain_positive", "feature_learning_not_shrinking",
                                              "kernel_gain_falls", "beats_kernels"}
             assert len(s["kernel_baselines"][v]["nngp"]) == p["n_episodes"]
+            assert set(vv["gap_at_largest"]) == {"mup - ntk"}
             g = vv["schemes"]["mup"]["gain"]
             assert g[0] == pytest.approx(vv["schemes"]["ntk"]["gain"][0], abs=1e-12)  # base width: one network
         assert (root / "transfer" / task / "transfer_gain_vs_width.png").stat().st_size > 10_000

@@ -21,6 +21,9 @@ Tasks
 
 Transfer pairs (:func:`transfer_pair`) share structure between a pretraining task A and a few-shot
 task B: the same subspace ``U`` with a different link ``g``, or disjoint digit classes.
+Episode pairs (:func:`transfer_episodes`; ``image_pairs``, ``text_pairs``, ``episodes``) give B as a
+pool with many seeded few-shot draws: mnist1d_disjoint, mnist1d_compose, digits_disjoint,
+shakespeare_w2v (CBOW on tiny Shakespeare's words -> word categories), shakespeare_plays.
 """
 
 from __future__ import annotations

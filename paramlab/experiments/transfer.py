@@ -42,12 +42,12 @@ from ..measure.kernels import MLPKernel
 from ..measure.probe import kernel_ridge_loo, linear_probe, score
 from ..models.mlp import mlp
 from ..models.activations import GAINS
-from . import transfer_episodes as TE
 from ..report import plot_vs_width, pyplot, save_figure
+from ..runners import Option
 from ..train import train
 from . import command
+from . import transfer_episodes as TE
 from .checks import check_transfer_pair
-from ..runners import Option
 from .experiment import Experiment
 from .summary import Summary, by_width
 

@@ -73,6 +73,7 @@ PAIR_SIZES = {
                                 dict(schemes=_SCHEMES, widths=[64, 128, 256, 512, 1024], seeds=3)),
 }
 MODELS = ("mlp", "cbow")
+_STYLE = {"mf": dict(ls="--", marker="s", mfc="none")}  # mf and mup are one symmetry class: keep both visible
 
 
 def _check_shots(v) -> str | None:
@@ -261,7 +262,7 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
     variants = [f"k{k}" for k in p["shots"]]
     fit = [i for i, w in enumerate(widths) if w > p["base_width"]]  # above the base width schemes differ
     fit = fit if len(fit) >= 2 else list(range(len(widths)))
-    rows, verdicts = [], {}
+    rows, verdicts, gap_notes = [], {}, []
     plt = pyplot()
     fig, axes = plt.subplots(len(variants), 2, figsize=(11, 3.8 * len(variants)), squeeze=False)
     for row, v in enumerate(variants):
@@ -285,8 +286,9 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
             rows.append([v, s] + [_pm(m, h) for m, h in zip(gm, gh)]
                         + [round(slope, 4), _pm(pm[-1], ph[-1]), _pm(over_kernel[0][0], over_kernel[1][0])])
             ax = axes[row][0]
-            ax.errorbar(widths, gm, yerr=np.nan_to_num(gh), marker="o", capsize=3, label=f"{s} ({regime})")
-            axes[row][1].errorbar(widths, pm, yerr=np.nan_to_num(ph), marker="o", capsize=3, label=s)
+            style = {"marker": "o", "capsize": 3, **_STYLE.get(s, {})}
+            ax.errorbar(widths, gm, yerr=np.nan_to_num(gh), label=f"{s} ({regime})", **style)
+            axes[row][1].errorbar(widths, pm, yerr=np.nan_to_num(ph), label=s, **style)
         rows.append([v, "probe at init"] + [_pm(m, h) for m, h in zip(init_m, init_h)] + ["", "", ""])
         axes[row][1].plot(widths, init_m, "k:", marker=".", label="initial features")
         for k, val in ref.items():
@@ -301,6 +303,14 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
             ax.legend(fontsize=7)
         axes[row][0].axhline(0, color="k", lw=0.8)
         vv["prediction"] = _prediction(vv["schemes"], fit)
+        # the gap at the largest width, paired by seed (one seed = the same initial features in every scheme)
+        fl = [s for s in schemes if vv["schemes"][s]["regime"] == "feature learning"]
+        kr = [s for s in schemes if vv["schemes"][s]["regime"] == "kernel"]
+        if fl and kr:
+            top = "mup" if "mup" in fl else fl[0]
+            vv["gap_at_largest"] = {f"{top} - {k}": [float(x[0]) for x in mean_ci(gains[top][-1:] - gains[k][-1:])]
+                                    for k in kr}
+            gap_notes.append(f"{v}: " + ", ".join(f"{k} {_pm(*g)}" for k, g in vv["gap_at_largest"].items()))
         verdicts[v] = vv
     fig.tight_layout()
     path = save_figure(fig, out_dir / "transfer_gain_vs_width.png")
@@ -311,7 +321,8 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
     notes = (f"task {p['task']} ({p['model']}): pretrain on A for {p['steps']} {p['optimizer']} steps (lr {p['lr']} at "
              f"base width {p['base_width']}), then a ridge probe on {p['n_episodes']} few-shot draws of B per shot count "
              f"(k{{shots}} = shots per class); mean ± 95% t-interval over {p['seeds']} seeds. Kernel regression on the "
-             f"same draws: {kern_note or 'n/a'}.")
+             f"same draws: {kern_note or 'n/a'}."
+             + (f" Gain gap at w={widths[-1]}, paired by seed: {'; '.join(gap_notes)}." if gap_notes else ""))
     return Summary(f"Transfer on {p['task']}: probe gain on few-shot draws of B vs width", cols, rows,
                    {"transfer": path}, extra={"verdicts": verdicts, "kernel_baselines": kern, "params": p}, notes=notes)
 
