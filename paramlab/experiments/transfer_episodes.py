@@ -11,6 +11,10 @@ normalized bag-of-words vector (TP4 §9: two different words have kernel 0).
 The width predictions are read off the scheme's own exponents: a scheme whose feature-update
 exponent r (`Scheme.predicted_r`) is 0 learns features (muP, MF), r > 0 is the kernel regime
 (NTK, SP with its stable lr), whose gain must fall with width towards 0.
+
+`paramlab run transfer --set task=NAME` takes the pair's options from `PAIR_SIZES`; a `paramlab
+sweep` spec with ``runner: transfer`` gets the runner's defaults (the synthetic pair's lr and
+optimizer), so give the pair's options there yourself (a token-id task with ``model: mlp`` is refused).
 """
 
 from __future__ import annotations
