@@ -10,6 +10,7 @@ experiments that show which of them learn features.
 """
 
 from . import schemes
+from .models.cbow import CBOW, cbow
 from .models.cnn import CNN, cnn
 from .models.mlp import MLP, mlp
 from .models.transformer import Transformer, transformer
@@ -26,4 +27,5 @@ __all__ = [
     "custom", "effective_lrs", "equivalent", "fold", "get_plan", "get_scheme", "initialize", "lazy_rich", "load_bsh", "mlp", "optimizer",
     "optimizer_family", "param_groups", "parameterize", "role_table", "save_bsh", "schemes", "transformer",
     "unparameterize",
+    "CBOW", "cbow",
 ]

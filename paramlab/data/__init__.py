@@ -21,6 +21,9 @@ Tasks
 
 Transfer pairs (:func:`transfer_pair`) share structure between a pretraining task A and a few-shot
 task B: the same subspace ``U`` with a different link ``g``, or disjoint digit classes.
+Episode pairs (:func:`transfer_episodes`; ``image_pairs``, ``text_pairs``, ``episodes``) give B as a
+pool with many seeded few-shot draws: mnist1d_disjoint, mnist1d_compose, digits_disjoint,
+shakespeare_w2v (CBOW on tiny Shakespeare's words -> word categories), shakespeare_plays.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from .mnist1d import cache_dir, mnist1d
 from .synthetic import LINKS, MultiIndexTeacher, multi_index, sparse_parity
 from .task import Task, few_shot
 from .text import LM_TASKS, LMTask, char_task, lm_task, shakespeare_char, shakespeare_text
-from .transfer import TRANSFER_PAIRS
+from .transfer import EPISODE_PAIRS, TRANSFER_PAIRS, transfer_episodes
 
 __all__ = [
     "Task",
@@ -53,6 +56,8 @@ __all__ = [
     "TASKS",
     "LM_TASKS",
     "TRANSFER_PAIRS",
+    "EPISODE_PAIRS",
+    "transfer_episodes",
     "LINKS",
     "cache_dir",
 ]

@@ -1,6 +1,8 @@
 """Transfer pairs: a pretraining task A and a related few-shot task B that share structure.
 
 The same teacher subspace ``U`` with a different link ``g``, or disjoint classes of one dataset.
+Episode pairs (`EPISODE_PAIRS`: `image_pairs`, `text_pairs`) give B as many few-shot draws from
+one pool (`episodes.Episodes`); in `TRANSFER_PAIRS` they hand out one draw (``episode=e``) as a Task.
 """
 
 from __future__ import annotations
@@ -11,9 +13,12 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .digits import digits_arrays, digits_task
+from .episodes import Episodes
+from .image_pairs import IMAGE_PAIRS
 from .mnist1d import mnist1d_arrays
 from .synthetic import multi_index
 from .task import Task, check_classes, check_pos, classification_task, few_shot, select_classes, standardize_inputs
+from .text_pairs import TEXT_PAIRS
 
 def _split_classes_ab(classes_a, classes_b, n_total: int) -> tuple[list[int], list[int]]:
     a = check_classes(classes_a, n_total, "classes_a")
@@ -131,3 +136,30 @@ TRANSFER_PAIRS: dict[str, Callable[..., tuple[Task, Task]]] = {
     "mnist1d": _transfer_mnist1d,
     "digits": _transfer_digits,
 }
+
+# name -> factory(k, n_episodes, seed, ...) -> (A Task, B Episodes)
+EPISODE_PAIRS: dict[str, Callable[..., tuple[Task, Episodes]]] = {**IMAGE_PAIRS, **TEXT_PAIRS}
+
+
+def transfer_episodes(name: str, **kwargs: Any) -> tuple[Task, Episodes]:
+    """(A, B) of an episode pair: A to pretrain on, B every few-shot draw (`episodes.Episodes`).
+
+    kwargs go to the pair's factory: k (shots per class), n_episodes, seed (of the draws), and the
+    pair's own (vocab, window, max_train for the text pairs; n_a for mnist1d_compose).
+    """
+    if name not in EPISODE_PAIRS:
+        raise ValueError(f"{name!r} is not an episode pair; known: {sorted(EPISODE_PAIRS)}")
+    return EPISODE_PAIRS[name](**kwargs)
+
+
+def _one_episode(name: str) -> Callable[..., tuple[Task, Task]]:
+    def pair(episode: int = 0, **kwargs: Any) -> tuple[Task, Task]:
+        kwargs.setdefault("n_episodes", episode + 1)
+        a, b = transfer_episodes(name, **kwargs)
+        return a, b.task(episode)
+
+    pair.__doc__ = f"(A, B) of {name!r} with B = one few-shot draw (`episode`), as a Task."
+    return pair
+
+
+TRANSFER_PAIRS.update({name: _one_episode(name) for name in EPISODE_PAIRS})

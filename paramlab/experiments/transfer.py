@@ -14,11 +14,24 @@ Prediction (TP4; the seed post "NTK/GP models of neural nets can't learn feature
 
 Default task: a multi-index teacher. A is y = g_A(U x) and B is y = g_B(U x), with the same rank-2
 subspace U in d = 32 and 64 examples for B.
+
+Real-data pairs (``--set task=NAME``; `paramlab.data.EPISODE_PAIRS`, issue #16): B is a pool with
+`n_episodes` few-shot draws for each shot count in `shots`. One network trained on A is probed on
+every draw (features of the pool once at init, once trained; one ridge solve per draw); a run
+reports the mean over draws, the summary gives 95% t-intervals over seeds. The NNGP / NTK kernel
+regressors run on the same draws. Each pair has its own sizes (`PAIR_SIZES`: model, optimizer, lr
+and steps chosen on A at the base width only), which `--set task=NAME` selects before other --set:
+  mnist1d_disjoint   MLP on mnist1d classes 0-4 -> 1 / 5 shots of classes 5-9
+  mnist1d_compose    MLP on 10-way mnist1d -> "is the digit in S" for a random half S of the classes
+  shakespeare_w2v    CBOW word model (`models.cbow`) on tiny Shakespeare -> category of held-out words
+  digits_disjoint, shakespeare_plays: pairs where the gap did not show (README).
+Token-id tasks get the CBOW model and bag-of-words kernels (a 1-hidden-layer linear net, TP4 §9).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +43,10 @@ from ..measure.probe import kernel_ridge_loo, linear_probe, score
 from ..models.mlp import mlp
 from ..models.activations import GAINS
 from ..report import plot_vs_width, pyplot, save_figure
+from ..runners import Option
 from ..train import train
 from . import command
+from . import transfer_episodes as TE
 from .checks import check_transfer_pair
 from .experiment import Experiment
 from .summary import Summary, by_width
@@ -67,12 +82,12 @@ def _probe(model, A, B) -> float:
 
 
 def _finetune(model, B, p: dict) -> float:
-    """Zero a fresh readout for B and fine-tune every layer at lr * ft_lr_ratio (full batch)."""
+    """Zero a fresh readout for B and fine-tune every layer at lr * ft_lr_ratio (full batch).
+
+    Where B has another output size than A, the readout's tensors are replaced by zero tensors of
+    B's size under the same names, so they keep the output role's plan (multiplier, lr scaling)."""
     model = copy.deepcopy(model)
-    with torch.no_grad():
-        model.readout.weight.zero_()
-        if model.readout.bias is not None:
-            model.readout.bias.zero_()
+    TE.fresh_readout(model, B.d_out)
     res = train(model, B, optimizer=p["optimizer"], lr=p["lr"] * p["ft_lr_ratio"], steps=p["ft_steps"], loss="mse",
                 seed=p["seed"])
     if res.diverged:
@@ -82,9 +97,9 @@ def _finetune(model, B, p: dict) -> float:
 
 
 def run_one(cfg: dict, log) -> dict:
+    if TE.is_episode_pair(cfg["task"]):
+        return TE.run_one(cfg, log, _finetune)
     A, B = tasks(cfg)
-    if A.d_out != B.d_out:
-        raise ValueError("transfer needs tasks A and B with the same output size (one readout shape)")
     model = mlp(A.d_in, A.d_out, cfg["width"], depth=cfg["depth"], scheme=cfg["scheme"], base_width=cfg["base_width"],
                 activation=cfg["activation"], seed=cfg["seed"])
     init = copy.deepcopy(model)
@@ -116,6 +131,8 @@ def kernel_baselines(p: dict) -> dict[str, float]:
 
 def summarize(results: list, p: dict, out_dir: Path) -> Summary:
     """Transfer gain (probe and fine-tune) vs width per scheme, against kernel baselines on B."""
+    if TE.is_episode_pair(p["task"]):
+        return TE.summarize(results, p, out_dir)
     kern = kernel_baselines(p)
 
     widths, schemes = p["widths"], p["schemes"]
@@ -155,7 +172,28 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
 
 
 
-EXPERIMENT = Experiment(NAME, SIZES, run_one, summarize, doc=__doc__, checks={"task": check_transfer_pair})
+class _Transfer(Experiment):
+    """The transfer experiment: a real-data pair's own size table (`PAIR_SIZES`) replaces the size's
+    defaults when ``task`` names it; explicit overrides still win."""
+
+    def params(self, size: str, overrides) -> dict:
+        task = overrides.get("task") or self.sizes.get(size, {}).get("task")
+        table = TE.PAIR_SIZES.get(TE.pair_key(task)) if isinstance(task, str) else None
+        if table is None or size not in table:
+            return super().params(size, overrides)
+        merged = dataclasses.replace(self, sizes={**self.sizes, size: {**self.sizes[size], **table[size]}})
+        return Experiment.params(merged, size, overrides)
+
+    def options(self) -> dict:
+        opts = super().options()
+        for table in TE.PAIR_SIZES.values():
+            for k, v in table["default"].items():
+                if k not in opts and k not in set(self.axes.values()):
+                    opts[k] = Option(v, check=self._check(k))
+        return opts
+
+
+EXPERIMENT = _Transfer(NAME, SIZES, run_one, summarize, doc=__doc__, checks={"task": check_transfer_pair, **TE.CHECKS})
 RUNNER = EXPERIMENT.runner
 
 

@@ -4,13 +4,14 @@ The builder functions live in their modules (`paramlab.models.mlp.mlp`, ...; als
 the package keeps the module names, so `paramlab.models.mlp` is the module, never shadowed.
 """
 
-from . import cnn, mlp, transformer
+from . import cbow, cnn, mlp, transformer
 from .build import BASE_WIDTH
+from .cbow import CBOW
 from .cnn import CNN
 from .mlp import MLP
 from .transformer import Transformer
 
 # name -> builder function: builder(sizes..., width, *, scheme=..., base_width=..., **plan options)
-BUILDERS = {"mlp": mlp.mlp, "cnn": cnn.cnn, "transformer": transformer.transformer}
+BUILDERS = {"mlp": mlp.mlp, "cnn": cnn.cnn, "transformer": transformer.transformer, "cbow": cbow.cbow}
 
-__all__ = ["BASE_WIDTH", "BUILDERS", "CNN", "MLP", "Transformer", "cnn", "mlp", "transformer"]
+__all__ = ["BASE_WIDTH", "BUILDERS", "CBOW", "CNN", "MLP", "Transformer", "cbow", "cnn", "mlp", "transformer"]
