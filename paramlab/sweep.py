@@ -251,6 +251,8 @@ def _record(group_dir: Path, name: str, config: dict, out: dict, s: SweepSpec, e
         if out["summary"]:
             run.summary(out["summary"])
         run.meta["sweep"] = {"executor": executor, "runtime_s": out.get("runtime_s"), "ensemble": out.get("ensemble", 1)}
+        if out["status"] == "diverged":
+            run.meta["diverged"] = (out["summary"].get("diverged_reason") or "the runner says so")
         if out["status"] == "failed":
             run.meta["traceback"] = out.get("traceback")
             run.finish("failed", error=out.get("error"))
