@@ -92,7 +92,7 @@ def execute_unit(runner: Runner, configs: list[dict], threads: int | None) -> li
                 outs = [_normalize(r) for r in results]
                 dt = (time.monotonic() - t0) / len(configs)
                 for o in outs:
-                    o.update(runtime_s=round(dt, 4), ensemble=len(configs))
+                    o.update(runtime_s=round(dt, 4), ensemble=len(configs), threads=torch.get_num_threads())
                 return outs
             except Exception:
                 pass  # run them one by one below: each gets its own record (and error)
@@ -103,7 +103,7 @@ def execute_unit(runner: Runner, configs: list[dict], threads: int | None) -> li
                 o = _normalize(runner.fn(dict(c)))
             except Exception as e:
                 o = failure(e)
-            o.update(runtime_s=round(time.monotonic() - t1, 4), ensemble=1)
+            o.update(runtime_s=round(time.monotonic() - t1, 4), ensemble=1, threads=torch.get_num_threads())
             outs.append(o)
         return outs
     finally:
