@@ -260,10 +260,12 @@ def run_sweep(
                 bar.close()
     for n, c in zip(names, points):
         path = group_dir / n
-        meta = read_json(path / "meta.json", {}) or {}
+        meta = read_json(path / "meta.json", {})
+        summary = read_json(path / "summary.json", {})
+        if not isinstance(meta, dict) or not isinstance(summary, dict):  # damaged after it was written
+            meta, summary = {"status": "unreadable"}, {}
         report.runs.append({"name": n, "path": path, "status": meta.get("status", "missing"), "config": c,
-                            "summary": {k: v for k, v in (read_json(path / "summary.json", {}) or {}).items()
-                                        if k not in RESERVED_SUMMARY_KEYS}})
+                            "summary": {k: v for k, v in summary.items() if k not in RESERVED_SUMMARY_KEYS}})
     return report
 
 
