@@ -170,6 +170,12 @@ def test_ensemble_auto_matches_sequential_runs(tmp_path):
         assert ra["name"] == rb["name"]
         for k, v in rb["summary"].items():
             assert ra["summary"][k] == pytest.approx(v, rel=1e-10, abs=1e-12)
+    # negative control: the same comparison against lr 0.02 -> 0.02002 (0.1%) fails for those runs
+    off = run_sweep({**base, "name": "off", "ensemble": "never", "grid": {**base["grid"], "lr": [0.02 * 1.001, 0.05]}},
+                    progress=False)
+    for ra, ro in zip(a.runs, off.runs):
+        same = all(ra["summary"][k] == pytest.approx(v, rel=1e-10, abs=1e-12) for k, v in ro["summary"].items())
+        assert same == (ra["config"]["lr"] == 0.05), ra["name"]
 
 
 def test_precision_and_device_options_apply_to_every_run(tmp_path):
