@@ -93,3 +93,19 @@ def test_diverged_run_records_its_reason(tmp_path):
     assert rep.diverged == 1
     meta = json.loads((rep.runs[0]["path"] / "meta.json").read_text())
     assert meta["status"] == "diverged" and "x initial" in meta["diverged"]
+
+
+def test_ctrl_c_in_an_experiment_command_is_a_message(capsys):
+    from types import SimpleNamespace
+
+    from paramlab.experiments import command
+
+    def run(*a, **k):
+        raise KeyboardInterrupt
+
+    fake = SimpleNamespace(name="fake", sizes={"default": {}}, doc="fake experiment", run=run)
+    with pytest.raises(SystemExit) as e:
+        command.main(fake, ["--group", "g1"])
+    assert e.value.code == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "--group to resume" in err

@@ -140,10 +140,11 @@ def train_ensemble(
     xte, yte = task.x_test.to(device=dev, dtype=dtype), task.y_test.to(dev)
     if ytr.dtype.is_floating_point:
         ytr, yte = ytr.to(dtype), yte.to(dtype)
-    with torch.no_grad():  # does each model's output fit the targets? (one forward of two rows)
-        out2 = ens(xtr[:2])
-    for r in range(k):
-        check_output(out2[r], ytr[:2], loss, task.n_classes)
+    if k:
+        with torch.no_grad():  # does each model's output fit the targets? (one forward of two rows)
+            out2 = ens(xtr[:2])
+        for r in range(k):
+            check_output(out2[r], ytr[:2], loss, task.n_classes)
     initial = [float("nan")] * k  # train loss at step 0, per model (the divergence reference)
     n = len(xtr)
     bs = n if batch_size is None else min(int(batch_size), n)
