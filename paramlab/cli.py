@@ -60,7 +60,7 @@ def _sweep(args):
         args.spec, executor=args.executor, address=args.address, root=args.root, name=args.name,
         device=args.device, precision=args.precision, ensemble=args.ensemble, threads=args.threads,
         num_cpus=args.num_cpus, num_gpus=args.num_gpus, wandb=False if args.no_wandb else None,
-        progress=not args.no_progress, dry_run=args.dry_run,
+        progress=not args.no_progress, dry_run=args.dry_run, yes=args.yes,
     )
     if args.dry_run:
         for r in report.runs:
@@ -130,13 +130,23 @@ def main(argv=None) -> int:
     w.add_argument("--no-wandb", action="store_true", help="local store only")
     w.add_argument("--no-progress", action="store_true")
     w.add_argument("--dry-run", action="store_true", help="check the spec and list the runs and their state")
+    w.add_argument("--yes", action="store_true", help="run a grid larger than paramlab.spec.MAX_POINTS points")
     w.set_defaults(fn=_sweep)
 
     args, rest = p.parse_known_args(argv)
+    try:
+        return _main(p, args, rest)
+    except KeyboardInterrupt:  # Ctrl-C: no traceback; a sweep or experiment resumes where it stopped
+        print("\nparamlab: interrupted" + ("; rerun the same command to resume: complete runs are kept"
+                                           if args.cmd in ("run", "sweep") else ""), file=sys.stderr)
+        return 130
+
+
+def _main(p, args, rest) -> int:
     if args.cmd == "run":  # the experiment parses its own options
         try:
             _run(args, rest)
-        except (ValueError, TypeError, RuntimeError) as e:  # bad options; failed runs (their records say why)
+        except (ValueError, TypeError, RuntimeError, FileNotFoundError) as e:  # bad options; failed runs
             print(f"paramlab: error: {e}", file=sys.stderr)
             return 2
         return 0
@@ -144,7 +154,7 @@ def main(argv=None) -> int:
         p.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         rc = args.fn(args)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, FileNotFoundError, NotADirectoryError) as e:
         print(f"paramlab: error: {e}", file=sys.stderr)
         return 2
     except RuntimeError as e:

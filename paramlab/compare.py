@@ -6,7 +6,9 @@ config key that varies, except the seed), the seeds as a band, the fitted slope 
 
 from __future__ import annotations
 
+import json
 import math
+import warnings
 from collections import defaultdict
 from pathlib import Path
 from typing import Iterable
@@ -14,23 +16,55 @@ from typing import Iterable
 import numpy as np
 
 from .report import markdown_table, plot_vs_width
-from .records import find_wandb_offline_runs, load_runs
+from .records import RecordWarning, find_wandb_offline_runs, load_runs
 
 _IGNORE = {"seed", "width", "experiment", "kind", "group"}
 
 
+def _warn(what: str, paths: list) -> None:
+    if paths:
+        warnings.warn(f"compare: {len(paths)} {what}: " + ", ".join(str(p) for p in paths), RecordWarning,
+                      stacklevel=3)
+
+
 def _records(paths: Iterable[str | Path]):
-    """Local-store records for the given paths; wandb offline folders map to the run they belong to."""
-    recs, seen = [], set()
+    """Local-store records for the given paths; wandb offline folders map to the run they belong to.
+
+    Every run left out is named in a RecordWarning: an unreadable config.json or summary.json
+    (truncated, garbage, a JSON list), a run without a 'width', a duplicate of another run's config
+    (the same grid point stored twice would count twice; the first by path is kept), a run that did
+    not finish (running, failed).
+    """
+    recs, seen, by_config = [], set(), {}
+    unreadable, no_width, unfinished, dupes = [], [], [], []
     for p in paths:
         p = Path(p)
         if not p.exists():
-            raise FileNotFoundError(f"{p} does not exist")
+            raise FileNotFoundError(f"{p} does not exist: give a run, group or experiment folder of the store")
         wb = [w for w in find_wandb_offline_runs(p) if w.paramlab_run is not None] if "wandb" in str(p) else []
         for r in load_runs([Path(w.paramlab_run) for w in wb] if wb else p):
-            if r.path not in seen and r.config.get("kind") != "summary" and "width" in r.config:
-                seen.add(r.path)
-                recs.append(r)
+            if r.path in seen or r.config.get("kind") == "summary":
+                continue
+            seen.add(r.path)
+            if any("config.json" in q or "summary.json" in q for q in r.problems):
+                unreadable.append(r.path)
+                continue
+            if "width" not in r.config:
+                no_width.append(r.path)
+                continue
+            if r.status not in ("finished", "diverged"):
+                unfinished.append(f"{r.path} ({r.status})")
+                continue
+            key = json.dumps(r.config, sort_keys=True)
+            if key in by_config:
+                dupes.append(f"{r.path} (same config as {by_config[key]})")
+                continue
+            by_config[key] = r.path
+            recs.append(r)
+    _warn("runs left out, their config.json or summary.json unreadable", unreadable)
+    _warn("runs left out, no 'width' in their config", no_width)
+    _warn("runs left out, not finished (no result)", unfinished)
+    _warn("duplicated runs left out (counted once)", dupes)
     return recs
 
 

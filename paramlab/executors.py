@@ -50,7 +50,7 @@ from typing import Any, Callable, Mapping
 from .runners import Runner
 from .store import COMPLETE_STATUSES, RESERVED_SUMMARY_KEYS, to_jsonable
 
-__all__ = ["execute_unit", "failure", "resources", "run_local", "run_ray"]
+__all__ = ["execute_unit", "failure", "resources", "run_local", "run_ray", "start_private_ray"]
 
 Record = Callable[[list, list], None]  # record(unit, outcomes): the sweep writes the unit's runs
 
@@ -92,7 +92,7 @@ def execute_unit(runner: Runner, configs: list[dict], threads: int | None) -> li
                 outs = [_normalize(r) for r in results]
                 dt = (time.monotonic() - t0) / len(configs)
                 for o in outs:
-                    o.update(runtime_s=round(dt, 4), ensemble=len(configs))
+                    o.update(runtime_s=round(dt, 4), ensemble=len(configs), threads=torch.get_num_threads())
                 return outs
             except Exception:
                 pass  # run them one by one below: each gets its own record (and error)
@@ -103,7 +103,7 @@ def execute_unit(runner: Runner, configs: list[dict], threads: int | None) -> li
                 o = _normalize(runner.fn(dict(c)))
             except Exception as e:
                 o = failure(e)
-            o.update(runtime_s=round(time.monotonic() - t1, 4), ensemble=1)
+            o.update(runtime_s=round(time.monotonic() - t1, 4), ensemble=1, threads=torch.get_num_threads())
             outs.append(o)
         return outs
     finally:
@@ -131,6 +131,31 @@ def run_local(runner: Runner, units: list, record: Record, num_cpus, num_gpus, t
         record(unit, execute_unit(runner, cfgs, t))
 
 
+def start_private_ray(ray_init: Mapping[str, Any] | None = None) -> None:
+    """Start a private Ray instance on this machine: every server on loopback, no dashboard, and its
+    processes ended when this process ends (even by SIGKILL).
+
+    Loopback: on Linux Ray resolves ``127.0.0.1`` given as the node address to the machine's
+    external IP, and its gRPC servers then listen on all interfaces. With its "no cluster" mode
+    (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, the default on macOS and Windows) the node address is
+    loopback and gcs_server, raylet, workers and agents listen on 127.0.0.1 only (checked by the
+    tests with ``ss``). The environment variable is set for this process and its children.
+    Ending with the driver: Ray fate-shares gcs_server and raylet with the driver, but its agents
+    (DashboardAgent, RuntimeEnvAgent) and idle workers notice late (minutes); a watchdog process
+    (`paramlab.ray_watchdog`) ends the instance's processes as soon as this process is gone.
+    """
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    import ray
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False  # read at call time; ray may have been imported already
+    kw = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False, **dict(ray_init or {})}
+    ray.init(**kw)
+    from .ray_watchdog import watch
+
+    watch()
+
+
 def run_ray(runner: Runner, units: list, record: Record, address, num_cpus, num_gpus, threads,
             ray_init: Mapping[str, Any] | None) -> None:
     """Every unit as a Ray task with its resource request; outcomes recorded here as they finish.
@@ -143,10 +168,10 @@ def run_ray(runner: Runner, units: list, record: Record, address, num_cpus, num_
         raise RuntimeError("the ray executor needs Ray: pip install ray") from None
     started = False
     if not ray.is_initialized():
-        kw = {"include_dashboard": False, "log_to_driver": False, **dict(ray_init or {})}
-        if address is None:  # a private instance on this machine: nothing listens beyond loopback
-            kw.setdefault("_node_ip_address", "127.0.0.1")
-        ray.init(address=address, **kw)
+        if address is None:  # a private instance on this machine: loopback only, ends with this process
+            start_private_ray(ray_init)
+        else:
+            ray.init(address=address, **{"include_dashboard": False, "log_to_driver": False, **dict(ray_init or {})})
         started = True
     try:
         remote = ray.remote(execute_unit)
@@ -168,3 +193,7 @@ def run_ray(runner: Runner, units: list, record: Record, address, num_cpus, num_
     finally:
         if started:
             ray.shutdown()
+            if address is None:
+                from .ray_watchdog import stop
+
+                stop()

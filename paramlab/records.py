@@ -14,13 +14,36 @@ import json
 import math
 import os
 import re
+import warnings
 from collections.abc import Iterable
 from pathlib import Path, PurePath
 from typing import Any
 
 from .store import NOT_RUN_DIRS, RESERVED_HISTORY_KEYS, read_json, safe_relpath
 
-__all__ = ["RunRecord", "WandbOfflineRun", "find_wandb_offline_runs", "load_run", "load_runs", "read_history"]
+__all__ = ["RecordWarning", "RunRecord", "WandbOfflineRun", "find_wandb_offline_runs", "load_run", "load_runs",
+           "read_history"]
+
+
+class RecordWarning(UserWarning):
+    """A stored record that cannot be read as it should (truncated or garbage JSON, a JSON list where an
+    object belongs, a duplicated run): warned with its path, never silently dropped or double-counted."""
+
+
+def _read_object(path: Path, problems: list[str]) -> dict:
+    """The JSON object at `path`; {} if the file is missing; {} and a problem (named) if it is unreadable."""
+    if not path.is_file():
+        return {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except (OSError, ValueError) as e:
+        problems.append(f"{path}: unreadable ({type(e).__name__}: {str(e)[:80]})")
+        return {}
+    if not isinstance(value, dict):
+        problems.append(f"{path}: a JSON {type(value).__name__}, not an object")
+        return {}
+    return value
 
 
 # ----------------------------------------------------------------------------------------------
@@ -63,6 +86,7 @@ class RunRecord:
     ``history`` is a list of dicts, one per ``Run.log`` call (keys ``step``, ``time`` and metric
     names); ``history_errors`` counts unreadable lines skipped (a crash mid-write). ``status`` is
     "running" for a run that has not finished (still going, or killed without a chance to record).
+    ``problems`` names each of its files that could not be read (read as empty, and warned).
     """
 
     path: Path
@@ -72,6 +96,7 @@ class RunRecord:
     history: list[dict[str, Any]]
     status: str
     history_errors: int = 0
+    problems: list = dataclasses.field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -141,18 +166,23 @@ def load_run(path: str | Path, *, history: bool = True) -> RunRecord:
         path = path.parent
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path} is not a paramlab run folder (no config.json)")
-    meta = read_json(path / "meta.json", {}) or {}
-    summary = read_json(path / "summary.json", {}) or {}
+    problems: list[str] = []
+    config = _read_object(path / "config.json", problems)
+    meta = _read_object(path / "meta.json", problems)
+    summary = _read_object(path / "summary.json", problems)
     rows, bad = read_history(path / "history.jsonl") if history else ([], 0)
     status = meta.get("status") or summary.get("status") or "unknown"
+    for p in problems:
+        warnings.warn(f"run record {p}: read as empty", RecordWarning, stacklevel=2)
     return RunRecord(
         path=path,
-        config=read_json(path / "config.json", {}) or {},
+        config=config,
         summary=summary,
         meta=meta,
         history=rows,
         status=status,
         history_errors=bad,
+        problems=problems,
     )
 
 

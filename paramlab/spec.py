@@ -38,9 +38,14 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from .runners import SpecError, get_runner
-from .store import to_jsonable
+from .store import check_name, safe_component, to_jsonable
 
-__all__ = ["ENSEMBLE_MODES", "EXECUTORS", "SPEC_KEYS", "SweepSpec", "check_spec", "describe_point", "load_spec"]
+__all__ = ["ENSEMBLE_MODES", "EXECUTORS", "MAX_POINTS", "SPEC_KEYS", "SweepSpec", "check_spec", "count_points",
+           "describe_point", "load_spec"]
+
+# A grid with more points than this is refused unless the caller says yes (`run_sweep(yes=True)`,
+# ``paramlab sweep --yes``): resolving 10^6 points alone takes minutes and gigabytes.
+MAX_POINTS = 10_000
 
 EXECUTORS = ("local", "ray")
 ENSEMBLE_MODES = ("auto", "always", "never")
@@ -114,15 +119,45 @@ class SweepSpec:
         return out
 
 
+def count_points(s: SweepSpec) -> int:
+    """The number of grid points before duplicates are removed (an upper bound; cheap)."""
+    total = 0
+    for g in s.grids():
+        n = 1
+        for v in g.values():
+            n *= len(v) if isinstance(v, list) else 1
+        total += n
+    return total
+
+
+def _yaml_loader():
+    """PyYAML's SafeLoader, but reading ``1e-3`` / ``5E+2`` as floats (YAML 1.2 does; PyYAML's YAML 1.1
+    resolver wants a dot, ``1.0e-3``, and reads ``1e-3`` as the string '1e-3')."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"""^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"""),
+        list("-+0123456789"))
+    return Loader
+
+
 def describe_point(point: Mapping, keys: Sequence[str]) -> str:
     """``key=value, ...`` of a grid point for the given keys (for error messages)."""
     return ", ".join(f"{k}={point[k]!r}" for k in keys if k in point) or "(the only point)"
 
 
-def load_spec(spec: SweepSpec | Mapping | str | os.PathLike) -> SweepSpec:
+def load_spec(spec: SweepSpec | Mapping | str | os.PathLike, max_points: int | None = MAX_POINTS) -> SweepSpec:
     """Parse and check a spec: a SweepSpec, a dict, or a .yaml / .yml / .toml file (safe loaders).
 
-    Raises SpecError naming the bad key or value and listing the valid keys.
+    Raises SpecError naming the bad key or value and listing the valid keys; and one for a grid of
+    more than `max_points` points (None: no limit), before the points are resolved.
     """
     if isinstance(spec, SweepSpec):
         data, stem = dataclasses.asdict(spec), None
@@ -138,7 +173,7 @@ def load_spec(spec: SweepSpec | Mapping | str | os.PathLike) -> SweepSpec:
             if suffix in (".yaml", ".yml"):
                 import yaml
 
-                data = yaml.safe_load(text)
+                data = yaml.load(text, Loader=_yaml_loader())  # a SafeLoader
             elif suffix == ".toml":
                 try:
                     import tomllib
@@ -153,7 +188,7 @@ def load_spec(spec: SweepSpec | Mapping | str | os.PathLike) -> SweepSpec:
             raise SpecError(f"{path}: cannot parse: {e}") from None
         if data is None:
             data = {}
-        stem = path.stem
+        stem = safe_component(path.stem).lstrip(".") or "sweep"  # a derived name: made safe, not refused
     if not isinstance(data, Mapping):
         raise SpecError(f"a sweep spec is a mapping of {', '.join(SPEC_KEYS)}; got {type(data).__name__}")
     unknown = [k for k in data if k not in SPEC_KEYS]
@@ -163,11 +198,11 @@ def load_spec(spec: SweepSpec | Mapping | str | os.PathLike) -> SweepSpec:
     if "name" not in data or data["name"] is None:
         data["name"] = stem
     s = SweepSpec(**data)
-    check_spec(s)
+    check_spec(s, max_points)
     return s
 
 
-def check_spec(s: SweepSpec) -> None:
+def check_spec(s: SweepSpec, max_points: int | None = MAX_POINTS) -> None:
     """Check every key and value of a parsed spec, and every grid point (raises SpecError)."""
     if not isinstance(s.runner, str):
         raise SpecError(f"runner must be a runner name, got {s.runner!r}")
@@ -177,6 +212,12 @@ def check_spec(s: SweepSpec) -> None:
             raise SpecError(f"{key} must be a non-empty string, got {val!r}")
     if s.name is not None and (not isinstance(s.name, str) or not s.name):
         raise SpecError(f"name must be a non-empty string, got {s.name!r}")
+    for what, val in (("experiment", s.experiment), ("sweep (group)", s.name)):
+        if val is not None:
+            try:
+                check_name(val, what)
+            except ValueError as e:
+                raise SpecError(str(e)) from None
     if s.ensemble not in ENSEMBLE_MODES:
         raise SpecError(f"ensemble must be one of {list(ENSEMBLE_MODES)}, got {s.ensemble!r}")
     if isinstance(s.max_ensemble, bool) or not isinstance(s.max_ensemble, int) or s.max_ensemble < 1:
@@ -203,4 +244,8 @@ def check_spec(s: SweepSpec) -> None:
                 raise SpecError(f"grid key {k!r} has an empty list of values")
     s.fixed = dict(s.fixed)
     s.grid = [dict(g) for g in grids] if isinstance(s.grid, list) else dict(s.grid)
+    n = count_points(s)
+    if max_points is not None and n > max_points:
+        raise SpecError(f"the grid has {n} points, more than {max_points}: resolving and running it is large; "
+                        "if you mean it, pass --yes (run_sweep(..., yes=True)), else shrink the grid")
     s.points()  # type and value checks of every point, before anything runs

@@ -45,7 +45,7 @@ from typing import Any
 
 __all__ = [
     "COMPLETE_STATUSES", "FINAL_STATUSES", "FORMAT_VERSION", "NAME_KEYS", "NOT_RUN_DIRS", "RESERVED_HISTORY_KEYS",
-    "RESERVED_SUMMARY_KEYS", "STATUSES", "atomic_write", "config_hash", "default_group", "format_value", "lookup",
+    "RESERVED_SUMMARY_KEYS", "STATUSES", "atomic_write", "check_name", "config_hash", "default_group", "format_value", "lookup",
     "new_group_id", "now_iso", "read_json", "run_dir_name", "run_name", "run_state", "safe_component",
     "safe_relpath", "to_jsonable", "write_json_atomic",
 ]
@@ -72,6 +72,21 @@ def safe_component(text: str) -> str:
     """One path component: letters, digits and ``._=+-``; never empty, '.' or '..'."""
     out = re.sub(r"[^A-Za-z0-9._=+-]", "_", str(text)).strip()
     return "_" if out in ("", ".", "..") else out
+
+
+def check_name(text, what: str = "group") -> str:
+    """`text` if it is usable as one store folder name as it stands (see `safe_component`), else ValueError.
+
+    A group or experiment name given by the user is refused rather than rewritten: ``../../x`` would
+    be a folder outside the store, ``a/b`` a group split in two, and a silently renamed folder is one
+    the user does not find (nor resumes).
+    """
+    if not isinstance(text, str) or not text:
+        raise ValueError(f"{what} name must be a non-empty string, got {text!r}")
+    if safe_component(text) != text or text.startswith("."):
+        raise ValueError(f"{what} name {text!r} is not one folder name: use letters, digits and ._=+- only "
+                         f"(no '/', no '..', not starting with '.'), e.g. {safe_component(text).lstrip('.') or 'g1'!r}")
+    return text
 
 
 def safe_relpath(name: str) -> Path:

@@ -43,8 +43,8 @@ from typing import Any, Mapping
 
 from .executors import run_local, run_ray
 from .runners import Runner, SpecError, get_runner
-from .spec import ENSEMBLE_MODES, EXECUTORS, SweepSpec, load_spec
-from .store import (RESERVED_SUMMARY_KEYS, config_hash, now_iso, read_json, run_dir_name,
+from .spec import ENSEMBLE_MODES, EXECUTORS, MAX_POINTS, SweepSpec, load_spec
+from .store import (RESERVED_SUMMARY_KEYS, check_name, config_hash, now_iso, read_json, run_dir_name,
                     run_state, safe_component, write_json_atomic)
 from .tracking import start_run
 
@@ -128,6 +128,22 @@ def _units(runner: Runner, todo: list[tuple[str, dict]], mode: str, max_k: int) 
     return sorted(units + singles, key=lambda u: order[u[0][0]])
 
 
+def _check_devices(points: list[dict]) -> None:
+    """Every run's device exists on this machine (a sweep computed here), checked before any run."""
+    import torch
+
+    for dev in sorted({str(c["device"]) for c in points if isinstance(c.get("device"), str)}):
+        d = torch.device(dev)
+        if d.type == "cuda":
+            if not torch.cuda.is_available():
+                raise SpecError(f"device {dev!r}: CUDA is not available on this machine (torch.cuda.is_available() "
+                                "is False): use --device cpu, or run on a machine with a GPU")
+            if d.index is not None and d.index >= torch.cuda.device_count():
+                raise SpecError(f"device {dev!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        elif d.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise SpecError(f"device {dev!r}: MPS is not available on this machine: use --device cpu")
+
+
 def run_sweep(
     spec: SweepSpec | Mapping | str | os.PathLike,
     *,
@@ -145,6 +161,7 @@ def run_sweep(
     progress: bool = True,
     dry_run: bool = False,
     ray_init: Mapping[str, Any] | None = None,
+    yes: bool = False,
 ) -> SweepReport:
     """Run (or resume) a sweep; returns a SweepReport. Runs that are complete are skipped.
 
@@ -157,14 +174,21 @@ def run_sweep(
     threads: torch threads per unit (local executor); default from the runner's num_cpus request.
     num_cpus, num_gpus: override each unit's resource request.
     dry_run: check the spec and report which runs are complete, run nothing.
+    yes: run a grid of more than `paramlab.spec.MAX_POINTS` points (refused otherwise).
+
+    Stacking is a function of the full grid, not of what is left to run: a resumed sweep (or a point
+    rerun after its folder was deleted) recomputes each incomplete run in the very stack it had the
+    first time (the stack's complete runs are computed again and not rewritten), so resumed results
+    are bit-identical to an uninterrupted sweep at the same thread count. meta.json's ``sweep`` entry
+    records the stack (its runs, in order) and the torch thread count.
     """
     if executor not in EXECUTORS:
         raise SpecError(f"executor must be one of {list(EXECUTORS)}, got {executor!r}")
-    s = load_spec(spec)
+    s = load_spec(spec, max_points=None if yes else MAX_POINTS)
     if root is not None:
         s.root = str(root)
     if name is not None:
-        s.name = name
+        s.name = check_name(name, "sweep (group)")
     if ensemble is not None:
         if ensemble not in ENSEMBLE_MODES:
             raise SpecError(f"ensemble must be one of {list(ENSEMBLE_MODES)}, got {ensemble!r}")
@@ -182,6 +206,8 @@ def run_sweep(
     if s.name is None:
         s.name = "sweep-" + config_hash({"grid": s.grid, "fixed": s.fixed, "runner": s.runner})
     points = s.points()
+    if executor == "local" or address is None:  # computed on this machine
+        _check_devices(points)
     varying = s.varying()
     names = [run_dir_name(c, varying) for c in points]
     group = safe_component(s.name)
@@ -199,13 +225,14 @@ def run_sweep(
         write_json_atomic(group_dir / "sweep.json", {
             "spec": dataclasses.asdict(s), "executor": executor, "address": address, "runs": len(points),
             "started_at": now_iso(), "argv": list(sys.argv)})
-        todo = []
+        complete = set()
         for n, c in zip(names, points):
             if run_state(group_dir / n, c) == "complete":
                 report.skipped += 1
-            else:
-                todo.append((n, c))
-        units = _units(runner, todo, s.ensemble, s.max_ensemble)
+                complete.add(n)
+        # stacks from the whole grid (see the docstring): a unit runs again if any of its runs is incomplete
+        units = [u for u in _units(runner, list(zip(names, points)), s.ensemble, s.max_ensemble)
+                 if any(n not in complete for n, _ in u)]
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -214,11 +241,13 @@ def run_sweep(
                        dynamic_ncols=True, file=sys.stderr)
 
         def record(unit, outcomes):
-            for (n, cfg), out in zip(unit, outcomes):
-                _record(group_dir, n, cfg, out, s, executor)
+            stack = [n for n, _ in unit]
+            todo = [(u, out) for u, out in zip(unit, outcomes) if u[0] not in complete]
+            for (n, cfg), out in todo:
+                _record(group_dir, n, cfg, out, s, executor, stack)
                 setattr(report, out["status"], getattr(report, out["status"]) + 1)
             if bar is not None:
-                bar.update(len(unit))
+                bar.update(len(todo))
                 bar.set_postfix(diverged=report.diverged, failed=report.failed, refresh=False)
 
         try:
@@ -231,14 +260,17 @@ def run_sweep(
                 bar.close()
     for n, c in zip(names, points):
         path = group_dir / n
-        meta = read_json(path / "meta.json", {}) or {}
+        meta = read_json(path / "meta.json", {})
+        summary = read_json(path / "summary.json", {})
+        if not isinstance(meta, dict) or not isinstance(summary, dict):  # damaged after it was written
+            meta, summary = {"status": "unreadable"}, {}
         report.runs.append({"name": n, "path": path, "status": meta.get("status", "missing"), "config": c,
-                            "summary": {k: v for k, v in (read_json(path / "summary.json", {}) or {}).items()
-                                        if k not in RESERVED_SUMMARY_KEYS}})
+                            "summary": {k: v for k, v in summary.items() if k not in RESERVED_SUMMARY_KEYS}})
     return report
 
 
-def _record(group_dir: Path, name: str, config: dict, out: dict, s: SweepSpec, executor: str) -> None:
+def _record(group_dir: Path, name: str, config: dict, out: dict, s: SweepSpec, executor: str,
+            stack: list[str] | None = None) -> None:
     """Write one run's record; its meta.json (status) is written last, atomically, by Run.finish."""
     run = start_run(config, experiment=s.experiment, group=group_dir.name, root=s.root, name=name,
                              tags=s.tags, use_wandb=s.wandb, if_exists="overwrite")
@@ -250,7 +282,11 @@ def _record(group_dir: Path, name: str, config: dict, out: dict, s: SweepSpec, e
             run.log(row, step=int(step) if step is not None else 0)
         if out["summary"]:
             run.summary(out["summary"])
-        run.meta["sweep"] = {"executor": executor, "runtime_s": out.get("runtime_s"), "ensemble": out.get("ensemble", 1)}
+        run.meta["sweep"] = {"executor": executor, "runtime_s": out.get("runtime_s"), "ensemble": out.get("ensemble", 1),
+                             # how it was computed: bit-identical reruns need the same stack and threads
+                             "stack": stack if out.get("ensemble", 1) > 1 else [name], "threads": out.get("threads")}
+        if out["status"] == "diverged":
+            run.meta["diverged"] = (out["summary"].get("diverged_reason") or "the runner says so")
         if out["status"] == "failed":
             run.meta["traceback"] = out.get("traceback")
             run.finish("failed", error=out.get("error"))

@@ -1,5 +1,7 @@
 """One training loop for every experiment: seeded batches, measurement hooks, divergence detection,
-progress bar, device and mixed precision, checkpoints (loadable with `torch.load(weights_only=True)`).
+progress bar, device and mixed precision, periodic atomic checkpoints and exact resume
+(`paramlab.checkpoint`). Bad sizes, non-finite data and a model whose output does not fit the
+targets are refused before any step (`paramlab.train_checks`); divergence is `paramlab.divergence`.
 `paramlab.stacked` trains K MLPs at once with the same semantics.
 
 Knows nothing about wandb: pass a `log(metrics, step)` callable (e.g. `tracking.Run.log`).
@@ -15,10 +17,14 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
+from .checkpoint import load_checkpoint, read_checkpoint, restore_state, save_checkpoint, train_state
+from .divergence import DIVERGE_FACTOR, check_factor, diverged_reason
 from .losses import default_loss, loss_fn
 from .optim import optimizer as make_optimizer
 from .precision import autocast_context, autocast_dtype
-from .store import atomic_write
+from .train_checks import check_data, check_output, check_sizes
+
+__all__ = ["TrainResult", "evaluate", "load_checkpoint", "save_checkpoint", "seed_everything", "train", "train_step"]
 
 # hook(step, model) -> dict of metrics (or None); called at step 0 and every `eval_every` steps
 Hook = Callable[[int, nn.Module], "dict | None"]
@@ -41,6 +47,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)  # one dict per eval point: step, train/*, test/*, hooks'
     diverged: bool = False
     steps_done: int = 0
+    diverged_reason: str | None = None  # e.g. "loss 1.7e+06 > 1e+03 x initial 0.9" (`paramlab.divergence`)
 
     @property
     def final(self) -> dict:
@@ -48,18 +55,20 @@ class TrainResult:
 
 
 def train_step(model: Callable[[torch.Tensor], torch.Tensor], opt: torch.optim.Optimizer, x: torch.Tensor,
-               y: torch.Tensor, loss: str | Callable = "mse", n_classes: int | None = None) -> float:
+               y: torch.Tensor, loss: str | Callable = "mse", n_classes: int | None = None,
+               stop: Callable[[float], bool] | None = None) -> float:
     """One optimizer step on the batch (x, y): zero the grads, forward, loss, backward, step.
 
     `loss` is a `paramlab.losses` name or a callable(out, y) -> scalar. Returns the loss of this
     forward pass (the one that gives the update). A non-finite loss is returned without a backward
-    pass or an update: the caller decides what divergence means (`train` stops).
+    pass or an update, and so is one for which `stop(loss)` is true (`train` passes its divergence
+    rule): the caller decides what divergence means (`train` stops).
     """
     opt.zero_grad(set_to_none=True)
     out = model(x)
     value = loss(out, y) if callable(loss) else loss_fn(loss, out, y, n_classes)
     lv = float(value.detach())
-    if not math.isfinite(lv):
+    if not math.isfinite(lv) or (stop is not None and stop(lv)):
         return lv
     value.backward()
     opt.step()
@@ -97,6 +106,9 @@ def train(
     log: Callable[[dict, int], None] | None = None,
     progress: bool | str = False,
     checkpoint: str | Path | None = None,
+    checkpoint_every: int | None = None,
+    resume: str | Path | None = None,
+    diverge_factor: float | None = DIVERGE_FACTOR,
     dtype: torch.dtype | None = None,
     device=None,
     autocast=None,
@@ -112,7 +124,13 @@ def train(
             step 0 and the last step). Default: steps // 10.
         hooks: callables (step, model) -> dict of extra metrics, e.g. feature movement.
         progress: show a tqdm bar (a string is used as its description).
-        checkpoint: save model (and optimizer) state there at the end (`load_checkpoint` reads it).
+        checkpoint: save the training state there (atomically) at the end, and every `checkpoint_every`
+            steps if given: weights, optimizer state, step, history, batch order and RNG state, the
+            plan's fingerprint (`paramlab.checkpoint`; loadable with `torch.load(weights_only=True)`).
+        resume: a checkpoint written by this function: continue from it to `steps`, giving exactly the
+            result of the uninterrupted run (same model plan, optimizer, lr, batch size and seed required).
+        diverge_factor: a loss above this times the initial train loss counts as diverged, as does a
+            non-finite one (`paramlab.divergence`; None: only non-finite).
         dtype: of the data (default: the model's parameter dtype).
         device: move the model (and the task) there first (default: where the model is).
         autocast: 'bf16' (or 'fp16' on CUDA) runs forward passes under torch.autocast; weights,
@@ -120,11 +138,18 @@ def train(
         opt_kwargs: optimizer options (momentum, nesterov, weight_decay, betas, eps, eps_mode,
             layer_lr) for a named optimizer (`paramlab.optimizer`).
 
-    A non-finite loss ends training: `diverged=True`, the last record has `diverged: 1`.
+    A diverged run ends training: `diverged=True`, `diverged_reason` says why, the last record has
+    `diverged: 1`. Bad sizes, non-finite data or an output that does not fit the targets raise
+    ValueError before any step.
     """
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
+    check_sizes(steps, batch_size, eval_every)
+    check_sizes(0, checkpoint_every, None)  # same rule: None or an int >= 1
+    check_factor(diverge_factor)
+    if checkpoint_every is not None and checkpoint is None:
+        raise ValueError("checkpoint_every needs checkpoint=<path>")
+    check_data(task)
     loss = loss or default_loss(task)
+    saved = read_checkpoint(resume) if resume is not None else None
     if device is not None:
         model.to(device)
     dev = next(model.parameters()).device
@@ -139,11 +164,20 @@ def train(
     xte, yte = task.x_test.to(dtype), task.y_test
     if ytr.dtype.is_floating_point:
         ytr, yte = ytr.to(dtype), yte.to(dtype)
+    was_training = model.training
+    model.eval()  # one side-effect-free forward of two rows: does the output fit the targets?
+    with torch.no_grad():
+        check_output(forward(xtr[:2]), ytr[:2], loss, task.n_classes)
+    model.train(was_training)
     n = len(xtr)
     bs = n if batch_size is None else min(int(batch_size), n)
     gen = torch.Generator().manual_seed(int(seed))
     eval_every = max(1, eval_every or max(1, steps // 10))
     res = TrainResult()
+    # what a checkpoint must match to resume (steps may grow: a run can be continued further)
+    run_args = {"optimizer": optimizer if isinstance(optimizer, str) else type(optimizer).__name__,
+                "lr": float(lr), "batch_size": bs, "seed": int(seed), "loss": loss if isinstance(loss, str) else "custom",
+                "eval_every": int(eval_every)}
 
     def record(step: int) -> dict:
         rec = {"step": step}
@@ -157,15 +191,40 @@ def train(
             log({k: v for k, v in rec.items() if k != "step"}, step)
         return rec
 
+    def diverge(step: int, reason: str) -> None:
+        # the record of a diverged step: train/loss NaN (no result); the value is in the reason
+        res.diverged, res.diverged_reason = True, reason
+        if res.history and res.history[-1]["step"] == step:  # found at an eval point: that record says so
+            res.history[-1]["diverged"] = 1
+            return
+        res.history.append({"step": step, "train/loss": float("nan"), "diverged": 1})
+        if log is not None:
+            log({"train/loss": float("nan"), "diverged": 1}, step)
+
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=steps, desc=progress if isinstance(progress, str) else "train", leave=False)
     model.train()
-    record(0)
-    perm, pos = torch.randperm(n, generator=gen), 0
-    for step in range(1, steps + 1):
+    if saved is None:
+        initial = record(0)["train/loss"]
+        perm, pos, start = torch.randperm(n, generator=gen), 0, 1
+    else:
+        st = restore_state(saved, model, opt, gen, run_args, resume)
+        res.history, res.steps_done, initial = st["history"], st["step"], st["initial_loss"]
+        res.diverged, res.diverged_reason = st["diverged"], st["diverged_reason"]
+        perm, pos, start = st["perm"], st["pos"], st["step"] + 1
+        if res.diverged:
+            start = steps + 1  # nothing more to do
+        if bar is not None:
+            bar.update(min(st["step"], steps))
+
+    def save(step: int) -> None:
+        save_checkpoint(checkpoint, model, opt, step, extra=train_state(
+            gen, perm, pos, res.history, initial, res.diverged, res.diverged_reason, run_args))
+
+    for step in range(start, steps + 1):
         if bs == n:
             xb, yb = xtr, ytr
         else:
@@ -174,13 +233,11 @@ def train(
             idx = perm[pos:pos + bs]
             pos += bs
             xb, yb = xtr[idx], ytr[idx]
-        lv = train_step(forward, opt, xb, yb, loss, task.n_classes)
-        if not math.isfinite(lv):
-            res.diverged = True
-            rec = {"step": step, "train/loss": float("nan"), "diverged": 1}
-            res.history.append(rec)
-            if log is not None:
-                log({"train/loss": float("nan"), "diverged": 1}, step)
+        lv = train_step(forward, opt, xb, yb, loss, task.n_classes,
+                        stop=lambda v: diverged_reason(v, initial, diverge_factor) is not None)
+        why = diverged_reason(lv, initial, diverge_factor)
+        if why is not None:
+            diverge(step, why)
             break
         res.steps_done = step
         if bar is not None:
@@ -188,32 +245,14 @@ def train(
             bar.set_postfix(loss=f"{lv:.3g}", refresh=False)
         if step % eval_every == 0 or step == steps:
             rec = record(step)
-            if not math.isfinite(rec["train/loss"]):
-                res.diverged = True
-                res.history[-1]["diverged"] = 1
+            why = diverged_reason(rec["train/loss"], initial, diverge_factor)
+            if why is not None:
+                diverge(step, why)
                 break
+        if checkpoint is not None and checkpoint_every is not None and step % checkpoint_every == 0 and step < steps:
+            save(step)
     if bar is not None:
         bar.close()
     if checkpoint is not None:
-        save_checkpoint(checkpoint, model, opt, res.steps_done)
+        save(res.steps_done)
     return res
-
-
-def save_checkpoint(path: str | Path, model: nn.Module, opt: torch.optim.Optimizer | None = None, step: int = 0) -> Path:
-    """Write {model, optimizer, step} atomically; only tensors and plain containers (weights_only-safe)."""
-    path = Path(path)
-    state = {"model": model.state_dict(), "step": int(step)}
-    if opt is not None:
-        state["optimizer"] = opt.state_dict()
-    with atomic_write(path, "wb") as f:
-        torch.save(state, f)
-    return path
-
-
-def load_checkpoint(path: str | Path, model: nn.Module, opt: torch.optim.Optimizer | None = None) -> int:
-    """Load a checkpoint written by `save_checkpoint` (with weights_only=True); returns its step."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict(state["model"])
-    if opt is not None and "optimizer" in state:
-        opt.load_state_dict(state["optimizer"])
-    return int(state["step"])

@@ -170,14 +170,23 @@ def test_ensemble_auto_matches_sequential_runs(tmp_path):
         assert ra["name"] == rb["name"]
         for k, v in rb["summary"].items():
             assert ra["summary"][k] == pytest.approx(v, rel=1e-10, abs=1e-12)
+    # negative control: the same comparison against lr 0.02 -> 0.02002 (0.1%) fails for those runs
+    off = run_sweep({**base, "name": "off", "ensemble": "never", "grid": {**base["grid"], "lr": [0.02 * 1.001, 0.05]}},
+                    progress=False)
+    for ra, ro in zip(a.runs, off.runs):
+        same = all(ra["summary"][k] == pytest.approx(v, rel=1e-10, abs=1e-12) for k, v in ro["summary"].items())
+        assert same == (ra["config"]["lr"] == 0.05), ra["name"]
 
 
 def test_precision_and_device_options_apply_to_every_run(tmp_path):
     spec = {"experiment": "p", "name": "p", "root": str(tmp_path), "wandb": False,
             "grid": {"scheme": ["sp", "mup"], "width": [32, 1024]}, "fixed": {**SMALL, "steps": 2}}
     rep = run_sweep(spec, precision="bf16", device="cpu", progress=False)
-    assert rep.finished == 4 and all(r["config"]["precision"] == "bf16" for r in rep.runs)
-    assert all(math.isfinite(r["summary"]["train/loss"]) for r in rep.runs)
+    assert all(r["config"]["precision"] == "bf16" for r in rep.runs)
+    # SP at width 1024 with SGD lr 0.05 blows up (loss ~1e5 x initial after 2 steps): diverged by the
+    # paramlab.divergence rule, an outcome; every other run finishes with a finite loss
+    assert rep.failed == 0 and rep.finished == 3 and [r["status"] for r in rep.runs][1] == "diverged"
+    assert all(math.isfinite(r["summary"]["train/loss"]) for r in rep.runs if r["status"] == "finished")
     ens = [json.loads((r["path"] / "meta.json").read_text())["sweep"]["ensemble"] for r in rep.runs]
     assert ens == [2, 1, 2, 1]  # auto: width 32 stacked, width 1024 one by one
     with pytest.raises(SpecError, match="option 'precision'"):

@@ -64,6 +64,10 @@ class Task:
                 raise TypeError(f"x_{split} and y_{split} must be torch tensors")
             if x.dtype != torch.float32:
                 raise TypeError(f"x_{split} must be float32, got {x.dtype}")
+            for name, t in ((f"x_{split}", x), (f"y_{split}", y)):
+                if t.dtype.is_floating_point and not bool(torch.isfinite(t).all()):
+                    raise ValueError(f"{name} has {int((~torch.isfinite(t)).sum())} NaN/inf entries: clean the data "
+                                     "(training on it would only report a divergence)")
             if x.shape[0] != y.shape[0]:
                 raise ValueError(f"x_{split} has {x.shape[0]} rows but y_{split} has {y.shape[0]}")
             if x.shape[0] and x[0].numel() != self.d_in:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..keyvalue import parse_assignments
 from .experiment import Experiment
@@ -32,5 +33,10 @@ def main(experiment: Experiment, argv=None) -> dict:
     p.add_argument("--address", default=None, help="Ray cluster address (with --executor ray)")
     a = p.parse_args(argv)
     extra = parse_assignments(a.set)
-    return experiment.run(a.size, a.root, a.use_wandb, a.progress, a.group, a.threads, executor=a.executor,
-                          address=a.address, schemes=a.schemes, widths=a.widths, seeds=a.seeds, **extra)
+    try:
+        return experiment.run(a.size, a.root, a.use_wandb, a.progress, a.group, a.threads, executor=a.executor,
+                              address=a.address, schemes=a.schemes, widths=a.widths, seeds=a.seeds, **extra)
+    except KeyboardInterrupt:  # Ctrl-C: a message, not a traceback (also for python experiments/NAME.py)
+        print(f"\n{experiment.name}: interrupted; rerun with the same --group to resume: complete runs are kept",
+              file=sys.stderr)
+        raise SystemExit(130) from None

@@ -126,8 +126,11 @@ def _train_kwargs(cfg: Mapping) -> dict:
 
 def _result(res) -> dict:
     final = {k: v for k, v in res.final.items() if k not in ("step", "diverged")}
-    return {**final, "steps_done": res.steps_done, "diverged": int(res.diverged), "history": res.history,
-            "status": "diverged" if res.diverged else "finished"}
+    out = {**final, "steps_done": res.steps_done, "diverged": int(res.diverged), "history": res.history,
+           "status": "diverged" if res.diverged else "finished"}
+    if res.diverged_reason is not None:
+        out["diverged_reason"] = res.diverged_reason  # the sweep records it in meta.json ("diverged")
+    return out
 
 
 def _autocast_arg(cfg: Mapping):

@@ -25,16 +25,17 @@ step, with a threshold measured by `benchmarks/ensemble_vs_sequential.py`; `trai
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
 
+from ..divergence import DIVERGE_FACTOR, check_factor, diverged_reason
 from ..losses import default_loss, stacked_loss_fn
 from ..models.mlp import MLP
 from ..precision import autocast_context, autocast_dtype
 from ..train import Hook, TrainResult, train
+from ..train_checks import check_data, check_output, check_sizes
 from .model import MLPEnsemble
 from .optim import StackedOptimizer
 
@@ -98,6 +99,7 @@ def train_ensemble(
     progress: bool | str = False,
     device=None,
     autocast: str | torch.dtype | None = None,
+    diverge_factor: float | None = DIVERGE_FACTOR,
 ) -> list[TrainResult]:
     """Train K paramlab MLPs of one architecture together; returns one `TrainResult` per model.
 
@@ -111,9 +113,11 @@ def train_ensemble(
     autocast: 'bf16' (or 'fp16' on CUDA) runs forward passes under torch.autocast; weights,
         optimizer state and losses stay in the models' dtype.
     log: one `log(metrics, step)` callable (or None) per model.
+    diverge_factor: as in `train` (`paramlab.divergence`).
     """
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
+    check_sizes(steps, batch_size, eval_every)
+    check_factor(diverge_factor)
+    check_data(task)
     models = list(models)
     k = len(models)
     lrs = [float(v) for v in _as_list(lr, k, "lr")]
@@ -136,6 +140,12 @@ def train_ensemble(
     xte, yte = task.x_test.to(device=dev, dtype=dtype), task.y_test.to(dev)
     if ytr.dtype.is_floating_point:
         ytr, yte = ytr.to(dtype), yte.to(dtype)
+    if k:
+        with torch.no_grad():  # does each model's output fit the targets? (one forward of two rows)
+            out2 = ens(xtr[:2])
+        for r in range(k):
+            check_output(out2[r], ytr[:2], loss, task.n_classes)
+    initial = [float("nan")] * k  # train loss at step 0, per model (the divergence reference)
     n = len(xtr)
     bs = n if batch_size is None else min(int(batch_size), n)
     eval_every = max(1, eval_every or max(1, steps // 10))
@@ -166,7 +176,11 @@ def train_ensemble(
             results[mi].history.append(rec)
             if logs[mi] is not None:
                 logs[mi]({kk: v for kk, v in rec.items() if kk != "step"}, step)
-            if not math.isfinite(rec["train/loss"]):
+            if step == 0:
+                initial[mi] = rec["train/loss"]
+            why = diverged_reason(rec["train/loss"], initial[mi], diverge_factor)
+            if why is not None:
+                results[mi].diverged_reason = why
                 bad.append(r)
         return bad
 
@@ -217,11 +231,12 @@ def train_ensemble(
             out = ens(xb)
         values = stacked_loss_fn(loss, out.to(dtype) if ac_dtype is not None else out, yb, task.n_classes)
         lvs = values.detach().tolist()
-        bad = [r for r, v in enumerate(lvs) if not math.isfinite(v)]
+        whys = [diverged_reason(v, initial[alive[r]], diverge_factor) for r, v in enumerate(lvs)]
+        bad = [r for r, why in enumerate(whys) if why is not None]
         if bad:
             for r in bad:
                 mi = alive[r]
-                results[mi].diverged = True
+                results[mi].diverged, results[mi].diverged_reason = True, whys[r]
                 results[mi].history.append({"step": step, "train/loss": float("nan"), "diverged": 1})
                 if logs[mi] is not None:
                     logs[mi]({"train/loss": float("nan"), "diverged": 1}, step)

@@ -1,0 +1,84 @@
+"""A private Ray instance listens on loopback only and ends with its driver, even a SIGKILLed one (#14 item 5)."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytest.importorskip("ray", reason="ray is not installed (pip install ray, or the dev extra)")
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+
+DRIVER = r'''
+import os, sys, time
+from paramlab.executors import start_private_ray
+start_private_ray({"num_cpus": 1})
+import ray
+
+@ray.remote
+def f():
+    return os.getpid()
+
+print("ready", ray.get(f.remote()), flush=True)
+time.sleep(600)
+'''
+
+
+def descendants(root: int) -> list[int]:
+    from paramlab.ray_watchdog import _descendants
+
+    return _descendants(root)
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def cmd(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline") as f:
+            return f.read().replace("\0", " ")[:80]
+    except OSError:
+        return "?"
+
+
+@pytest.fixture
+def driver():
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)  # the driver must set it itself
+    proc = subprocess.Popen([sys.executable, "-c", DRIVER], stdout=subprocess.PIPE, text=True, env=env)
+    line = proc.stdout.readline()
+    assert line.startswith("ready"), "the driver did not start Ray"
+    time.sleep(2)  # agents up
+    yield proc
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.slow
+def test_private_ray_listens_on_loopback_only_and_ends_with_a_killed_driver(driver):
+    pids = set(descendants(driver.pid)) | {driver.pid}
+    names = {p: cmd(p) for p in pids}
+    assert any("gcs_server" in n for n in names.values()) and any("raylet" in n for n in names.values())
+    if shutil.which("ss"):
+        lines = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout.splitlines()
+        ours = [ln for ln in lines if any(f"pid={p}," in ln for p in pids)]
+        assert ours, "no listening socket found for the Ray processes"
+        for ln in ours:
+            local = ln.split()[3]
+            assert local.startswith(("127.0.0.1:", "[::ffff:127.0.0.1]:", "[::1]:")), ln
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 10 and any(alive(p) for p in pids):
+        time.sleep(0.5)
+    left = {p: names[p] for p in pids if alive(p)}
+    assert not left, f"Ray processes alive 10 s after the driver was killed: {left}"
