@@ -3,6 +3,7 @@
 import json
 import os
 import platform
+import statistics
 import time
 from pathlib import Path
 
@@ -43,3 +44,25 @@ def timed_pair(fa, fb, repeats: int):
             outs[i] = f()
             best[i] = min(best[i], time.perf_counter() - t0)
     return best, outs
+
+
+def timed_rounds(fns, repeats: int):
+    """Seconds of every call of each fn in `fns`, run in rounds (f0 f1 f2, f0 f1 f2, ...: a load spike
+    hits all alike), and their last outputs: ([[s, ...] per fn], [out per fn])."""
+    times, outs = [[] for _ in fns], [None] * len(fns)
+    for _ in range(repeats):
+        for i, f in enumerate(fns):
+            t0 = time.perf_counter()
+            outs[i] = f()
+            times[i].append(time.perf_counter() - t0)
+    return times, outs
+
+
+def ratio_stats(num: list, den: list) -> dict:
+    """The ratio num / den per round (same round, same load), as median, min and max over rounds."""
+    r = sorted(a / b for a, b in zip(num, den))
+    return dict(median=round(statistics.median(r), 3), min=round(r[0], 3), max=round(r[-1], 3))
+
+
+def fmt_ratio(s: dict) -> str:
+    return f"{s['median']:.2f}x ({s['min']:.2f}-{s['max']:.2f})"
