@@ -46,15 +46,25 @@ def timed_pair(fa, fb, repeats: int):
     return best, outs
 
 
-def timed_rounds(fns, repeats: int):
-    """Seconds of every call of each fn in `fns`, run in rounds (f0 f1 f2, f0 f1 f2, ...: a load spike
-    hits all alike), and their last outputs: ([[s, ...] per fn], [out per fn])."""
+def clock_for(threads: int):
+    """(name, clock): the process's CPU time for one-thread runs (time spent waiting for a core while
+    other jobs run is not counted, so a shared machine skews it far less than wall time), wall time
+    otherwise (CPU time would sum the threads)."""
+    return ("cpu", time.process_time) if threads == 1 else ("wall", time.perf_counter)
+
+
+def timed_rounds(fns, repeats: int, clock=time.perf_counter):
+    """Seconds of every call of each fn in `fns`, run in rounds (each fn once per round: a load spike
+    hits all alike; the order rotates from round to round, so no fn always runs first), and their
+    last outputs: ([[s, ...] per fn], [out per fn])."""
     times, outs = [[] for _ in fns], [None] * len(fns)
-    for _ in range(repeats):
-        for i, f in enumerate(fns):
-            t0 = time.perf_counter()
+    n = len(fns)
+    for r in range(repeats):
+        for i in [(r + j) % n for j in range(n)]:
+            f = fns[i]
+            t0 = clock()
             outs[i] = f()
-            times[i].append(time.perf_counter() - t0)
+            times[i].append(clock() - t0)
     return times, outs
 
 
