@@ -98,8 +98,8 @@ def main(argv=None):
         print(f"{arch}: {desc}, {sum(q.numel() for q in model.parameters())} parameters "
               f"({clock_name} time, medians of {args.repeats} rounds)")
         for name in ("loop",) + METHODS:
-            print(f"  {name:9s} {med[name]:8.3f}s   speedup vs loop {fmt_ratio(speed[name]):22s} "
-                  f"{frac.get(name, {'median': float('nan')})['median']:4.0%} of the ceiling   "
+            of_ceiling = f"{frac[name]['median']:5.0%} of the ceiling" if name in frac else " " * 20
+            print(f"  {name:9s} {med[name]:8.3f}s   speedup vs loop {fmt_ratio(speed[name]):22s} {of_ceiling}   "
                   f"rel. error vs loop {errors[name]:.1e}")
         target = arch == "cnn"
         verdict = ""
