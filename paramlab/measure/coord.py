@@ -130,9 +130,7 @@ def _run(model, opt, x, y, loss, steps, names, qs, infos, spectral_kw, record):
     want_dact = ("dact/rms" in qs, "dact/l1" in qs)
     cap = _StatCapture(model, names, want_act, keep=any(want_dact))
     # attention paramlab scaled: its q.k logits, as '{module}.logits' (no interception without any)
-    logit_ctx = attention_logits(model)
-    if not logit_ctx.sites:
-        logit_ctx = contextlib.nullcontext({})
+    has_sites = bool(attention_logits(model).sites)
     first_order = None
     try:
         params = dict(model.named_parameters(remove_duplicate=False))  # a tied tensor under each name that uses it
@@ -160,7 +158,7 @@ def _run(model, opt, x, y, loss, steps, names, qs, infos, spectral_kw, record):
                 prev[n] = cur.clone()
             cap.clear()
             loss_t = 0.0
-            with logit_ctx as logits:
+            with attention_logits(model) if has_sites else contextlib.nullcontext({}) as logits:
                 if t < steps:
                     loss_t = train_step(model, opt, x, y, loss)  # the forward of step t gives update t+1
                 else:
