@@ -19,11 +19,10 @@ paramlab side
     optimizer='sgd', lr=0.1, steps=3, seeds=S, loss=<mup's mse>, quantities=('act/l1',)):
     builds each model (plus base and delta models on the meta device for the plan) and paramlab's
     per-tensor SGD, captures the leaf modules' outputs (layers.0, act[0], layers.1, act[1], readout)
-    by forward hooks (a detached clone each), and records act/l1 at t = 0..3: t = 0..2 are the
-    forward passes of the 3 training steps, t = 3 is one extra no-grad forward after the last
-    update. On top of that it does one extra no-grad forward on the first model (the forward order),
-    computes RMS alongside l1 (both in float64, `_stats`), and at the end the predicted slopes from
-    the plan and a log-log fit with a verdict for every (module, step). So paramlab does somewhat
+    by forward hooks, each reduced to its l1 (mean |.|, float32 cascade sum) as it is produced, and
+    records act/l1 at t = 0..3: t = 0..2 are the forward passes of the 3 training steps, t = 3 is
+    one extra no-grad forward after the last update. At the end it computes the predicted slopes
+    from the plan and a log-log fit with a verdict for every (module, step). So paramlab does
     MORE work: 4 recorded forwards instead of 3, plus the fits and predictions.
 mup side
     get_coord_data({w: lazy model}, [(x, labels)], optimizer='sgd', lr=0.1, mup=True, nsteps=3,
