@@ -19,11 +19,10 @@ paramlab side
     optimizer='sgd', lr=0.1, steps=3, seeds=S, loss=<mup's mse>, quantities=('act/l1',)):
     builds each model (plus base and delta models on the meta device for the plan) and paramlab's
     per-tensor SGD, captures the leaf modules' outputs (layers.0, act[0], layers.1, act[1], readout)
-    by forward hooks (a detached clone each), and records act/l1 at t = 0..3: t = 0..2 are the
-    forward passes of the 3 training steps, t = 3 is one extra no-grad forward after the last
-    update. On top of that it does one extra no-grad forward on the first model (the forward order),
-    computes RMS alongside l1 (both in float64, `_stats`), and at the end the predicted slopes from
-    the plan and a log-log fit with a verdict for every (module, step). So paramlab does somewhat
+    by forward hooks, each reduced to its l1 (mean |.|, float32 cascade sum) as it is produced, and
+    records act/l1 at t = 0..3: t = 0..2 are the forward passes of the 3 training steps, t = 3 is
+    one extra no-grad forward after the last update. At the end it computes the predicted slopes
+    from the plan and a log-log fit with a verdict for every (module, step). So paramlab does
     MORE work: 4 recorded forwards instead of 3, plus the fits and predictions.
 mup side
     get_coord_data({w: lazy model}, [(x, labels)], optimizer='sgd', lr=0.1, mup=True, nsteps=3,
@@ -40,10 +39,11 @@ floor
     time / the floor is the most any coordinate check could gain over mup on this grid.
 
 Both are checked to record the same numbers: mup's t = k is paramlab's t = k - 1 (mup numbers the
-forward before update k as step k; paramlab calls the init forward t = 0). Timings: best of
-`--repeats`, the two measured alternately, after a warm-up of both (the first optimizer built in a
-process costs seconds). On a shared machine other jobs inflate both sides; the ratio is what to
-compare, and it is noisy then.
+forward before update k as step k; paramlab calls the init forward t = 0). Timings: after a
+warm-up of both (the first optimizer built in a process costs seconds), `--repeats` rounds of
+(paramlab, mup, floor) in an order that rotates from round to round; each ratio is taken within a
+round and reported as the median over rounds with its range. With one thread the clock is the
+process's CPU time (waiting for a core is not counted). Target: mup time / paramlab time >= 1.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from _common import timed, timed_pair, write_json
+from _common import clock_for, fmt_ratio, ratio_stats, timed_rounds, write_json
 import paramlab as pl
 from paramlab.measure.coord import coord_check
 from paramlab.models.activations import GAINS
@@ -159,12 +159,13 @@ def main(argv=None):
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--quantities", nargs="+", default=["act/l1"],
                    help="paramlab's quantities (default act/l1, mup's 'l1'); e.g. 'act dact' to time more work")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--rtol", type=float, default=1e-4, help="tolerance of the value check (float32 on mup's side)")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "coord_vs_mup.json"))
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    clock_name, clock = clock_for(args.threads)
     warnings.filterwarnings("ignore", module="mup")
     g = torch.Generator().manual_seed(0)
     x = torch.randn(args.batch, args.d_in, generator=g)
@@ -198,17 +199,21 @@ def main(argv=None):
     warm = [args.base, 2 * args.base]
     run_paramlab(warm, 1)
     run_mup(warm, 1)
-    (t_pl, t_mup), (res, df) = timed_pair(lambda: run_paramlab(args.widths, args.seeds),
-                                          lambda: run_mup(args.widths, args.seeds), args.repeats)
-    ratio = t_mup / t_pl
     run_floor(warm, 1)
-    t_floor, _ = timed(lambda: run_floor(args.widths, args.seeds), args.repeats)
+    (ts_pl, ts_mup, ts_floor), (res, df, _) = timed_rounds(
+        [lambda: run_paramlab(args.widths, args.seeds), lambda: run_mup(args.widths, args.seeds),
+         lambda: run_floor(args.widths, args.seeds)], args.repeats, clock)
+    med = lambda ts: sorted(ts)[len(ts) // 2]  # noqa: E731
+    t_pl, t_mup, t_floor = med(ts_pl), med(ts_mup), med(ts_floor)
+    speed, ceiling = ratio_stats(ts_mup, ts_pl), ratio_stats(ts_mup, ts_floor)
+    ratio = speed["median"]
     worst, n_matched, unmatched = compare(res, df, seeds, args.steps)
     agree = bool(worst) and all(v <= args.rtol for v in worst.values())
 
     n_runs = len(args.widths) * args.seeds
     print(f"MLP depth {args.depth}, d_in {args.d_in}, d_out {args.d_out}, batch {args.batch}; widths {args.widths}, "
-          f"base {args.base}; {args.seeds} seed(s), {args.steps} SGD steps lr {args.lr}; {args.threads} thread(s)")
+          f"base {args.base}; {args.seeds} seed(s), {args.steps} SGD steps lr {args.lr}; {args.threads} thread(s); "
+          f"{clock_name} time, medians of {args.repeats} rounds")
     label_pl = f"paramlab coord_check (quantities {', '.join(args.quantities)})"
     label_mup = "mup get_coord_data ('l1')"
     wl = max(len(label_pl), len(label_mup), 44)
@@ -216,8 +221,9 @@ def main(argv=None):
     print(f"  {label_mup:{wl}s} {t_mup:8.3f}s  ({t_mup / n_runs * 1e3:.1f} ms per model)")
     label_floor = "floor: build + SGD steps, nothing recorded"
     print(f"  {label_floor:{wl}s} {t_floor:8.3f}s  (mup {t_mup / t_floor:.2f}x the floor, paramlab {t_pl / t_floor:.2f}x)")
-    print(f"  speedup (mup / paramlab): {ratio:.2f}x; the most any coordinate check could reach over mup here: "
-          f"{t_mup / t_floor:.2f}x")
+    verdict = "pass" if ratio >= 1.0 else "short"
+    print(f"  speedup (mup / paramlab): {fmt_ratio(speed)}, target >= 1x: {verdict}; ceiling (the most any coordinate "
+          f"check could reach over mup here, mup / floor): {fmt_ratio(ceiling)}")
     for t in sorted(worst):
         print(f"  values: mup t={t} vs paramlab t={t - 1}: {n_matched[t]} records, max rel. diff {worst[t]:.1e}")
     if unmatched:
@@ -230,9 +236,11 @@ def main(argv=None):
     out = dict(benchmark="coord_vs_mup", widths=args.widths, base_width=args.base, seeds=args.seeds, steps=args.steps,
                depth=args.depth, d_in=args.d_in, d_out=args.d_out, batch=args.batch, lr=args.lr, optimizer="sgd",
                loss="mup mse (F.mse_loss vs one-hot)", paramlab_quantities=args.quantities, mup_stat="l1",
-               threads=args.threads, repeats=args.repeats,
+               threads=args.threads, repeats=args.repeats, clock=clock_name,
                seconds={"paramlab": round(t_pl, 4), "mup": round(t_mup, 4), "floor": round(t_floor, 4)},
-               speedup_vs_mup=round(ratio, 3), max_speedup_vs_mup=round(t_mup / t_floor, 3),
+               samples={"paramlab": ts_pl, "mup": ts_mup, "floor": ts_floor},
+               speedup_vs_mup=ratio, speedup_range=[speed["min"], speed["max"]],
+               max_speedup_vs_mup=ceiling["median"], max_speedup_range=[ceiling["min"], ceiling["max"]],
                values_agree=agree, rtol=args.rtol,
                max_rel_diff={f"mup_t{t}_vs_paramlab_t{t - 1}": v for t, v in sorted(worst.items())},
                records_compared=sum(n_matched.values()), unmatched_mup_modules=unmatched,

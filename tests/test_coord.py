@@ -273,3 +273,25 @@ def test_coord_check_measures_a_wrapped_model_inside_its_wrapper():
     assert [(f["name"], f["quantity"], f["step"], f["predicted"]) for f in wrapped.fits] == \
            [(f["name"], f["quantity"], f["step"], f["predicted"]) for f in plain.fits]
     assert [f["slope"] for f in wrapped.fits] == pytest.approx([f["slope"] for f in plain.fits], abs=1e-9)
+
+
+def test_statistics_are_taken_before_later_in_place_ops():
+    """act/l1 of a Linear followed by an in-place ReLU is the pre-ReLU value, whether or not the
+    outputs are kept for dact (the statistics are reduced in the hook, as the output is produced)."""
+
+    def make(w):
+        return nn.Sequential(nn.Linear(4, w), nn.ReLU(inplace=True), nn.Linear(w, 2)).double()
+
+    x, y = torch.randn(8, 4, dtype=torch.float64), torch.randn(8, 2, dtype=torch.float64)
+    opt = lambda m: torch.optim.SGD(m.parameters(), lr=0.1)  # noqa: E731
+    want = {}
+    for w in (8, 16):
+        torch.manual_seed(0)
+        m = make(w)
+        with torch.no_grad():
+            want[w] = float(m[0](x).abs().mean())  # pre-ReLU: has negative entries
+            assert want[w] != pytest.approx(float(torch.relu(m[0](x)).abs().mean()))  # the control differs
+    for qs in (("act/l1",), ("act", "dact")):
+        res = coord_check(make, [8, 16], x, y, optimizer=opt, steps=1, seeds=1, quantities=qs, auto_predict=False)
+        got = {r["width"]: r["value"] for r in res.records if r["name"] == "0" and r["quantity"] == "act/l1" and r["step"] == 0}
+        assert got == pytest.approx(want, rel=1e-12)

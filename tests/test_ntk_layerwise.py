@@ -136,3 +136,18 @@ def test_batch_norm_in_training_mode_is_refused_eval_mode_is_not():
     model.eval()  # eval mode: per-example affine, so the hooks apply (BN's own tensors go generic)
     assert rel(empirical_ntk(model, x, method="layerwise"), ntk_naive(model, x)) < 1e-10
 
+
+
+@pytest.mark.parametrize("n", [1, 11, 16])
+def test_gram_triangle_is_the_weighted_gram(n):
+    """The upper-block-triangle Gram (mirrored) equals the plain weighted sum of J J^T, every block size."""
+    from paramlab.measure.jacobian import gram_triangle
+
+    g = torch.Generator().manual_seed(n)
+    jac = {"a": torch.randn(n, 3, 7, generator=g, dtype=F64), "b": torch.randn(n, 3, 5, generator=g, dtype=F64)}
+    w = {"a": 0.5, "b": -2.0}
+    want = sum(w[k] * torch.einsum("ikp,jlp->ijkl", v, v) for k, v in jac.items())
+    assert rel(gram_triangle(jac, w), want) < 1e-14
+    assert rel(gram_triangle(jac, None), sum(torch.einsum("ikp,jlp->ijkl", v, v) for v in jac.values())) < 1e-14
+    w_off = {"a": 0.5, "b": -2.0 * 1.001}  # negative control: a 0.1% weight change is seen
+    assert rel(gram_triangle(jac, w_off), want) > 1e-6

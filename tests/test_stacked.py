@@ -99,6 +99,21 @@ def test_adam_equals_sequential(task, opt):
     assert_same(train_ensemble(a, task, **kw), train_sequential(b, task, **kw), a, b)
 
 
+@pytest.mark.parametrize("opt", ["adam", "adamw"])
+def test_unfused_adam_and_chunked_evaluation_equal_sequential(task, opt, monkeypatch):
+    """The elementwise Adam (devices without torch's fused kernel) and evaluation in several chunks."""
+    import paramlab.stacked.optim as so
+    import paramlab.stacked.train as st
+
+    monkeypatch.setattr(so, "_FUSED_DEVICES", ())
+    monkeypatch.setattr(st, "_EVAL_ELEMENTS", 3 * 64 * 50)  # 50 rows per chunk: 128 test rows in 3
+    kw = dict(optimizer=opt, lr=[3e-3, 1e-3, 2e-3], seed=[0, 1, 2], steps=20, batch_size=64, eval_every=10,
+              weight_decay=0.01 if opt == "adamw" else 0.0, eps=[1e-8, 1e-6, 1e-8])
+    a, b = make(SCHEMES[:3], SEEDS[:3]), make(SCHEMES[:3], SEEDS[:3])
+    ra = train_ensemble(a, task, **kw)
+    assert_same(ra, train_sequential(b, task, **kw), a, b)
+
+
 def test_classification_with_shared_batches_and_per_model_loop_paths():
     # width 512: hidden weights have 2^18 entries, so the optimizer and the matmuls take their
     # model-by-model paths; one seed: every model sees the same batches

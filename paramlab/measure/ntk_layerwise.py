@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from .jacobian import jacobian_blocks, jacobian_pairs, tile
+from .jacobian import gram_triangle, jacobian_blocks, jacobian_pairs, tile
 
 __all__ = ["layerwise_problem", "layerwise_ntk"]
 
@@ -291,6 +291,9 @@ def layerwise_ntk(model, trained, fixed, x1, x2, w, mode: str, pairs: bool, max_
         jac_b = lambda j0, j1: {nm: g for _, l2 in several for nm, g in _per_example(l2, slice(j0, j1)).items()}  # noqa: E731
         if pairs:
             blk = jacobian_pairs(jac_a, jac_b, n1, c, same, w, mode)
+        elif same and mode == "full" and n1 * per <= max_memory:
+            # every example's gradients fit at once: the kernel's upper block triangle as a few large GEMMs
+            blk = gram_triangle(jac_a(0, n1), w)
         else:
             blk = tile(jacobian_blocks(jac_a, jac_b, w, mode, same, n2 * per <= max_memory), n1, n2, c, same, mode)
         out = blk if out is None else out + blk

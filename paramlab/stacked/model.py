@@ -145,23 +145,42 @@ class MLPEnsemble:
         p = self.params if params is None else params
         h = x
         last = len(self.layers) - 1
+        autocast = torch.is_autocast_enabled(x.device.type)
+        # In place only on the ensemble's own weights in full precision: under autocast y * s promotes
+        # a bf16 y to float32, and callers passing `params` (torch.func) get plain out-of-place ops.
+        inplace = params is None and not autocast
+        relu = inplace and type(self.act) is nn.ReLU
         for i, L in enumerate(self.layers):
             W = p[L.weight]
-            k = W.shape[0]
-            if L.s_in is not None:
+            k, d_out, d_in = W.shape
+            b = p[L.bias] if L.bias is not None else None
+            # The input scale goes on the smaller side: s (h W^T) = (s h) W^T, so a wide-to-narrow
+            # layer (the readout) scales its (K, B, d_out) product, not its (K, B, d_in) input.
+            scale_out = L.s_in is not None and d_out < d_in
+            if L.s_in is not None and not scale_out:
                 h = h * L.s_in  # (B, d) * (K, 1, 1) -> (K, B, d)
             if h.dim() == 2:
                 h = h.unsqueeze(0).expand(k, -1, -1)
-            b = p[L.bias] if L.bias is not None else None
-            if torch.is_autocast_enabled(h.device.type):
-                y = torch.bmm(h, W.mT) if b is None else torch.baddbmm(b.unsqueeze(1), h, W.mT)
+            bb = None if scale_out else b  # a bias is not input-scaled: added after the scale
+            if autocast:
+                y = torch.bmm(h, W.mT) if bb is None else torch.baddbmm(bb.unsqueeze(1), h, W.mT)
             else:
-                y = _BatchedLinear.apply(h, W, b)
+                y = _BatchedLinear.apply(h, W, bb)
+            # y is a fresh tensor that no backward saves (the product saves h and W; a multiplication
+            # by a constant saves the constant), so the scales and the ReLU may work in place.
+            if scale_out:
+                if b is not None:
+                    y = torch.addcmul(b.unsqueeze(1), y, L.s_in)
+                else:
+                    y = y.mul_(L.s_in) if inplace else y * L.s_in
             if L.s_out is not None:
-                y = y * L.s_out
+                y = y.mul_(L.s_out) if inplace else y * L.s_out
             if L.c_b is not None:
-                y = y + L.c_b * p[L.bias].unsqueeze(1)
-            h = self.act(y) if i < last else y
+                y = y.add_(L.c_b * p[L.bias].unsqueeze(1)) if inplace else y + L.c_b * p[L.bias].unsqueeze(1)
+            if i < last:
+                h = torch.relu_(y) if relu else self.act(y)
+            else:
+                h = y
         return h
 
     __call__ = forward

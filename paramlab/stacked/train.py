@@ -6,9 +6,9 @@ are stacked with `torch.func.stack_module_state` into (K, ...) tensors and the f
 `baddbmm` per layer, with each model's forward multipliers (read from the paramlab hooks on its
 layers, so the ensemble computes exactly what the model computes) as (K, 1, 1) tensors. One backward
 of the summed per-model losses gives every model its own gradient (the models share nothing). The
-optimizer is SGD (momentum, nesterov, weight decay) / Adam / AdamW written over stacked tensors with
-the per-tensor lr, weight decay and eps that `paramlab.optim.param_groups` gives each model, in the
-same arithmetic order as torch's single-tensor SGD and Adam.
+optimizer is SGD (momentum, nesterov, weight decay) / Adam / AdamW over the stacked tensors with the
+per-tensor lr, weight decay and eps that `paramlab.optim.param_groups` gives each model (Adam through
+torch's fused kernel on slices of the stacks, see `paramlab.stacked.optim`).
 
 Batches follow `paramlab.train.train` exactly: model k draws its minibatches from a generator seeded
 with its own `seed`, so `train_ensemble(models, task, lr=lrs, seed=seeds)` equals
@@ -46,7 +46,8 @@ __all__ = ["ENSEMBLE_MAX_FLOPS_CPU", "ENSEMBLE_MAX_FLOPS_CUDA", "step_flops", "t
 # Measured by benchmarks/ensemble_vs_sequential.py (K = 8, Adam, batch 128, depth-2 MLP on 32-dim
 # inputs, 1 thread, 2-core machine shared with other jobs): 3.4x at width 64 (6e6 FLOPs per model
 # step), 1.15x at width 256 (5.7e7), 0.95x at width 512 (2.1e8) and 1024 (8.3e8). With 2 threads:
-# 4.2x, 1.8x, -, 0.9x.
+# 4.2x, 1.8x, -, 0.9x. With the fused Adam (issue #15; CPU time, machine under load): 4.3x at 64,
+# 1.9x at 256, 0.9x at 1024, so the threshold stands.
 ENSEMBLE_MAX_FLOPS_CPU = 1e8
 # On a GPU a small model uses a sliver of the device: stack up to this many FLOPs per model and step.
 ENSEMBLE_MAX_FLOPS_CUDA = 5e10
@@ -60,10 +61,20 @@ def _as_list(value, k: int, name: str) -> list:
     return [value] * k
 
 
+# Evaluation chunk: rows per chunk such that one (K, rows, width) activation holds about this many
+# elements. A (8, 2048, 256) float32 activation is 16 MB, far outside the cache, and each fresh
+# allocation that large page-faults; 1 MB chunks (128 rows at K = 8, width 256: a training batch's
+# size, so the allocator reuses the training step's blocks) run several times faster on CPU.
+_EVAL_ELEMENTS = 1 << 18
+
+
 @torch.no_grad()
-def _evaluate(ens: MLPEnsemble, x, y, loss, n_classes, ac_dtype, batch: int = 4096) -> list[dict]:
+def _evaluate(ens: MLPEnsemble, x, y, loss, n_classes, ac_dtype) -> list[dict]:
+    width = max(ens.params[L.weight].shape[1] for L in ens.layers)
+    batch = max(1, _EVAL_ELEMENTS // (ens.params[ens.names[0]].shape[0] * width))
     with autocast_context(ens.device, ac_dtype):
-        outs = torch.cat([ens(x[i:i + batch]) for i in range(0, len(x), batch)], dim=1)
+        chunks = [ens(x[i:i + batch]) for i in range(0, len(x), batch)]
+    outs = chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=1)
     losses = stacked_loss_fn(loss, outs, y, n_classes).tolist()
     res = [{"loss": float(v)} for v in losses]
     if y.dtype == torch.int64:

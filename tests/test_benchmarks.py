@@ -1,0 +1,44 @@
+"""Dry runs of the one-thread benchmarks at tiny sizes: they run, write their JSON, and record what
+run_all.sh's summary reads (ratios with ranges, ceilings, the null of the hook benchmark)."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture
+def bench(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    yield
+    for name in ("hook_overhead", "coord_vs_mup", "_common"):
+        sys.modules.pop(name, None)
+
+
+def test_hook_overhead_dry_run(bench, tmp_path):
+    import hook_overhead
+
+    out = tmp_path / "hook.json"
+    hook_overhead.main(["--widths", "64", "128", "--models", "mlp", "transformer", "--rounds", "2", "--steps", "1",
+                        "--target-min-width", "128", "--out", str(out)])
+    rows = json.loads(out.read_text())["results"]
+    assert [(r["model"], r["width"]) for r in rows] == [("mlp", 64), ("mlp", 128), ("transformer", 64), ("transformer", 128)]
+    for r in rows:
+        assert {"overhead_pct", "overhead_pct_range", "null_pct", "null_pct_range"} <= set(r)
+        # muP at its base width has no multiplier; above it, the readout's input multiplier
+        assert r["hooks"] == ([] if r["width"] == 64 else ["readout: InputScale"])
+        assert (r["target_pct"] is not None) == (r["width"] >= 128)
+
+
+def test_coord_vs_mup_dry_run_agrees_with_mup(bench, tmp_path):
+    pytest.importorskip("mup")
+    import coord_vs_mup
+
+    out = tmp_path / "coord.json"
+    coord_vs_mup.main(["--widths", "64", "128", "--seeds", "1", "--repeats", "1", "--out", str(out)])
+    r = json.loads(out.read_text())
+    assert r["values_agree"] and r["records_compared"] > 0
+    assert r["clock"] == "cpu" and r["speedup_vs_mup"] > 0 and r["max_speedup_vs_mup"] > 0
