@@ -16,6 +16,7 @@ kernel_regression  the infinite-width model of a task: kernel regression, gradie
 probe           linear probes and kernel ridge regression with leave-one-out ridge choice
 limits          exact infinite-width references (TP4 Cor. 6.2)
 fit             log-log slope fits
+optimum         robust optimum of a loss-vs-log2(lr) curve and its shift between widths, with errors
 
 Tables and plots of these results live in `paramlab.report` (slope_table, plot_coord, plot_vs_width).
 """
@@ -27,6 +28,7 @@ from .features import (effective_rank, feature_kernel, feature_metrics, kernel_a
                        rel_change)
 from .weights import subspace_fraction, weight_change, weight_changes
 from .fit import fit_slope
+from .optimum import Optimum, align_shift, robust_optimum, shift
 from .kernel_regression import gd_mse_prediction, kernel_regression
 from .kernels import MLPKernel, nngp_ntk
 from .limits import tp4_linear_limit
@@ -34,7 +36,7 @@ from .ntk import empirical_ntk, ntk_change, ntk_vp
 from .probe import kernel_ridge_loo, linear_probe
 
 __all__ = [
-    "CoordResult", "MLPKernel", "capture", "coord_check", "effective_rank", "empirical_ntk", "feature_kernel",
+    "CoordResult", "MLPKernel", "Optimum", "align_shift", "robust_optimum", "shift", "capture", "coord_check", "effective_rank", "empirical_ntk", "feature_kernel",
     "feature_metrics", "features", "fit_slope", "gd_mse_prediction", "kernel_alignment", "kernel_change",
     "kernel_regression", "kernel_ridge_loo", "linear_cka", "linear_probe", "ntk_change", "ntk_vp", "nngp_ntk",
     "rel_change", "subspace_fraction", "tp4_linear_limit", "weight_change", "weight_changes",
