@@ -97,3 +97,18 @@ def test_bad_task_is_refused_before_any_run(tmp_path):
     with pytest.raises(SpecError, match="shakespeare_char"):
         get("lm_lr_transfer").run("tiny", root=tmp_path, use_wandb=False, progress=False, task="digits")
     assert not (tmp_path / "lm_lr_transfer").exists() or not any((tmp_path / "lm_lr_transfer").iterdir())
+
+
+def test_lm_feature_learning_tiny(tmp_path):
+    """Per-block movement of the Transformer LM: at the base width NTK and muP are one network (equal
+    measurements, exactly); one width up, NTK's features already move less than muP's in every block
+    (the kernel regime's 1/sqrt(m) factor on each Adam step; the width exponents need the default size)."""
+    out = get("lm_feature_learning").run("tiny", root=tmp_path, use_wandb=False, progress=False, group="t")
+    recs = {(r.config["scheme"], r.config["width"]): r.summary
+            for r in load_runs(tmp_path / "lm_feature_learning" / "t") if r.config.get("kind") != "summary"}
+    blocks = ["tok_emb", "blocks.0", "blocks.1"]
+    for n in blocks:
+        assert recs[("ntk", 32)][f"{n}/feat"] == recs[("mup", 32)][f"{n}/feat"]
+        assert recs[("ntk", 64)][f"{n}/feat"] < recs[("mup", 64)][f"{n}/feat"]
+    assert set(out["verdicts"]["ntk_steeper_than_mup"]) == set(blocks)
+    assert (tmp_path / "lm_feature_learning" / "t" / "lm_feature_movement_vs_width.png").exists()

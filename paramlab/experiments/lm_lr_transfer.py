@@ -15,7 +15,6 @@ optimum falls with width ("wider is better"); under SP (Adam) the optimum drifts
 
 from __future__ import annotations
 
-import functools
 import math
 from pathlib import Path
 
@@ -23,10 +22,10 @@ import numpy as np
 import torch
 
 from ..measure.optimum import align_shift, robust_optimum
-from ..models.transformer import transformer
 from ..report import pyplot, save_figure
 from . import command
 from .experiment import Batch, Experiment
+from .lm_common import OnDevice, check_task, lm_model, lm_task, protocol
 from .lm_train import sample, train_lm, train_lm_stacked
 from .summary import Summary
 
@@ -54,43 +53,6 @@ SIZES = {
 STACK_MAX_WIDTH = 0
 
 
-@functools.lru_cache(maxsize=2)
-def _task(name: str):
-    from ..data import text
-
-    if name != "shakespeare_char":
-        raise ValueError(f"lm_lr_transfer runs on 'shakespeare_char', got {name!r}")
-    return text.shakespeare_char()
-
-
-@functools.lru_cache(maxsize=4)
-def _eval_xy(name: str, n: int, context: int, seed: int, device: str):
-    x, y = _task(name).eval_windows(n, context, seed=seed)
-    return x.to(device), y.to(device)
-
-
-class _OnDevice:
-    """The task with its windows moved to `device` (the draws stay on the CPU generator: same batches)."""
-
-    def __init__(self, task, device):
-        self.task, self.device = task, torch.device(device)
-
-    def windows(self, *a, **kw):
-        x, y = self.task.windows(*a, **kw)
-        return x.to(self.device), y.to(self.device)
-
-
-def _model(cfg: dict, task):
-    return transformer(task.vocab_size, cfg["width"], depth=cfg["depth"], n_heads=cfg["n_heads"], scheme=cfg["scheme"],
-                       base_width=cfg["base_width"], max_len=cfg["context"], seed=cfg["seed"],
-                       dtype=getattr(torch, cfg["dtype"]), device=cfg["device"])
-
-
-def _protocol(cfg: dict) -> dict:
-    return dict(steps=cfg["steps"], batch=cfg["batch"], context=cfg["context"], betas=cfg["betas"], eps=cfg["eps"],
-                eval_xy=_eval_xy(cfg["task"], cfg["n_eval"], cfg["context"], cfg["eval_seed"], cfg["device"]))
-
-
 def _summary(res, cfg: dict) -> dict:
     tail = [v for v in res.train_losses[-10:] if math.isfinite(v)]
     return {"val/loss": res.val_loss if math.isfinite(res.val_loss) else float("inf"),
@@ -100,9 +62,9 @@ def _summary(res, cfg: dict) -> dict:
 
 
 def run_one(cfg: dict, log) -> dict:
-    task = _task(cfg["task"])
-    res = train_lm(_model(cfg, task), _OnDevice(task, cfg["device"]), lr=2.0 ** cfg["log2_lr"], seed=cfg["seed"],
-                   log=log, **_protocol(cfg))
+    task = lm_task(cfg["task"])
+    res = train_lm(lm_model(cfg, task), OnDevice(task, cfg["device"]), lr=2.0 ** cfg["log2_lr"], seed=cfg["seed"],
+                   log=log, **protocol(cfg))
     return _summary(res, cfg)
 
 
@@ -121,10 +83,10 @@ def batch_pays(cfg: dict) -> bool:
 
 def run_batch(cfgs: list[dict], logs: list) -> list[dict]:
     """`run_one` for each config as one stacked pass (`train_lm_stacked`: the same numbers up to rounding)."""
-    task, c0 = _task(cfgs[0]["task"]), cfgs[0]
-    res = train_lm_stacked([_model(c, task) for c in cfgs], _OnDevice(task, c0["device"]),
+    task, c0 = lm_task(cfgs[0]["task"]), cfgs[0]
+    res = train_lm_stacked([lm_model(c, task) for c in cfgs], OnDevice(task, c0["device"]),
                            lrs=[2.0 ** c["log2_lr"] for c in cfgs], seeds=[c["seed"] for c in cfgs], logs=logs,
-                           **_protocol(c0))
+                           **protocol(c0))
     return [_summary(r, c0) for r in res]
 
 
@@ -224,9 +186,9 @@ def _sample(table: dict, p: dict) -> dict | None:
     if not np.isfinite(r["grid"]):
         return None
     cfg = {**p, "scheme": "mup", "width": r["width"], "seed": 0, "log2_lr": r["grid"]}
-    task = _task(p["task"])
-    model = _model(cfg, task)
-    res = train_lm(model, _OnDevice(task, p["device"]), lr=2.0 ** r["grid"], seed=0, **_protocol(cfg))
+    task = lm_task(p["task"])
+    model = lm_model(cfg, task)
+    res = train_lm(model, OnDevice(task, p["device"]), lr=2.0 ** r["grid"], seed=0, **protocol(cfg))
     text = sample(model.cpu(), task, prompt="ROMEO:\n", n=p["sample_chars"], temperature=0.8, seed=0)
     return dict(width=r["width"], log2_lr=r["grid"], val_loss=res.val_loss, prompt="ROMEO:\n", temperature=0.8,
                 text=text)
@@ -269,11 +231,7 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
                    {"lm_loss_vs_lr": path}, extra=extra, notes=notes)
 
 
-def _check_task(v) -> str | None:
-    return None if v == "shakespeare_char" else "is not an LM task: lm_lr_transfer runs on 'shakespeare_char'"
-
-
-EXPERIMENT = Experiment(NAME, SIZES, run_one, summarize, doc=__doc__, batch=BATCH, checks={"task": _check_task},
+EXPERIMENT = Experiment(NAME, SIZES, run_one, summarize, doc=__doc__, batch=BATCH, checks={"task": check_task},
                         axes={"scheme": "schemes", "width": "widths", "log2_lr": "log2_lrs", "seed": "seeds"})
 RUNNER = EXPERIMENT.runner
 
