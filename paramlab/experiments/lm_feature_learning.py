@@ -93,10 +93,10 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
                 slope = fit_slope(widths, t)[0] if np.all(np.isfinite(t)) and np.all(t > 0) else float("nan")
                 slopes.setdefault(s, {})[f"{n}/{m}"] = slope
                 gm = np.exp(np.log(t).mean(1))
-                rows.append([s, n, MEASURES[m], pred if m == "feat" else ""] + [float(f"{v:.3g}") for v in gm]
+                rows.append([s, n, MEASURES[m], pred if m == "feat" else None] + [float(f"{v:.3g}") for v in gm]
                             + [round(slope, 2)])
         vl = by_width(results, [s], widths, "val/loss")[s].mean(1)
-        rows.append([s, "", "val loss", ""] + [round(float(v), 3) for v in vl] + [""])
+        rows.append([s, "", "val loss", None] + [round(float(v), 3) for v in vl] + [None])  # None: wandb tables type columns
     verdicts = {s: {"predicted_feature_exponent": -get_scheme(s).predicted_r(), **slopes[s]} for s in schemes}
     if {"ntk", "mup"} <= set(schemes):  # the regimes separate: NTK's features freeze faster than muP's, per block
         verdicts["ntk_steeper_than_mup"] = {n: bool(slopes["ntk"][f"{n}/feat"] < slopes["mup"][f"{n}/feat"] - 0.25)
