@@ -201,13 +201,15 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
     path = _plot(table, p, Path(out_dir))
     rows = []
     for s, t in table.items():
-        cells = [f"{r['grid']:g} / {r['robust']:.2f} ± {r['se']:.2f}" + ("" if r["status"] == "ok" else f" ({r['status']})")
-                 for r in t["per_width"]]
-        rows.append([s] + cells + [t["shift_grid"], f"{t['shift_robust']:+.2f} ± {t['shift_se']:.2f} ({t['shift_status']})",
-                                   round(t["shift_align"], 2), round(t["slope_per_doubling"], 2),
+        cells = [f"{r['grid']:g} / {r['robust']:.2f} ± {r['se']:.2f}"
+                 + ("" if r["status"] == "ok" else f" ({r['status']})") for r in t["per_width"]]
+        headline = f"{t['shift_robust']:+.2f} ± {t['shift_se']:.2f} ({t['shift_status']})"
+        rows.append([s] + cells + [t["shift_grid"], headline, round(t["shift_align"], 2),
+                                   round(t["slope_per_doubling"], 2),
                                    ", ".join(f"{v:.3f}" for v in t["best_loss_by_width"])])
     cols = (["scheme"] + [f"w={w}: grid / robust ± se" for w in p["widths"]]
-            + ["shift grid", "shift robust ± se, status (headline)", "shift aligned", "steps per doubling", "best val loss by width"])
+            + ["shift grid", "shift robust ± se, status (headline)", "shift aligned", "steps per doubling",
+               "best val loss by width"])
     extra = {"table": table, "verdicts": verdicts(table, p), "params": p}
     if {"sp", "mup"} <= set(p["schemes"]):
         a, b = (curves(results, s, p["widths"][0], p["log2_lrs"]) for s in ("sp", "mup"))

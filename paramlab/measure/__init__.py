@@ -36,8 +36,9 @@ from .ntk import empirical_ntk, ntk_change, ntk_vp
 from .probe import kernel_ridge_loo, linear_probe
 
 __all__ = [
-    "CoordResult", "MLPKernel", "Optimum", "align_shift", "robust_optimum", "shift", "capture", "coord_check", "effective_rank", "empirical_ntk", "feature_kernel",
+    "CoordResult", "MLPKernel", "capture", "coord_check", "effective_rank", "empirical_ntk", "feature_kernel",
     "feature_metrics", "features", "fit_slope", "gd_mse_prediction", "kernel_alignment", "kernel_change",
     "kernel_regression", "kernel_ridge_loo", "linear_cka", "linear_probe", "ntk_change", "ntk_vp", "nngp_ntk",
     "rel_change", "subspace_fraction", "tp4_linear_limit", "weight_change", "weight_changes",
+    "Optimum", "align_shift", "robust_optimum", "shift",
 ]
