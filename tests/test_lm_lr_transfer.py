@@ -112,3 +112,21 @@ def test_lm_feature_learning_tiny(tmp_path):
         assert recs[("ntk", 64)][f"{n}/feat"] < recs[("mup", 64)][f"{n}/feat"]
     assert set(out["verdicts"]["ntk_steeper_than_mup"]) == set(blocks)
     assert (tmp_path / "lm_feature_learning" / "t" / "lm_feature_movement_vs_width.png").exists()
+
+
+def test_sweep_stacked_equals_one_by_one(tmp_path):
+    """The experiment's Batch (the lrs and seeds of one (scheme, width) as one functional stack), forced
+    with `ensemble: always`, records the same val losses as `never` (float64; 1e-10)."""
+    from paramlab.sweep import run_sweep
+
+    recs = {}
+    for mode in ("always", "never"):
+        spec = {"runner": "lm_lr_transfer", "experiment": "lm_lr_transfer", "name": mode, "root": str(tmp_path),
+                "wandb": False, "ensemble": mode,
+                "grid": {"scheme": ["mup"], "width": [64], "log2_lr": [-8, -6], "seed": [0, 1]},
+                "fixed": {"steps": 6, "batch": 4, "context": 16, "n_eval": 4, "dtype": "float64", "base_width": 32}}
+        assert run_sweep(spec, progress=False).finished == 4
+        recs[mode] = {(r.config["log2_lr"], r.config["seed"]): r for r in load_runs(tmp_path / "lm_lr_transfer" / mode)}
+    assert {r.meta["sweep"]["ensemble"] for r in recs["always"].values()} == {4}
+    for key, a in recs["always"].items():
+        assert a.summary["val/loss"] == pytest.approx(recs["never"][key].summary["val/loss"], rel=1e-10)
