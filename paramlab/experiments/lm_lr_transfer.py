@@ -49,8 +49,9 @@ SIZES = {
             "device": "cuda"},
 }
 # Stack the lrs and seeds of one (scheme, width) only where benchmarks/stacked_transformer.py measured a
-# gain for the generic vmap path (see its README entry): never above this d_model, never on CUDA.
-STACK_MAX_WIDTH = 0
+# gain for the generic vmap path (K = 8, batch 16 x 32, 1 thread, load 1.3-1.5: 1.23-1.25x at d_model 32,
+# 0.95-0.97x at 64; see benchmarks/README.md): up to this d_model, on the CPU only (not measured on CUDA).
+STACK_MAX_WIDTH = 32
 
 
 def _summary(res, cfg: dict) -> dict:
