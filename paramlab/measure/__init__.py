@@ -18,6 +18,7 @@ limits          exact infinite-width references (TP4 Cor. 6.2)
 fit             log-log slope fits
 depth_coord     coordinate check over depth: stream and branch sizes vs L, predicted slopes from the depth rule
 lazy            laziness of residual blocks: distance of a block's change from its linearization (CompleteP)
+optimum         robust optimum of a loss-vs-log2(lr) curve and its shift between widths, with errors
 
 Tables and plots of these results live in `paramlab.report` (slope_table, plot_coord, plot_vs_width).
 """
@@ -29,6 +30,7 @@ from .features import (effective_rank, feature_kernel, feature_metrics, kernel_a
                        rel_change)
 from .weights import subspace_fraction, weight_change, weight_changes
 from .fit import fit_slope
+from .optimum import Optimum, align_shift, robust_optimum, shift
 from .kernel_regression import gd_mse_prediction, kernel_regression
 from .kernels import MLPKernel, nngp_ntk
 from .limits import tp4_linear_limit
@@ -40,4 +42,5 @@ __all__ = [
     "feature_metrics", "features", "fit_slope", "gd_mse_prediction", "kernel_alignment", "kernel_change",
     "kernel_regression", "kernel_ridge_loo", "linear_cka", "linear_probe", "ntk_change", "ntk_vp", "nngp_ntk",
     "rel_change", "subspace_fraction", "tp4_linear_limit", "weight_change", "weight_changes",
+    "Optimum", "align_shift", "robust_optimum", "shift",
 ]
