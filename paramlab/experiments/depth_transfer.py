@@ -14,9 +14,9 @@ rule the optimum drifts to smaller lr as depth grows; with either rule it stays 
 (falls like L^-1/2 after a few steps). Runs at L = L0 are the same network under every rule
 (bit-identical, tests/test_depth.py); the summary checks that their losses agree.
 
-Optimum: the grid point of least seed-mean loss, refined by a parabola through it and its two
-neighbours in log-loss (`optimum`, here until a shared robust-optimum instrument lands on main);
-an optimum on the grid edge is flagged. The transformer does not separate the rules at CPU sizes
+Optimum: the robust optimum of `paramlab.measure.optimum` (a parabola in log-loss around the grid
+point of least seed-mean loss, bootstrap over seeds), beside the grid argmin; an optimum on the grid
+edge is flagged. The transformer does not separate the rules at CPU sizes
 (research round: d_model 64, L = 2..16, 300 steps; every optimum within one step, basin flat to
 0.01-0.03 nats; see README), so it is not an option here.
 """
@@ -33,6 +33,7 @@ import torch
 from .. import data as D
 from ..measure.fit import slope_where_positive
 from ..measure.lazy import LazinessProbe
+from ..measure.optimum import robust_optimum
 from ..models.mlp import mlp
 from ..report import pyplot, save_figure
 from ..train import train
@@ -83,23 +84,17 @@ def run_one(cfg: dict, log) -> dict:
             "diverged": int(res.diverged)}
 
 
-def optimum(log2_lrs, losses) -> tuple[float, float, bool]:
-    """(grid optimum, parabola-refined optimum, on_edge) of a loss curve (inf = diverged).
+def optimum(log2_lrs, curves) -> tuple[float, float, bool, float]:
+    """(grid argmin, robust optimum, on_edge, its std) of loss curves (n_seeds, n_lrs) or one curve; inf = diverged.
 
-    The refinement fits log(loss) through the best grid point and its two neighbours; it stays within
-    one grid step of the grid optimum (else the grid optimum is kept). nan if every run diverged.
+    The robust optimum is `paramlab.measure.optimum.robust_optimum` (a parabola in log-loss around the
+    seed-mean minimum, bootstrap over seeds), the same rule as lr_transfer and lm_lr_transfer. nan if every
+    run diverged; at an edge the optimum is the grid point (a bound).
     """
-    x = np.asarray(log2_lrs, dtype=float)
-    y = np.where(np.isfinite(losses), np.asarray(losses, dtype=float), np.inf)
-    if not np.isfinite(y).any():
-        return math.nan, math.nan, False
-    i = int(np.argmin(y))
-    if i == 0 or i == len(x) - 1 or not np.isfinite(y[i - 1 : i + 2]).all():
-        return float(x[i]), float(x[i]), i in (0, len(x) - 1)
-    a, b, _ = np.polyfit(x[i - 1 : i + 2], np.log(y[i - 1 : i + 2]), 2)
-    ref = -b / (2 * a) if a > 0 else x[i]
-    step = x[i + 1] - x[i]
-    return float(x[i]), float(ref if abs(ref - x[i]) <= step else x[i]), False
+    o = robust_optimum(log2_lrs, np.atleast_2d(np.asarray(curves, dtype=float)))
+    if o.status == "none":
+        return math.nan, math.nan, False, math.nan
+    return float(o.argmin), float(o.x), o.status == "edge", float(o.se)
 
 
 def summarize(results: list, p: dict, out_dir: Path) -> Summary:
@@ -111,6 +106,13 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
              if c["rule"] == rule and c["depth"] == L and c["log2_lr"] == lr]
         return float(np.mean(v)) if v else np.nan
 
+    def seed_curves(rule, L):  # (n_seeds, n_lrs) of the metric, inf where a run diverged
+        by_seed = {}
+        for c, r in results:
+            if c["rule"] == rule and c["depth"] == L:
+                by_seed.setdefault(c["seed"], {})[c["log2_lr"]] = np.inf if r.get("diverged") else r[metric]
+        return np.array([[row.get(lr, np.nan) for lr in p["log2_lrs"]] for row in by_seed.values()])
+
     plt = pyplot()
     n = len(p["rules"])
     fig, axes = plt.subplots(1, n + 1, figsize=(4.6 * (n + 1), 3.8))
@@ -121,7 +123,7 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
         l0_best = None
         for i, L in enumerate(depths):
             c = np.array([pick(rule, L, lr, metric) for lr in p["log2_lrs"]])
-            g, f, edge = optimum(lrs, c)
+            g, f, edge, _ = optimum(lrs, seed_curves(rule, L))
             grid.append(g), fine.append(f), edges.append(edge)
             j = int(np.argmin(np.where(np.isfinite(c), c, np.inf)))
             best_loss.append(float(c[j]))
@@ -171,7 +173,7 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
                f"laziness* L={depths[0]}", f"laziness* L={depths[-1]}", "laziness slope (L0's lr)"])
     notes = (f"task {p['task']}, residual MLP width {p['width']}, base depth {p['base_depth']}, {p['optimizer']}, "
              f"{p['steps']} steps, batch {p['batch_size']}, {p['seeds']} seed(s); grid step = factor 2 in lr; optimum = "
-             "grid argmin of the seed-mean loss, refined by a parabola in log-loss. Prediction: none drifts (|shift| >= 2), "
+             "grid argmin of the seed-mean loss; refined = robust optimum (parabola in log-loss, paramlab.measure.optimum). Prediction: none drifts (|shift| >= 2), "
              "depth-mup and completep spread <= 1; laziness flat for completep, falling for depth-mup. "
              f"L0 runs identical across rules: {same}.")
     return Summary("Depth transfer: best learning rate per depth and rule", cols, rows, {"depth_transfer": path},
