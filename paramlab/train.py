@@ -42,6 +42,15 @@ def evaluate(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: 
     return res
 
 
+def eval_subset(x: torch.Tensor, y: torch.Tensor, rows: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, y) itself when rows is None or >= len(x); else `rows` rows drawn without replacement by a
+    generator seeded 0 (the same rows for every training seed, scheme and width), in ascending order."""
+    if rows is None or rows >= len(x):
+        return x, y
+    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:rows].sort().values
+    return x[idx], y[idx]
+
+
 @dataclass
 class TrainResult:
     history: list[dict] = field(default_factory=list)  # one dict per eval point: step, train/*, test/*, hooks'
@@ -109,6 +118,7 @@ def train(
     checkpoint_every: int | None = None,
     resume: str | Path | None = None,
     diverge_factor: float | None = DIVERGE_FACTOR,
+    eval_rows: int | None = None,
     dtype: torch.dtype | None = None,
     device=None,
     autocast=None,
@@ -131,6 +141,10 @@ def train(
             result of the uninterrupted run (same model plan, optimizer, lr, batch size and seed required).
         diverge_factor: a loss above this times the initial train loss counts as diverged, as does a
             non-finite one (`paramlab.divergence`; None: only non-finite).
+        eval_rows: evaluate train/test loss on at most this many rows of each split (None: all): a fixed
+            subset, the same for every seed and scheme (`eval_subset`), so evaluations of a large task
+            (the text transfer pair: 154k windows) stay cheap. Training batches are unaffected. The
+            divergence rule then compares with the initial loss on that subset.
         dtype: of the data (default: the model's parameter dtype).
         device: move the model (and the task) there first (default: where the model is).
         autocast: 'bf16' (or 'fp16' on CUDA) runs forward passes under torch.autocast; weights,
@@ -144,6 +158,7 @@ def train(
     """
     check_sizes(steps, batch_size, eval_every)
     check_sizes(0, checkpoint_every, None)  # same rule: None or an int >= 1
+    check_sizes(0, eval_rows, None)
     check_factor(diverge_factor)
     if checkpoint_every is not None and checkpoint is None:
         raise ValueError("checkpoint_every needs checkpoint=<path>")
@@ -169,6 +184,8 @@ def train(
     with torch.no_grad():
         check_output(forward(xtr[:2]), ytr[:2], loss, task.n_classes)
     model.train(was_training)
+    xtr_e, ytr_e = eval_subset(xtr, ytr, eval_rows)
+    xte_e, yte_e = eval_subset(xte, yte, eval_rows)
     n = len(xtr)
     bs = n if batch_size is None else min(int(batch_size), n)
     gen = torch.Generator().manual_seed(int(seed))
@@ -177,12 +194,12 @@ def train(
     # what a checkpoint must match to resume (steps may grow: a run can be continued further)
     run_args = {"optimizer": optimizer if isinstance(optimizer, str) else type(optimizer).__name__,
                 "lr": float(lr), "batch_size": bs, "seed": int(seed), "loss": loss if isinstance(loss, str) else "custom",
-                "eval_every": int(eval_every)}
+                "eval_every": int(eval_every), "eval_rows": eval_rows}
 
     def record(step: int) -> dict:
         rec = {"step": step}
-        rec.update({f"train/{k}": v for k, v in evaluate(forward, xtr, ytr, loss, task.n_classes).items()})
-        rec.update({f"test/{k}": v for k, v in evaluate(forward, xte, yte, loss, task.n_classes).items()})
+        rec.update({f"train/{k}": v for k, v in evaluate(forward, xtr_e, ytr_e, loss, task.n_classes).items()})
+        rec.update({f"test/{k}": v for k, v in evaluate(forward, xte_e, yte_e, loss, task.n_classes).items()})
         with torch.no_grad():  # torch.func transforms (eNTK hooks) still differentiate inside
             for h in hooks:
                 rec.update(h(step, model) or {})

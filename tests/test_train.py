@@ -61,3 +61,27 @@ def test_bad_arguments(task):
         train(model(), task, steps=-1)
     with pytest.raises(ValueError, match="lr must be positive"):
         train(model(), task, lr=0.0, steps=1)
+
+
+def test_eval_rows_evaluates_a_fixed_subset_and_leaves_training_alone(task):
+    """eval_rows: the reported losses are those of a fixed subset (the same for every seed); the weights
+    trained are exactly those of the full-evaluation run; eval_rows >= n is the full evaluation."""
+    from paramlab.train import evaluate, eval_subset
+
+    runs = {}
+    for rows in (None, 10_000, 50):
+        m = model().double()
+        runs[rows] = (m, train(m, task, lr=0.05, steps=6, batch_size=32, seed=3, eval_every=3, eval_rows=rows,
+                               dtype=torch.float64))
+    full, same, sub = runs[None], runs[10_000], runs[50]
+    assert [r["train/loss"] for r in same[1].history] == [r["train/loss"] for r in full[1].history]
+    for a, b in zip(full[0].parameters(), sub[0].parameters()):
+        assert torch.equal(a, b)  # evaluation does not touch training
+    xs, ys = eval_subset(task.x_train.double(), task.y_train.double(), 50)
+    assert len(xs) == 50 and torch.equal(xs, eval_subset(task.x_train.double(), task.y_train.double(), 50)[0])
+    with torch.no_grad():
+        want = evaluate(sub[0], xs, ys, "mse")["loss"]
+    assert sub[1].final["train/loss"] == pytest.approx(want, rel=1e-12)
+    assert sub[1].final["train/loss"] != pytest.approx(full[1].final["train/loss"], rel=1e-6)  # it is a subset
+    with pytest.raises(ValueError):
+        train(model(), task, steps=2, eval_rows=0)
