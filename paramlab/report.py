@@ -104,6 +104,8 @@ def plot_vs_width(
 
 
 def _cell(v, float_fmt: str) -> str:
+    if v is None:  # no value in this cell (e.g. no prediction for this row)
+        return ""
     return format(v, float_fmt) if isinstance(v, float) else str(v)
 
 

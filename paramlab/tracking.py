@@ -42,6 +42,18 @@ from .wandb_sink import WandbSink, resolve_wandb_mode, wandb_enabled
 __all__ = ["Run", "start_run", "wandb_enabled"]
 
 
+def wandb_cells(data: list[list]) -> list[list]:
+    """Rows a wandb.Table accepts: an empty string is a missing value (None), and a column that mixes
+    text with numbers is all text (wandb types each column by its first cells and refuses a mix)."""
+    data = [[None if c == "" else c for c in r] for r in data]
+    for j in range(len(data[0]) if data else 0):
+        col = [r[j] for r in data if r[j] is not None]
+        if any(isinstance(c, str) for c in col) and any(isinstance(c, (int, float)) for c in col):
+            for r in data:
+                r[j] = None if r[j] is None else str(r[j])
+    return data
+
+
 class Run:
     """One tracked run (built by ``start_run``, an alias): records config, versions and git SHA to the
     local store and to wandb.
@@ -236,7 +248,8 @@ class Run:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path, {"columns": columns, "data": data, "step": step})
         if self._sink is not None:
-            self._sink.media(name, step, lambda wandb: wandb.Table(columns=columns, data=data))
+            cells = wandb_cells(data)
+            self._sink.media(name, step, lambda wandb: wandb.Table(columns=columns, data=cells))
         return path
 
     def log_image(

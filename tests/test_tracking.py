@@ -6,10 +6,12 @@ offline init costs ~0.4 s for the first run in a process (it starts wandb-core) 
 """
 
 import dataclasses
+import json
 import math
 from pathlib import Path
 
 import numpy as np
+
 import pytest
 import torch
 
@@ -209,3 +211,19 @@ def test_wandb_init_failure_warns_once_and_continues(tmp_path, monkeypatch):
     recs = load_runs(tmp_path)
     assert [r.status for r in recs] == ["finished", "finished"]
     assert "no service" in recs[0].meta["wandb"]["error"]
+
+
+def test_summary_table_with_empty_and_mixed_cells_reaches_wandb_without_warning(tmp_path, recwarn):
+    """A summary row without a value ('') in a numeric column, and a column mixing text and numbers, as the
+    transfer summary writes: wandb.Table refuses both as they are (a RuntimeWarning, table lost); the local
+    store keeps the raw cells."""
+    from paramlab.tracking import wandb_cells
+
+    rows = [["ntk", -0.0023, "0.1 ± 0.02"], ["probe at init", "", 0.5]]
+    assert wandb_cells(rows) == [["ntk", -0.0023, "0.1 ± 0.02"], ["probe at init", None, "0.5"]]
+    assert rows[1][1] == ""  # the caller's rows are not changed
+    with start_run({"seed": 0}, experiment="e", root=tmp_path) as run:
+        assert run.wandb_run is not None
+        path = run.log_table("summary", ["scheme", "slope", "gain"], rows)
+    assert not [w for w in recwarn.list if "could not wrap" in str(w.message)]
+    assert json.loads(path.read_text())["data"][1] == ["probe at init", "", 0.5]
