@@ -78,11 +78,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .schemes import optimizer_family
+
 __all__ = ["COMPLETEP", "DEPTH_MUP", "DEPTH_PRESETS", "NO_DEPTH", "BranchScale", "DepthExponents", "DepthPlan",
            "DepthRule", "alpha_rule", "depth_mult", "depth_rules_table", "get_depth_rule", "resolve"]
-
-FAMILIES = ("sgd", "adam")
-
 
 @dataclass(frozen=True)
 class DepthExponents:
@@ -93,8 +92,9 @@ class DepthExponents:
     eps_adam: float = 0.0
     wd: float = 0.0
 
-    def lr(self, family: str) -> float:
-        return self.lr_adam if family == "adam" else self.lr_sgd
+    def lr(self, family) -> float:
+        """The lr exponent for an optimizer or its name ('sgd', 'adamw', ...): `schemes.optimizer_family`."""
+        return self.lr_adam if optimizer_family(family) == "adam" else self.lr_sgd
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ class DepthRule:
         return m_L ** (-self.alpha)
 
     def factors(self, m_L: float, in_block: bool, family: str) -> tuple[float, float, float]:
-        """(lr, eps, wd) multipliers m_L^-e of one tensor; family 'sgd' | 'adam'."""
+        """(lr, eps, wd) multipliers m_L^-e of one tensor; family: an optimizer or its name ('sgd', 'adamw', ...)."""
         e = self.block if in_block else self.outside
         return m_L ** (-e.lr(family)), m_L ** (-e.eps_adam), m_L ** (-e.wd)
 

@@ -101,6 +101,12 @@ def test_optimizer_factors_per_role_and_scheme(scheme):
     # eps_mode="none": one fixed eps, depth included
     groups = pl.param_groups(_tf(8, 2, "completep", scheme=scheme), "adam", 1e-2, eps=1e-8, eps_mode="none")
     assert {g["eps"] for g in groups} == {1e-8}
+    # the rule itself maps an optimizer's name or class to its family, as the width scheme does
+    from paramlab.depth import get_depth_rule
+
+    rule = get_depth_rule("depth-mup")
+    assert rule.factors(m, True, "adamw") == rule.factors(m, True, "adam")
+    assert rule.factors(m, True, "adamw")[0] != rule.factors(m, True, "sgd")[0]
 
 
 def test_in_block_sets_and_cnn_counts_blocks():
