@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from ..optim import optimizer as make_optimizer
-from ..stacked.functional import Stacked, StackedAdam
+from ..stacked.functional import Stacked
+from ..stacked.optim import StackedOptimizer
 
 __all__ = ["LMResult", "evaluate", "lm_loss", "sample", "train_lm", "train_lm_stacked"]
 
@@ -91,7 +92,7 @@ def train_lm_stacked(models: Sequence, task, *, lrs: Sequence[float], seeds: Seq
     if len(lrs) != k or len(seeds) != k:
         raise ValueError(f"{k} models need {k} lrs and {k} seeds, got {len(lrs)} and {len(seeds)}")
     stack = Stacked(models)
-    opt = StackedAdam(stack, lrs, "adam", tuple(betas), eps)
+    opt = StackedOptimizer(stack, "adam", lrs, [0.0] * k, [eps] * k, "gradient", 0.0, False, tuple(betas))
     uniq = sorted(set(int(s) for s in seeds))
     gens = {s: torch.Generator().manual_seed(s) for s in uniq}
     alive = list(range(k))  # model index of each stack row
@@ -128,7 +129,7 @@ def train_lm_stacked(models: Sequence, task, *, lrs: Sequence[float], seeds: Seq
             if not alive:
                 break
             stack.keep(rows)
-            opt.keep(rows)
+            opt.keep(stack, torch.as_tensor(rows))
             x = x[rows] if per_model else x
             y = y[rows]
             loss_k = _per_model_ce(stack(x, per_model), y)

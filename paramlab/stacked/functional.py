@@ -11,9 +11,9 @@ functional_call runs the module's own forward, so paramlab's multipliers (the `I
 (floats on modules) apply inside the vmapped call exactly as in a plain call. Those numbers are shared
 by the K rows, so the K models must agree on them: `forward_constants` collects every plain number on
 every module and hook, and a mix of schemes, widths or base widths is refused ("group the grid by
-(scheme, width)"). `StackedAdam` reads each tensor's lr multiplier and eps from `paramlab.param_groups`
-of the models, as `paramlab.optimizer` does for a single model, and replays torch's single-tensor Adam
-arithmetic with a (K, 1, ..., 1) lr, so stacked == one by one up to float rounding (tests/test_functional_stack.py,
+(scheme, width)"). A `Stacked` has the `models` / `names` / `params` of an `MLPEnsemble`, so the stacked
+optimizer of `paramlab.stacked.optim` (per-model, per-tensor lr / wd / eps from `paramlab.param_groups`,
+torch's fused Adam) steps it: stacked == one by one up to float rounding (tests/test_functional_stack.py,
 float64, rtol 1e-10, with a 0.1% lr change as the negative control).
 
 Speed (benchmarks/stacked_transformer.py): on CPU this generic path is not faster than one model after
@@ -33,10 +33,9 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from ..multipliers import HOOK_TYPES
-from ..optim import param_groups
 from ..parameterize import get_plan
 
-__all__ = ["Stacked", "StackedAdam", "forward_constants"]
+__all__ = ["Stacked", "forward_constants"]
 
 _SCALAR = (bool, int, float, str, type(None))
 
@@ -125,64 +124,3 @@ class Stacked:
         for m, r in zip(models, rows):
             for n, p in m.named_parameters():
                 p.copy_(self.params[n][r])
-
-
-class StackedAdam:
-    """Adam (torch's single-tensor arithmetic, no weight decay) or SGD over a `Stacked`.
-
-    Tensor n of model k steps with lr_k * lr_mult[n] and eps[n]; lr_mult and eps come from
-    `paramlab.param_groups` of the models (the scheme's per-tensor rules), checked equal across models.
-    Adam:  m <- lerp(m, g, 1 - b1);  v <- b2 v + (1 - b2) g^2;
-           p <- p - lr_k lr_mult / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
-    """
-
-    def __init__(self, stack: Stacked, lrs: Sequence[float], optimizer: str = "adam", betas=(0.9, 0.999),
-                 eps: float = 1e-8):
-        if optimizer not in ("adam", "sgd"):
-            raise ValueError(f"StackedAdam runs 'adam' or 'sgd', got {optimizer!r}")
-        if len(lrs) != stack.k:
-            raise ValueError(f"{stack.k} stacked models need {stack.k} learning rates, got {len(lrs)}")
-        self.fam = optimizer
-        self.beta1, self.beta2 = betas
-        tables = []
-        for m in stack.models:  # name -> (lr multiplier, eps), as paramlab.optimizer computes them
-            groups = param_groups(m, "adam", lr=1.0, eps=eps) if optimizer == "adam" else param_groups(m, "sgd", lr=1.0)
-            tables.append({n: (g["lr_mult"], g.get("eps", eps)) for g in groups for n in g["names"]})
-        if any(t != tables[0] for t in tables[1:]):
-            raise ValueError("the stacked models have different per-tensor lr multipliers or eps: one scheme per stack")
-        self.mult_eps = tables[0]
-        self.lrs = [float(v) for v in lrs]
-        self.state: dict[str, dict] = {n: {} for n in stack.names}
-        self.step_count = 0
-
-    def keep(self, rows: Sequence[int]) -> None:
-        idx = torch.as_tensor(list(rows), dtype=torch.long)
-        self.lrs = [self.lrs[r] for r in rows]
-        self.state = {n: {k: v[idx] for k, v in st.items()} for n, st in self.state.items()}
-
-    def _lr(self, n: str, p: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
-        """(K, 1, ..., 1): lr_k * lr_mult[n] * scale."""
-        mult = self.mult_eps[n][0]
-        shape = (len(self.lrs),) + (1,) * (p.dim() - 1)
-        return torch.tensor([lr * mult * scale for lr in self.lrs], dtype=p.dtype, device=p.device).view(shape)
-
-    @torch.no_grad()
-    def step(self, stack: Stacked) -> None:
-        self.step_count += 1
-        t = self.step_count
-        for n, p in stack.params.items():
-            g = p.grad
-            if g is None:
-                continue
-            if self.fam == "sgd":
-                p.sub_(g * self._lr(n, p))
-                continue
-            st = self.state[n]
-            if not st:
-                st["m"], st["v"] = torch.zeros_like(p), torch.zeros_like(p)
-            st["m"].lerp_(g, 1 - self.beta1)
-            st["v"].mul_(self.beta2).addcmul_(g, g, value=1 - self.beta2)
-            bc1 = 1 - self.beta1 ** t
-            bc2_sqrt = (1 - self.beta2 ** t) ** 0.5
-            denom = (st["v"].sqrt() / bc2_sqrt).add_(self.mult_eps[n][1])
-            p.sub_(st["m"] / denom * self._lr(n, p, 1.0 / bc1))  # torch: addcdiv_(m, denom, -lr / bc1)

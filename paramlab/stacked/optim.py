@@ -31,7 +31,10 @@ _LOOP_NUMEL = 1 << 18
 
 
 class StackedOptimizer:
-    """SGD / Adam / AdamW over (K, ...) tensors with per-model, per-tensor lr, weight decay and eps."""
+    """SGD / Adam / AdamW over (K, ...) tensors with per-model, per-tensor lr, weight decay and eps.
+
+    `ens`: any stack with `models` (the K modules, for their param_groups), `names` and `params` (name ->
+    (K, ...) leaf tensor): an `MLPEnsemble` or a functional `Stacked` (paramlab.stacked.functional)."""
 
     def __init__(self, ens: MLPEnsemble, name: str, lrs, wds, epss, eps_mode, momentum, nesterov, betas):
         self.name = name.lower()
