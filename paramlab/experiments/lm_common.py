@@ -14,11 +14,10 @@ __all__ = ["OnDevice", "check_task", "eval_xy", "lm_model", "lm_task", "protocol
 
 @functools.lru_cache(maxsize=2)
 def lm_task(name: str):
-    from ..data import text
+    """The registered language-model task `name` (`paramlab.data.LM_TASKS`, e.g. 'shakespeare_char')."""
+    from ..data import get_lm_task
 
-    if name != "shakespeare_char":
-        raise ValueError(f"the LM experiments run on 'shakespeare_char', got {name!r}")
-    return text.shakespeare_char()
+    return get_lm_task(name)
 
 
 @functools.lru_cache(maxsize=4)
@@ -53,4 +52,6 @@ def protocol(cfg: dict) -> dict:
 
 
 def check_task(v) -> str | None:
-    return None if v == "shakespeare_char" else "is not an LM task: the LM experiments run on 'shakespeare_char'"
+    from ..data import LM_TASKS
+
+    return None if v in LM_TASKS else f"is not an LM task: known are {sorted(LM_TASKS)} (paramlab.data.LM_TASKS)"
