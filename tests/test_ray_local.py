@@ -42,11 +42,14 @@ def alive(pid: int) -> bool:
 
 
 def cmd(pid: int) -> str:
+    """The program's file name (argv[0]'s last part, never cut: its directory is as long as the checkout's
+    path) followed by its arguments, for messages."""
     try:
         with open(f"/proc/{pid}/cmdline") as f:
-            return f.read().replace("\0", " ")[:80]
+            argv = f.read().split("\0")
     except OSError:
         return "?"
+    return " ".join([os.path.basename(argv[0]), *argv[1:]]).strip()
 
 
 @pytest.fixture
@@ -67,7 +70,8 @@ def driver():
 def test_private_ray_listens_on_loopback_only_and_ends_with_a_killed_driver(driver):
     pids = set(descendants(driver.pid)) | {driver.pid}
     names = {p: cmd(p) for p in pids}
-    assert any("gcs_server" in n for n in names.values()) and any("raylet" in n for n in names.values())
+    programs = {n.split(" ", 1)[0] for n in names.values()}
+    assert {"gcs_server", "raylet"} <= programs, f"no gcs_server and raylet among the driver's processes: {names}"
     if shutil.which("ss"):
         lines = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout.splitlines()
         ours = [ln for ln in lines if any(f"pid={p}," in ln for p in pids)]
