@@ -103,3 +103,22 @@ def test_refuses_mixed_schemes_widths_and_buffers(task):
         Stacked(models(task, "mup", 64, [0]) + models(task, "mup", 32, [1]))
     with pytest.raises(ValueError, match="at least one"):
         Stacked([])
+
+
+def test_depth_rule_stacks(task, eval_xy):
+    """A depth-scaled Transformer (depth-muP at 2x base depth: branch outputs x 2^-1/2 by a forward hook,
+    in-block Adam lr x 2^-1/2) stacks: stacked == one by one, so the stacked forward replays the branch
+    hook and the stacked optimizer applies the rule's in-block lr factor; a mix of rules is refused."""
+    kw = dict(depth=4, base_depth=2, depth_scaling="depth-mup")
+    ms = [pl.transformer(task.vocab_size, 32, n_heads=4, base_width=16, max_len=PROTO["context"], seed=s,
+                         dtype=torch.float64, **kw) for s in (0, 1)]
+    assert pl.get_plan(ms[0]).depth.branch_mult == pytest.approx(2 ** -0.5)
+    ra = train_lm_stacked(ms, task, lrs=[2 ** -6, 2 ** -7], seeds=[0, 1], eval_xy=eval_xy, **PROTO)
+    one = [pl.transformer(task.vocab_size, 32, n_heads=4, base_width=16, max_len=PROTO["context"], seed=s,
+                          dtype=torch.float64, **kw) for s in (0, 1)]
+    rb = [train_lm(m, task, lr=lr, seed=s, eval_xy=eval_xy, **PROTO) for m, lr, s in zip(one, [2 ** -6, 2 ** -7], [0, 1])]
+    assert_same(ra, rb, ms, one)
+    other = pl.transformer(task.vocab_size, 32, n_heads=4, base_width=16, max_len=PROTO["context"], seed=2,
+                           dtype=torch.float64, depth=4, base_depth=2, depth_scaling="completep")
+    with pytest.raises(ValueError, match="different forward"):
+        Stacked([ms[0], other])

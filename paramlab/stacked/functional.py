@@ -7,7 +7,7 @@ and learning rate) trained as one vectorized pass with `torch.func`.
     step     theta_k <- Adam/SGD(theta_k; lr_k * lr_mult[name], eps[name])   per-tensor rules of the plan
 
 functional_call runs the module's own forward, so paramlab's multipliers (the `InputScale` /
-`OutputAffine` forward hooks) and the Transformer's attention scale and tied-readout multiplier
+`OutputAffine` forward hooks, a depth rule's `BranchScale`) and the Transformer's attention scale and tied-readout multiplier
 (floats on modules) apply inside the vmapped call exactly as in a plain call. Those numbers are shared
 by the K rows, so the K models must agree on them: `forward_constants` collects every plain number on
 every module and hook, and a mix of schemes, widths or base widths is refused ("group the grid by
@@ -32,12 +32,16 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from ..depth import BranchScale
 from ..multipliers import HOOK_TYPES
 from ..parameterize import get_plan
 
 __all__ = ["Stacked", "forward_constants"]
 
 _SCALAR = (bool, int, float, str, type(None))
+# the hooks a stacked forward replays: each is a pure function of its module's output and its own plain numbers
+# (collected below), so the vmapped call applies it per model exactly as a plain call does
+REPLAYED = (*HOOK_TYPES, BranchScale)
 
 
 def forward_constants(model: nn.Module) -> dict:
@@ -50,10 +54,11 @@ def forward_constants(model: nn.Module) -> dict:
                 out[f"{mname}.{k}"] = v
         for kind, hooks in (("pre", mod._forward_pre_hooks), ("post", mod._forward_hooks)):
             for i, h in enumerate(hooks.values()):
-                if not isinstance(h, HOOK_TYPES):
+                if not isinstance(h, REPLAYED):
                     raise ValueError(
-                        f"module {mname!r} has a forward hook {type(h).__name__} that paramlab did not install; "
-                        "stacked training replays only paramlab's multipliers: remove it or train one by one")
+                        f"module {mname!r} has a forward hook {type(h).__name__} that stacked training does not "
+                        "replay (it replays paramlab's width multipliers and depth-rule branch multipliers only): "
+                        "remove the hook or train one by one")
                 for k, v in vars(h).items():
                     if isinstance(v, _SCALAR):
                         out[f"{mname}.<{kind}hook{i}:{type(h).__name__}>.{k}"] = v
