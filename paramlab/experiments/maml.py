@@ -268,27 +268,35 @@ def run_one(cfg: dict, log) -> dict:
 # -- kernels and summary ---------------------------------------------------------------------------
 
 
+def _kernel_accs(grams: dict, y: np.ndarray, episodes: list) -> dict:
+    """name -> [accuracy per episode] of kernel ridge (LOO ridge, one-hot targets) with each (P, P) gram."""
+    out = {}
+    for name, K in grams.items():
+        accs = []
+        for ep in episodes:
+            s, q = torch.from_numpy(ep.support), torch.from_numpy(ep.query)
+            ys, yq = (torch.from_numpy(ep.labels(y, i)) for i in (ep.support, ep.query))
+            pred, _ = kernel_ridge_loo(K[s][:, s], nn.functional.one_hot(ys, len(ep.classes)).double(), K[q][:, s])
+            accs.append(float((pred.argmax(1) == yq).double().mean()))
+        out[name] = accs
+    return out
+
+
 def kernel_baselines(p: dict) -> dict:
-    """"k<k>" -> {"nngp": [acc per draw], "ntk": [...]}: kernel ridge (LOO ridge, one-hot targets) of the
-    architecture's infinite-width kernels on the meta-test supports, scored on their queries."""
+    """"k<k>" -> {"nngp": [acc per draw], "ntk": [...]}: kernel ridge of the architecture's infinite-width
+    kernels on the meta-test supports, scored on their queries; "val/k<k>": the same on the meta-val episodes
+    (classes 0-4, held-out signals)."""
     if p["activation"] not in ("relu", "erf", "linear"):
         return {}
     kern = MLPKernel(depth=p["depth"], activation=p["activation"], W_std=GAINS[p["activation"]])
-    out, grams = {}, {}
+    out, grams_b, grams_a = {}, {}, {}
     for k in p["shots"]:
-        _, (xb, yb), _, _, meta_te = _pools({**p, "meta_steps": 0}, k)
-        if not grams:
-            x = xb.double().flatten(1)
-            grams = {name: getattr(kern, name)(x) for name in ("nngp", "ntk")}  # (P, P) over B's pool
-        out[f"k{k}"] = {}
-        for name, K in grams.items():
-            accs = []
-            for ep in meta_te:
-                s, q = torch.from_numpy(ep.support), torch.from_numpy(ep.query)
-                ys, yq = (torch.from_numpy(ep.labels(yb, i)) for i in (ep.support, ep.query))
-                pred, _ = kernel_ridge_loo(K[s][:, s], nn.functional.one_hot(ys, len(ep.classes)).double(), K[q][:, s])
-                accs.append(float((pred.argmax(1) == yq).double().mean()))
-            out[f"k{k}"][name] = accs
+        (xa, ya), (xb, yb), _, meta_val, meta_te = _pools({**p, "meta_steps": 0}, k)
+        if not grams_b:  # (P, P) over B's pool and over A's pool
+            grams_b = {name: getattr(kern, name)(xb.double()) for name in ("nngp", "ntk")}
+            grams_a = {name: getattr(kern, name)(xa.double()) for name in ("nngp", "ntk")}
+        out[f"k{k}"] = _kernel_accs(grams_b, yb, meta_te)
+        out[f"val/k{k}"] = _kernel_accs(grams_a, ya, meta_val)
     return out
 
 
@@ -306,39 +314,48 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
     fit = fit if len(fit) >= 2 else list(range(len(widths)))
     rows, verdicts, gap_notes = [], {}, []
     plt = pyplot()
-    fig, axes = plt.subplots(len(variants), 2, figsize=(11, 3.8 * len(variants)), squeeze=False)
+    fig, axes = plt.subplots(len(variants), 3, figsize=(16, 3.8 * len(variants)), squeeze=False)
     for row, v in enumerate(variants):
-        gains, acc, at_init, val = (by_width(results, schemes, widths, f"{v}/{key}")
-                                    for key in ("gain", "acc", "acc_init", "val_loss"))
+        gains, acc, at_init, val, val_acc = (by_width(results, schemes, widths, f"{v}/{key}")
+                                             for key in ("gain", "acc", "acc_init", "val_loss", "val_acc"))
         ref = {name: float(np.mean(a)) for name, a in kern.get(v, {}).items()}
+        ref_val = {name: float(np.mean(a)) for name, a in kern.get(f"val/{v}", {}).items()}
         best_kernel = max(ref.values()) if ref else float("nan")
-        vv = {"kernels": ref, "schemes": {}}
+        vv = {"kernels": ref, "meta_val_kernels": ref_val, "schemes": {}}
         for s in schemes:
             gm, gh = mean_ci(gains[s])
             am, ah = mean_ci(acc[s])
             im, ih = mean_ci(at_init[s])
+            vm, vh = mean_ci(val_acc[s])
             over = mean_ci(acc[s][-1:] - best_kernel)
             slope = float(np.polyfit(np.log2(np.array(widths)[fit]), gm[fit], 1)[0]) if len(widths) > 1 else float("nan")
             regime = "feature learning" if get_scheme(s).predicted_r() == 0 else "kernel"
             vv["schemes"][s] = {"regime": regime, "gain": gm.tolist(), "gain_ci95": gh.tolist(), "acc": am.tolist(),
                                 "acc_ci95": ah.tolist(), "acc_init": im.tolist(), "acc_init_ci95": ih.tolist(),
                                 "gain_per_doubling": slope,
-                                "meta_val_loss": np.nanmean(val[s], axis=1).tolist(),
+                                "meta_val_loss": np.nanmean(val[s], axis=1).tolist(), "meta_val_acc": vm.tolist(),
+                                "meta_val_acc_ci95": vh.tolist(),
                                 "gain_excludes_zero_at_largest": bool(gm[-1] - gh[-1] > 0),
                                 # the name prediction() reads: the few-shot accuracy plays the probe's part
                                 "probe_minus_best_kernel_at_largest": [float(over[0][0]), float(over[1][0])]}
             rows.append([v, s] + [_pm(m, h) for m, h in zip(am, ah)] + [_pm(m, h) for m, h in zip(gm, gh)]
-                        + [round(slope, 4), _pm(im[-1], ih[-1]), _pm(over[0][0], over[1][0])])
+                        + [round(slope, 4), _pm(im[-1], ih[-1]), _pm(over[0][0], over[1][0])]
+                        + [_pm(m, h) for m, h in zip(vm, vh)])
             style = {"marker": "o", "capsize": 3, **_STYLE.get(s, {})}
             axes[row][0].errorbar(widths, gm, yerr=np.nan_to_num(gh), label=f"{s} ({regime})", **style)
             line = axes[row][1].errorbar(widths, am, yerr=np.nan_to_num(ah), label=s, **style)
             axes[row][1].plot(widths, im, ls=":", marker=".", color=line[0].get_color(), label=f"{s}, adapted from init")
+            axes[row][2].errorbar(widths, vm, yerr=np.nan_to_num(vh), label=s, **style)
         for name, val_ in ref.items():
             axes[row][1].axhline(val_, ls="--", lw=1, color="gray" if name == "nngp" else "brown",
                                  label=f"{name.upper()} kernel")
+        for name, val_ in ref_val.items():
+            axes[row][2].axhline(val_, ls="--", lw=1, color="gray" if name == "nngp" else "brown",
+                                 label=f"{name.upper()} kernel")
         shots = v[1:]
         for j, (ylabel, title) in enumerate(((f"gain (meta-trained - init), {shots}-shot", "MAML gain, 95% CI over seeds"),
-                                             (f"meta-test accuracy, {shots}-shot", "accuracy vs kernels, same draws"))):
+                                             (f"meta-test accuracy, {shots}-shot", "classes 5-9 vs kernels, same draws"),
+                                             (f"meta-val accuracy, {shots}-shot", "classes 0-4, held-out signals"))):
             ax = axes[row][j]
             ax.set_xscale("log", base=2)
             ax.set_xlabel("width")
@@ -353,17 +370,21 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
             top = "mup" if "mup" in fl else fl[0]
             vv["gap_at_largest"] = {f"{top} - {k}": [float(x[0]) for x in mean_ci(gains[top][-1:] - gains[k][-1:])]
                                     for k in kr}
+            vv["meta_val_gap_at_largest"] = {f"{top} - {k}": [float(x[0]) for x in
+                                                              mean_ci(val_acc[top][-1:] - val_acc[k][-1:])] for k in kr}
             gap_notes.append(f"{v}: " + ", ".join(f"{k} {_pm(*g)}" for k, g in vv["gap_at_largest"].items()))
         verdicts[v] = vv
     path = save_figure(fig, out_dir / "maml_mnist1d.png")
     cols = (["K", "scheme"] + [f"acc w={w}" for w in widths] + [f"gain w={w}" for w in widths]
-            + ["gain per 2x width", f"acc from init at w={widths[-1]}", f"acc - best kernel at w={widths[-1]}"])
+            + ["gain per 2x width", f"acc from init at w={widths[-1]}", f"acc - best kernel at w={widths[-1]}"]
+            + [f"meta-val acc w={w}" for w in widths])
     kern_note = "; ".join(f"{v}: " + ", ".join(f"{k.upper()} {np.mean(a):.3f}" for k, a in kv.items())
-                          for v, kv in kern.items())
+                          for v, kv in kern.items())  # "val/k<k>": on the meta-val episodes (classes 0-4)
     notes = (f"first-order MAML on mnist1d (meta-train classes 0-4, meta-test 5-9), {p['n_way']}-way; "
              f"{p['meta_steps']} outer {p['optimizer']} steps (lr {p['lr']}) of {p['meta_batch']} episodes, "
              f"{p['inner_steps']} inner SGD steps (inner lr {p['inner_lr']}, per tensor from the scheme) at base width "
-             f"{p['base_width']}; accuracy on {p['n_episodes']} meta-test draws; gain = meta-trained - from init; "
+             f"{p['base_width']}; accuracy on {p['n_episodes']} meta-test draws (classes 5-9; meta-val: "
+             f"{p['n_val_episodes']} draws of classes 0-4 from held-out signals); gain = meta-trained - from init; "
              f"mean ± 95% t-interval over {p['seeds']} seeds. Kernel regression on the same draws: {kern_note or 'n/a'}."
              + (f" Gain gap at w={widths[-1]}, paired by seed: {'; '.join(gap_notes)}." if gap_notes else ""))
     return Summary("MAML on mnist1d: few-shot accuracy and gain vs width", cols, rows, {"maml": path},
