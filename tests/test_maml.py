@@ -155,6 +155,10 @@ def test_bad_input_is_refused_with_the_fix():
         M.train_episodes(y, np.arange(50, 60), k=1, n_query=2, n_way=6, n=2, seed=0)
     with pytest.raises(ValueError, match="must be >= 1"):
         M.train_episodes(y, np.arange(50, 60), k=0, n_query=2, n_way=5, n=2, seed=0)
+    ep = M.train_episodes(y, np.arange(50, 60), k=1, n_query=2, n_way=3, n=1, seed=0)[0]
+    outside = np.flatnonzero(~np.isin(y, ep.classes))[:2]
+    with pytest.raises(ValueError, match="not in this episode's classes"):
+        ep.labels(y, outside)
     for bad, msg in (({"shots": [0, 5]}, "positive ints"), ({"n_way": 6}, "n_way <= 5"),
                      ({"schemes": ["nope"]}, "is not a scheme"), ({"inner_steps": 0}, "must be >= 1")):
         with pytest.raises(SpecError, match=msg):
@@ -173,5 +177,7 @@ def test_tiny_runs_end_to_end(tmp_path):
                                          "kernel_gain_falls", "beats_kernels"}
         assert len(s["kernel_baselines"][v]["nngp"]) == p["n_episodes"]
         assert 0 <= s["kernel_baselines"][v]["nngp"][0] <= 1
+        assert len(s["kernel_baselines"][f"val/{v}"]["ntk"]) == p["n_val_episodes"]
+        assert set(vv["meta_val_gap_at_largest"]) == {"mup - ntk"}
         g = vv["schemes"]
         assert g["mup"]["acc"][0] == g["ntk"]["acc"][0]  # base width: one network

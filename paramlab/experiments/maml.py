@@ -110,7 +110,9 @@ class Episode:
         lut = np.full(int(y_pool.max()) + 1, -1, dtype=np.int64)
         lut[self.classes] = np.arange(len(self.classes))
         out = lut[y_pool[idx]]
-        assert (out >= 0).all(), "an item of a class outside the episode"
+        if (out < 0).any():
+            raise ValueError(f"items of classes {sorted(set(y_pool[idx][out < 0].tolist()))} are not in this episode's "
+                             f"classes {self.classes.tolist()}: index the pool the episode was drawn from")
         return out
 
 
