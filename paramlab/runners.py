@@ -26,7 +26,7 @@ __all__ = ["BUILTIN", "EXPERIMENTS", "RUNNERS", "Option", "Runner", "SpecError",
 # The experiments, in the order `paramlab run` lists them; each is a module paramlab.experiments.<name>
 # with an EXPERIMENT (paramlab.experiments.experiment.Experiment) and its RUNNER.
 EXPERIMENTS = ("coord_check", "feature_learning", "transfer", "lr_transfer", "kernel_limit", "depth_transfer",
-               "lm_lr_transfer", "lm_feature_learning")
+               "lm_lr_transfer", "lm_feature_learning", "maml")
 # name -> "module:attribute" of a Runner, imported on first use
 BUILTIN = {"train_mlp": "paramlab.experiments.train_mlp:RUNNER",
            **{name: f"paramlab.experiments.{name}:RUNNER" for name in EXPERIMENTS}}

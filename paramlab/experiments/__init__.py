@@ -9,6 +9,7 @@ optimizer and seeds; only the scheme and the width change), run as a sweep (`par
     depth_transfer     does the best learning rate at base depth stay best at larger depth (depth rules)?
     lm_lr_transfer     the same for a Transformer LM on tiny Shakespeare (TP5 Fig. 1, robust optimum)
     lm_feature_learning  feature and kernel movement per block of that Transformer LM, NTK vs muP
+    maml               does first-order MAML meta-learn features for few-shot mnist1d at every width?
 
 and the built-in sweep runner ``train_mlp`` (`train_mlp`). Run one with ``paramlab run NAME``,
 ``python experiments/NAME.py`` or ``get(NAME).run(size, ...)``; `experiment.Experiment.run` has the

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from ..data import EPISODE_PAIRS, transfer_episodes
+from ..measure.fit import mean_ci
 from ..measure.kernels import MLPKernel
 from ..measure.probe import kernel_ridge_loo, linear_probe
 from ..models.activations import GAINS
@@ -40,8 +41,8 @@ from ..schemes import get_scheme
 from ..train import train
 from .summary import Summary, by_width
 
-__all__ = ["CHECKS", "PAIR_SIZES", "fresh_readout", "is_episode_pair", "kernel_baselines", "pair_key", "run_one",
-           "summarize"]
+__all__ = ["CHECKS", "PAIR_SIZES", "fresh_readout", "is_episode_pair", "kernel_baselines", "pair_key", "prediction",
+           "run_one", "summarize"]
 
 _SCHEMES = ["sp-stable", "ntk", "mf", "mup"]
 # lr / optimizer / steps of each pair: chosen once at the base width (where every scheme is the same
@@ -235,28 +236,6 @@ def kernel_baselines(p: dict) -> dict:
     return out
 
 
-# two-sided 95% Student t quantiles; beyond 10 degrees of freedom the Cornish-Fisher expansion
-_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
-
-
-def t95(df: int) -> float:
-    if df < 1:
-        return float("nan")
-    if df in _T95:
-        return _T95[df]
-    z = 1.959964
-    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
-
-
-def mean_ci(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(n_widths, n_seeds) -> mean and 95% t half-width over seeds, per width (nan with one seed)."""
-    a = np.asarray(a, dtype=float)
-    n = np.sum(np.isfinite(a), axis=1)
-    m = np.nanmean(a, axis=1)
-    sd = np.array([np.nanstd(r, ddof=1) if k > 1 else np.nan for r, k in zip(a, n)])
-    return m, np.array([t95(int(k) - 1) for k in n]) * sd / np.sqrt(np.maximum(n, 1))
-
-
 def _pm(m, h) -> str:
     return f"{m:.3f}" if not np.isfinite(h) else f"{m:.3f} ± {h:.3f}"
 
@@ -308,7 +287,7 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
             ax.set_title(f"{p['task']}: {title}", fontsize=9)
             ax.legend(fontsize=7)
         axes[row][0].axhline(0, color="k", lw=0.8)
-        vv["prediction"] = _prediction(vv["schemes"], fit)
+        vv["prediction"] = prediction(vv["schemes"], fit)
         # the gap at the largest width, paired by seed (one seed = the same initial features in every scheme)
         fl = [s for s in schemes if vv["schemes"][s]["regime"] == "feature learning"]
         kr = [s for s in schemes if vv["schemes"][s]["regime"] == "kernel"]
@@ -333,7 +312,7 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
                    {"transfer": path}, extra={"verdicts": verdicts, "kernel_baselines": kern, "params": p}, notes=notes)
 
 
-def _prediction(per_scheme: dict, fit: list) -> dict:
+def prediction(per_scheme: dict, fit: list) -> dict:
     """TP4's predictions checked on the numbers (None where no scheme of that regime ran).
 
     feature_learning_gain_positive: every r = 0 scheme's interval at the largest width excludes 0.

@@ -1,4 +1,4 @@
-"""Log-log slope fits: how a quantity scales with width."""
+"""Log-log slope fits (how a quantity scales with width) and 95% intervals over seeds."""
 
 from __future__ import annotations
 
@@ -31,3 +31,25 @@ def slope_where_positive(widths, values) -> float:
     v = np.asarray(values, dtype=float).reshape(len(widths), -1)
     ok = np.all(np.isfinite(v) & (v > 0), axis=1)
     return fit_slope(np.asarray(widths)[ok], v[ok])[0] if ok.sum() >= 2 else float("nan")
+
+
+# two-sided 95% Student t quantiles; beyond 10 degrees of freedom the Cornish-Fisher expansion
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+
+
+def t95(df: int) -> float:
+    if df < 1:
+        return float("nan")
+    if df in _T95:
+        return _T95[df]
+    z = 1.959964
+    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+
+
+def mean_ci(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(n_widths, n_seeds) -> mean and 95% t half-width over seeds, per width (nan with one seed)."""
+    a = np.asarray(a, dtype=float)
+    n = np.sum(np.isfinite(a), axis=1)
+    m = np.nanmean(a, axis=1)
+    sd = np.array([np.nanstd(r, ddof=1) if k > 1 else np.nan for r, k in zip(a, n)])
+    return m, np.array([t95(int(k) - 1) for k in n]) * sd / np.sqrt(np.maximum(n, 1))
