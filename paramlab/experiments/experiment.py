@@ -27,7 +27,7 @@ from .summary import Summary, write_summary
 
 __all__ = ["Batch", "Experiment", "History", "Log", "SIZES"]
 
-SIZES = ("tiny", "quick", "default")  # tiny: the tests; quick: 1-3 min; default: the README's numbers (<= ~30 min) on 2 cores
+SIZES = ("tiny", "quick", "default")  # tiny: the tests; quick: minutes; default: the README's numbers (each one's time is in the README)
 MAX_BATCH = 16  # configs run together in one batch at most (a stacked ensemble holds them all in memory)
 
 Log = Callable[[Mapping, int], None]  # log(metrics, step): one history row
