@@ -2,7 +2,6 @@
 output scaling, optimizer factors per role and composition with every width scheme, flat-vs-growing
 depth slopes with a negative control, the linearization instrument is exact, errors name the fix."""
 
-import copy
 import math
 
 import pytest

@@ -1,6 +1,5 @@
 """Damaged or duplicated records are warned by name, never silently dropped or double-counted (#14 item 4)."""
 
-import json
 import shutil
 
 import pytest

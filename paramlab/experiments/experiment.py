@@ -25,9 +25,12 @@ from ..store import default_group, safe_component
 from .checks import CHECKS
 from .summary import Summary, write_summary
 
-__all__ = ["Batch", "Experiment", "History", "Log", "SIZES"]
+__all__ = ["Batch", "Experiment", "History", "LR_AXES", "Log", "SIZES", "WIDTH_AXES"]
 
 SIZES = ("tiny", "quick", "default")  # tiny: the tests; quick: minutes; default: the README's numbers (each one's time is in the README)
+# the grids of the experiments: scheme x width x seed, and with a log2 learning-rate axis (the LR-transfer ones)
+WIDTH_AXES = {"scheme": "schemes", "width": "widths", "seed": "seeds"}
+LR_AXES = {"scheme": "schemes", "width": "widths", "log2_lr": "log2_lrs", "seed": "seeds"}
 MAX_BATCH = 16  # configs run together in one batch at most (a stacked ensemble holds them all in memory)
 
 Log = Callable[[Mapping, int], None]  # log(metrics, step): one history row
@@ -81,7 +84,7 @@ class Experiment:
     sizes: Mapping[str, dict]
     run_one: Callable[[dict, Log], dict]
     summarize: Callable[[list, dict, Path], Summary]
-    axes: Mapping[str, str] = field(default_factory=lambda: {"scheme": "schemes", "width": "widths", "seed": "seeds"})
+    axes: Mapping[str, str] = field(default_factory=lambda: dict(WIDTH_AXES))
     checks: Mapping[str, Callable] = field(default_factory=dict)
     batch: Batch | None = None
     doc: str = ""

@@ -26,7 +26,6 @@ import copy
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..measure.capture import features
 from ..measure.features import kernel_change, linear_cka, rel_change

@@ -19,12 +19,11 @@ import math
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..measure.optimum import align_shift, robust_optimum
 from ..report import pyplot, save_figure
 from . import command
-from .experiment import Batch, Experiment
+from .experiment import LR_AXES, Batch, Experiment
 from .lm_common import OnDevice, check_task, lm_model, lm_task, protocol
 from .lm_train import sample, train_lm, train_lm_stacked
 from .summary import Summary
@@ -235,7 +234,7 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
 
 
 EXPERIMENT = Experiment(NAME, SIZES, run_one, summarize, doc=__doc__, batch=BATCH, checks={"task": check_task},
-                        axes={"scheme": "schemes", "width": "widths", "log2_lr": "log2_lrs", "seed": "seeds"})
+                        axes=LR_AXES)
 RUNNER = EXPERIMENT.runner
 
 

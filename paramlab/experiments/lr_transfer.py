@@ -21,7 +21,7 @@ from ..report import pyplot, save_figure
 from ..stacked import train_ensemble, use_ensemble
 from ..train import train
 from . import command
-from .experiment import Batch, Experiment
+from .experiment import LR_AXES, Batch, Experiment
 from .summary import Summary
 
 NAME = "lr_transfer"
@@ -183,7 +183,7 @@ def _check_metric(v) -> str | None:
 
 
 EXPERIMENT = Experiment(NAME, SIZES, run_one, summarize, doc=__doc__, batch=BATCH, checks={"metric": _check_metric},
-                        axes={"scheme": "schemes", "width": "widths", "log2_lr": "log2_lrs", "seed": "seeds"})
+                        axes=LR_AXES)
 RUNNER = EXPERIMENT.runner
 
 

@@ -54,7 +54,7 @@ from . import command
 from .experiment import Experiment
 from .summary import Summary, by_width
 from .transfer_episodes import CHECKS as EPISODE_CHECKS
-from .transfer_episodes import prediction
+from .transfer_episodes import fmt_ci, kernel_lines, paired_gaps, prediction, width_axes
 
 __all__ = ["EXPERIMENT", "RUNNER", "SIZES", "Episode", "kernel_baselines", "meta_test", "meta_train", "run_one",
            "summarize", "test_episodes", "train_episodes"]
@@ -302,10 +302,6 @@ def kernel_baselines(p: dict) -> dict:
     return out
 
 
-def _pm(m, h) -> str:
-    return f"{m:.3f}" if not np.isfinite(h) else f"{m:.3f} ± {h:.3f}"
-
-
 def summarize(results: list, p: dict, out_dir: Path) -> Summary:
     """Per shot count: meta-test accuracy and gain vs width per scheme (95% t-intervals over seeds), the
     accuracy from init and the kernels on the same draws, TP4's verdicts, and the figure."""
@@ -340,41 +336,28 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
                                 "gain_excludes_zero_at_largest": bool(gm[-1] - gh[-1] > 0),
                                 # the name prediction() reads: the few-shot accuracy plays the probe's part
                                 "probe_minus_best_kernel_at_largest": [float(over[0][0]), float(over[1][0])]}
-            rows.append([v, s] + [_pm(m, h) for m, h in zip(am, ah)] + [_pm(m, h) for m, h in zip(gm, gh)]
-                        + [round(slope, 4), _pm(im[-1], ih[-1]), _pm(over[0][0], over[1][0])]
-                        + [_pm(m, h) for m, h in zip(vm, vh)])
+            rows.append([v, s] + [fmt_ci(m, h) for m, h in zip(am, ah)] + [fmt_ci(m, h) for m, h in zip(gm, gh)]
+                        + [round(slope, 4), fmt_ci(im[-1], ih[-1]), fmt_ci(over[0][0], over[1][0])]
+                        + [fmt_ci(m, h) for m, h in zip(vm, vh)])
             style = {"marker": "o", "capsize": 3, **_STYLE.get(s, {})}
             axes[row][0].errorbar(widths, gm, yerr=np.nan_to_num(gh), label=f"{s} ({regime})", **style)
             line = axes[row][1].errorbar(widths, am, yerr=np.nan_to_num(ah), label=s, **style)
             axes[row][1].plot(widths, im, ls=":", marker=".", color=line[0].get_color(), label=f"{s}, adapted from init")
             axes[row][2].errorbar(widths, vm, yerr=np.nan_to_num(vh), label=s, **style)
-        for name, val_ in ref.items():
-            axes[row][1].axhline(val_, ls="--", lw=1, color="gray" if name == "nngp" else "brown",
-                                 label=f"{name.upper()} kernel")
-        for name, val_ in ref_val.items():
-            axes[row][2].axhline(val_, ls="--", lw=1, color="gray" if name == "nngp" else "brown",
-                                 label=f"{name.upper()} kernel")
+        kernel_lines(axes[row][1], ref)
+        kernel_lines(axes[row][2], ref_val)
         shots = v[1:]
-        for j, (ylabel, title) in enumerate(((f"gain (meta-trained - init), {shots}-shot", "MAML gain, 95% CI over seeds"),
-                                             (f"meta-test accuracy, {shots}-shot", "classes 5-9 vs kernels, same draws"),
-                                             (f"meta-val accuracy, {shots}-shot", "classes 0-4, held-out signals"))):
-            ax = axes[row][j]
-            ax.set_xscale("log", base=2)
-            ax.set_xlabel("width")
-            ax.set_ylabel(ylabel)
-            ax.set_title(f"mnist1d {p['n_way']}-way {shots}-shot: {title}", fontsize=9)
-            ax.legend(fontsize=7)
+        width_axes(axes[row], ((f"gain (meta-trained - init), {shots}-shot", "MAML gain, 95% CI over seeds"),
+                               (f"meta-test accuracy, {shots}-shot", "classes 5-9 vs kernels, same draws"),
+                               (f"meta-val accuracy, {shots}-shot", "classes 0-4, held-out signals")),
+                   f"mnist1d {p['n_way']}-way {shots}-shot")
         axes[row][0].axhline(0, color="k", lw=0.8)
         vv["prediction"] = prediction(vv["schemes"], fit)
-        fl = [s for s in schemes if vv["schemes"][s]["regime"] == "feature learning"]
-        kr = [s for s in schemes if vv["schemes"][s]["regime"] == "kernel"]
-        if fl and kr:  # paired by seed: one seed = the same initial network in every scheme
-            top = "mup" if "mup" in fl else fl[0]
-            vv["gap_at_largest"] = {f"{top} - {k}": [float(x[0]) for x in mean_ci(gains[top][-1:] - gains[k][-1:])]
-                                    for k in kr}
-            vv["meta_val_gap_at_largest"] = {f"{top} - {k}": [float(x[0]) for x in
-                                                              mean_ci(val_acc[top][-1:] - val_acc[k][-1:])] for k in kr}
-            gap_notes.append(f"{v}: " + ", ".join(f"{k} {_pm(*g)}" for k, g in vv["gap_at_largest"].items()))
+        gaps = paired_gaps(vv["schemes"], gains)
+        if gaps:
+            vv["gap_at_largest"] = gaps
+            vv["meta_val_gap_at_largest"] = paired_gaps(vv["schemes"], val_acc)
+            gap_notes.append(f"{v}: " + ", ".join(f"{k} {fmt_ci(*g)}" for k, g in gaps.items()))
         verdicts[v] = vv
     path = save_figure(fig, out_dir / "maml_mnist1d.png")
     cols = (["K", "scheme"] + [f"acc w={w}" for w in widths] + [f"gain w={w}" for w in widths]

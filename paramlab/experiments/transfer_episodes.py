@@ -41,8 +41,8 @@ from ..schemes import get_scheme
 from ..train import train
 from .summary import Summary, by_width
 
-__all__ = ["CHECKS", "PAIR_SIZES", "fresh_readout", "is_episode_pair", "kernel_baselines", "pair_key", "prediction",
-           "run_one", "summarize"]
+__all__ = ["CHECKS", "PAIR_SIZES", "fmt_ci", "fresh_readout", "is_episode_pair", "kernel_baselines", "kernel_lines",
+           "pair_key", "paired_gaps", "prediction", "run_one", "summarize", "width_axes"]
 
 _SCHEMES = ["sp-stable", "ntk", "mf", "mup"]
 # lr / optimizer / steps of each pair: chosen once at the base width (where every scheme is the same
@@ -236,8 +236,37 @@ def kernel_baselines(p: dict) -> dict:
     return out
 
 
-def _pm(m, h) -> str:
+def fmt_ci(m, h) -> str:
+    """'mean ± half-width' with 3 decimals (the mean alone where the interval is undefined)."""
     return f"{m:.3f}" if not np.isfinite(h) else f"{m:.3f} ± {h:.3f}"
+
+
+def kernel_lines(ax, ref: dict) -> None:
+    """A dashed horizontal line per kernel baseline {name: accuracy} (NNGP gray, NTK brown)."""
+    for name, val in ref.items():
+        ax.axhline(val, ls="--", lw=1, color="gray" if name == "nngp" else "brown", label=f"{name.upper()} kernel")
+
+
+def width_axes(axes, labels, title_prefix: str) -> None:
+    """Log2 width x-axis, y label, title '<prefix>: <title>' and legend on each of `axes`; labels: (ylabel, title)."""
+    for ax, (ylabel, title) in zip(axes, labels):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("width")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{title_prefix}: {title}", fontsize=9)
+        ax.legend(fontsize=7)
+
+
+def paired_gaps(per_scheme: dict, values: dict) -> dict:
+    """{'<top> - <k>': [mean, 95% half-width]} at the largest width, paired by seed (one seed = the same initial
+    network in every scheme): the feature-learning scheme (mup if run) minus each kernel-regime scheme; {} where
+    a regime did not run. values: scheme -> (n_widths, n_seeds)."""
+    fl = [s for s in per_scheme if per_scheme[s]["regime"] == "feature learning"]
+    kr = [s for s in per_scheme if per_scheme[s]["regime"] == "kernel"]
+    if not (fl and kr):
+        return {}
+    top = "mup" if "mup" in fl else fl[0]
+    return {f"{top} - {k}": [float(x[0]) for x in mean_ci(values[top][-1:] - values[k][-1:])] for k in kr}
 
 
 def summarize(results: list, p: dict, out_dir: Path) -> Summary:
@@ -268,34 +297,23 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
                                 "gain_excludes_zero_at_largest": bool(gm[-1] - gh[-1] > 0),
                                 "probe_minus_best_kernel_at_largest": [float(over_kernel[0][0]),
                                                                        float(over_kernel[1][0])]}
-            rows.append([v, s] + [_pm(m, h) for m, h in zip(gm, gh)]
-                        + [round(slope, 4), _pm(pm[-1], ph[-1]), _pm(over_kernel[0][0], over_kernel[1][0])])
+            rows.append([v, s] + [fmt_ci(m, h) for m, h in zip(gm, gh)]
+                        + [round(slope, 4), fmt_ci(pm[-1], ph[-1]), fmt_ci(over_kernel[0][0], over_kernel[1][0])])
             ax = axes[row][0]
             style = {"marker": "o", "capsize": 3, **_STYLE.get(s, {})}
             ax.errorbar(widths, gm, yerr=np.nan_to_num(gh), label=f"{s} ({regime})", **style)
             axes[row][1].errorbar(widths, pm, yerr=np.nan_to_num(ph), label=s, **style)
-        rows.append([v, "probe at init"] + [_pm(m, h) for m, h in zip(init_m, init_h)] + ["", "", ""])
+        rows.append([v, "probe at init"] + [fmt_ci(m, h) for m, h in zip(init_m, init_h)] + ["", "", ""])
         axes[row][1].plot(widths, init_m, "k:", marker=".", label="initial features")
-        for k, val in ref.items():
-            axes[row][1].axhline(val, ls="--", lw=1, color="gray" if k == "nngp" else "brown", label=f"{k.upper()} kernel")
-        for j, (ylabel, title) in enumerate(((f"probe gain (trained - init), {v}", "transfer gain, 95% CI over seeds"),
-                                             (f"probe accuracy on B, {v}", "probe vs kernels on the same draws"))):
-            ax = axes[row][j]
-            ax.set_xscale("log", base=2)
-            ax.set_xlabel("width")
-            ax.set_ylabel(ylabel)
-            ax.set_title(f"{p['task']}: {title}", fontsize=9)
-            ax.legend(fontsize=7)
+        kernel_lines(axes[row][1], ref)
+        width_axes(axes[row], ((f"probe gain (trained - init), {v}", "transfer gain, 95% CI over seeds"),
+                               (f"probe accuracy on B, {v}", "probe vs kernels on the same draws")), p["task"])
         axes[row][0].axhline(0, color="k", lw=0.8)
         vv["prediction"] = prediction(vv["schemes"], fit)
-        # the gap at the largest width, paired by seed (one seed = the same initial features in every scheme)
-        fl = [s for s in schemes if vv["schemes"][s]["regime"] == "feature learning"]
-        kr = [s for s in schemes if vv["schemes"][s]["regime"] == "kernel"]
-        if fl and kr:
-            top = "mup" if "mup" in fl else fl[0]
-            vv["gap_at_largest"] = {f"{top} - {k}": [float(x[0]) for x in mean_ci(gains[top][-1:] - gains[k][-1:])]
-                                    for k in kr}
-            gap_notes.append(f"{v}: " + ", ".join(f"{k} {_pm(*g)}" for k, g in vv["gap_at_largest"].items()))
+        gaps = paired_gaps(vv["schemes"], gains)
+        if gaps:
+            vv["gap_at_largest"] = gaps
+            gap_notes.append(f"{v}: " + ", ".join(f"{k} {fmt_ci(*g)}" for k, g in gaps.items()))
         verdicts[v] = vv
     fig.tight_layout()
     path = save_figure(fig, out_dir / "transfer_gain_vs_width.png")

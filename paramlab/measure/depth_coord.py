@@ -81,7 +81,7 @@ class DepthCoordResult:
         return next(r["slope"] for r in self.rows if r["quantity"] == q)
 
     def table(self) -> str:
-        head = f"| rule | quantity | " + " | ".join(f"L={L}" for L in self.depths) + " | slope | predicted | verdict |"
+        head = "| rule | quantity | " + " | ".join(f"L={L}" for L in self.depths) + " | slope | predicted | verdict |"
         lines = [head, "|" + "---|" * (len(self.depths) + 5)]
         for r in self.rows:
             gm = np.exp(np.log(self.values[r["quantity"]]).mean(1))
