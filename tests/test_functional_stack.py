@@ -122,3 +122,31 @@ def test_depth_rule_stacks(task, eval_xy):
                            dtype=torch.float64, depth=4, base_depth=2, depth_scaling="completep")
     with pytest.raises(ValueError, match="different forward"):
         Stacked([ms[0], other])
+
+
+def test_foreign_model_stacks_after_its_first_forward():
+    """An HF GPT-2 (tiny config, built here) under muP with CompleteP on its Conv1D branches: refused while
+    paramlab's first-forward check is pending (the fix named), then the stacked forward equals each model's
+    own in float64, and a stack whose base lost the multipliers does not."""
+    tr = pytest.importorskip("transformers")
+
+    def gpt(d, seed):
+        torch.manual_seed(seed)
+        cfg = tr.GPT2Config(vocab_size=50, n_positions=16, n_embd=d, n_layer=4, n_head=4, resid_pdrop=0.0,
+                            embd_pdrop=0.0, attn_pdrop=0.0, use_cache=False, attn_implementation="eager")
+        return tr.GPT2LMHeadModel(cfg).double()
+
+    ms = [pl.parameterize(gpt(64, s), "mup", base=gpt(32, 0), depth_scaling="completep", base_depth=2,
+                          branches=["transformer.h.*.attn.c_proj", "transformer.h.*.mlp.c_proj"], seed=s)
+          for s in (0, 1)]
+    with pytest.raises(ValueError, match="first-forward check"):
+        Stacked(ms)
+    x = torch.randint(0, 50, (3, 16))
+    own = [m(x).logits for m in ms]  # the first forward runs the check
+    st = Stacked(ms)
+    out = st(x).logits
+    for r in range(2):
+        torch.testing.assert_close(out[r], own[r], rtol=1e-12, atol=0)
+    bare = Stacked(ms)
+    pl.unparameterize(bare.base)
+    assert not torch.allclose(bare(x).logits[0], own[0], rtol=1e-3)

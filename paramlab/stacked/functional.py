@@ -32,6 +32,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from .. import audit
 from ..depth import BranchScale
 from ..multipliers import HOOK_TYPES
 from ..parameterize import get_plan
@@ -47,6 +48,9 @@ REPLAYED = (*HOOK_TYPES, BranchScale)
 def forward_constants(model: nn.Module) -> dict:
     """Every plain number a forward may read: module attributes (attention scale, readout mult, ...) and
     the attributes of every forward (pre-)hook; name -> value. Equal dicts = the same forward function."""
+    if audit.pending(model):
+        raise ValueError("paramlab's first-forward check of this parameterized model has not run yet: call each "
+                         "model once (model(x)) before stacking, so the check runs and removes its hooks")
     out = {}
     for mname, mod in model.named_modules():
         for k, v in vars(mod).items():
