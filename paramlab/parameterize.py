@@ -52,7 +52,7 @@ from . import wrappers as W
 from .layouts import fan_in
 from .multipliers import InputScale, OutputAffine  # noqa: F401 (the hook types, importable from here)
 from .plan_options import PlanOptions
-from .schemes import ROLES, Scheme, get_scheme, optimizer_family
+from .schemes import ROLES, Exponents, Scheme, get_family, get_scheme, optimizer_family
 
 PLAN_ATTR = "paramlab_plan"
 INIT_KINDS = ("normal", "zeros", "ones", "keep")
@@ -103,8 +103,13 @@ class TensorPlan:
         return self.base_std * self.m ** (-self.b) if self.init == "normal" else 0.0
 
     def c(self, optimizer: str) -> float:
-        """The LR exponent for an optimizer name or family ('sgd', 'momentum', 'adam', 'adamw')."""
-        return self.c_adam if optimizer_family(optimizer) == "adam" else self.c_sgd
+        """The LR exponent for an optimizer name or family whose rule is a bare scheme column: 'sgd',
+        'momentum', 'adam', 'adamw', 'lion'. Adafactor and Muon depend on the scheme: `Plan.lr_exponent`."""
+        fam = get_family(optimizer)
+        if fam.lr_b or any(fam.shift(r) for r in ROLES):
+            raise ValueError(f"the {fam.name} family's lr exponent depends on the scheme: use "
+                             f"paramlab.get_plan(model).lr_exponent(name, {optimizer!r})")
+        return self.c_adam if fam.base == "adam" else self.c_sgd
 
     def lr_mult(self, optimizer: str) -> float:
         """Per-tensor learning-rate multiplier m^-c for an optimizer name or family."""
@@ -161,12 +166,23 @@ class Plan:
     def __len__(self):
         return len(self.tensors)
 
+    def lr_exponent(self, name: str, optimizer) -> float | None:
+        """lr exponent c (lr ~ m^-c) of tensor `name` under an optimizer family (`Scheme.lr_exponent`);
+        None where the family cannot train the tensor (a spectral family on a vector)."""
+        t = self[name]
+        return self.scheme.lr_exponent(t.role, optimizer, Exponents(t.a, t.b, t.c_sgd, t.c_adam))
+
+    def lr_mult(self, name: str, optimizer) -> float | None:
+        """m^-c of tensor `name` under an optimizer family (None: the family cannot train it)."""
+        c = self.lr_exponent(name, optimizer)
+        return None if c is None else self[name].m ** (-c)
+
     def rows(self, optimizer: str = "sgd") -> list[dict]:
         """One dict per tensor, then one per further use of a tied tensor: name, shape, role, m, a, b, c,
         init std, multiplier, lr multiplier (`tied_to`: the tensor a use shares, None for tensors)."""
         rows = [
-            dict(name=t.name, shape=tuple(t.shape), role=t.role, m=t.m, a=t.a, b=t.b, c=t.c(optimizer),
-                 init=t.init, init_std=t.init_std, mult=t.mult, lr_mult=t.lr_mult(optimizer), tied_to=None)
+            dict(name=t.name, shape=tuple(t.shape), role=t.role, m=t.m, a=t.a, b=t.b, c=self.lr_exponent(t.name, optimizer),
+                 init=t.init, init_std=t.init_std, mult=t.mult, lr_mult=self.lr_mult(t.name, optimizer), tied_to=None)
             for t in self.tensors
         ]
         for u in self.uses:
@@ -188,7 +204,8 @@ class Plan:
             if r["tied_to"] is None:
                 init = r["init"] if r["init"] != "normal" else f"{r['init_std']:.4g}"
                 cells.append((r["name"], "x".join(map(str, r["shape"])), r["role"], f"{r['m']:g}", f"{r['a']:g}",
-                              f"{r['b']:g}", f"{r['c']:g}", init, f"{r['mult']:.4g}", f"{r['lr_mult']:.4g}"))
+                              f"{r['b']:g}", "-" if r["c"] is None else f"{r['c']:g}", init, f"{r['mult']:.4g}",
+                              "-" if r["lr_mult"] is None else f"{r['lr_mult']:.4g}"))
             else:
                 same = f"= {r['tied_to']}"
                 cells.append((r["name"], "x".join(map(str, r["shape"])), r["role"], f"{r['m']:g}", f"{r['a']:g}",
