@@ -286,7 +286,7 @@ def _assign(model: nn.Module, name) -> dict[str, str]:
         if key == "muon":  # the standard hybrid: Muon for 2-D hidden matrices, AdamW for the rest
             out = {n: ("muon" if plan[n].role == "hidden" and p.ndim == 2 else "adamw") for n, p in params.items()}
             if "muon" not in out.values():
-                raise ValueError("Muon trains 2-D hidden matrices and this model has none (its hidden tensors: "
+                raise ValueError("Muon trains 2-D hidden matrices and this model has no 2-D hidden matrix (hidden tensors: "
                                  f"{[n for n in out if plan[n].role == 'hidden'] or 'none'}): use 'adamw', or a mix "
                                  "naming the matrices, e.g. {'blocks.*.weight': 'muon', '*': 'adamw'}")
             return out
@@ -360,6 +360,8 @@ def optimizer(
     if len(parts) > 1 and kwargs:
         raise ValueError(f"extra keyword arguments {sorted(kwargs)} are ambiguous in a mix of {parts}: "
                          "pass them per optimizer, options={name: {...}}")
+    if adam_lr is not None:
+        _check_positive("adam_lr", adam_lr)
     if adam_lr is not None and not {"adam", "adamw"} & set(parts):
         raise ValueError(f"adam_lr sets the AdamW part of a mix, and {parts} has none")
     common = {"momentum": momentum, "nesterov": nesterov, "betas": betas, "eps": eps, "adjust_lr_fn": adjust_lr_fn}
@@ -383,16 +385,18 @@ def optimizer(
             fam = MUON_ADJUST[args["adjust_lr_fn"]]
         names = {n for n, o in assign.items() if o == part}
         _check_part(model, part, fam, names, args, lr)
-        base_lr = adam_lr if (adam_lr is not None and part in ("adam", "adamw")) else lr
+        # adam_lr / lr rides in lr_mult, so a loop writing one lr into every group keeps the parts' ratio too
+        part_scale = adam_lr / _check_positive("lr", lr) if (adam_lr is not None and part in ("adam", "adamw")) else 1.0
         # eps that follows a scale travels per group (Adam's, Adafactor's pair); Muon's fixed guard stays an argument
         scaled_eps = any(f != "fixed" for _, f in get_family(fam).eps)
         part_eps = args.pop("eps", None) if scaled_eps else None
-        groups = _groups(tensor_hparams(model, fam, base_lr, weight_decay, part_eps, eps_mode, layer_lr, no_decay,
+        groups = _groups(tensor_hparams(model, fam, lr, weight_decay, part_eps, eps_mode, layer_lr, no_decay,
                                         decoupled_wd, names=names))
         for g in groups:
-            g["lr"] = base_lr  # the base lr: ApplyLrMult multiplies in lr_mult at each step
+            g["lr"] = lr  # the base lr: ApplyLrMult multiplies in lr_mult at each step
+            g["lr_mult"] *= part_scale
         extra = {**dict((options or {}).get(part, {})), **kwargs}
-        opt = cls(groups, lr=base_lr, **{**args, **extra})
+        opt = cls(groups, lr=lr, **{**args, **extra})
         hooks = ApplyLrMult(relative_cap=get_family(fam).lr_b != 0)
         opt.register_step_pre_hook(hooks.pre)
         opt.register_step_post_hook(hooks.post)
@@ -440,4 +444,16 @@ def effective_lrs(opt: torch.optim.Optimizer) -> dict[str, float]:
         lr = float(g["lr"]) * (g.get("lr_mult", 1.0) if scaled else 1.0)
         for n in g.get("names", ()):
             out[n] = lr
+    return out
+
+
+def trained_families(opt: torch.optim.Optimizer) -> dict[str, str]:
+    """name -> the family each tensor trains with, for an optimizer from `optimizer()` (a `Combined` one too)."""
+    out = {}
+    for part in getattr(opt, "parts", [opt]):
+        fam = getattr(part, "paramlab_family", None)
+        if fam is None:
+            raise ValueError(f"{type(part).__name__} was not built by paramlab.optimizer: its families are unknown")
+        for g in part.param_groups:
+            out.update({n: fam for n in g.get("names", ())})
     return out

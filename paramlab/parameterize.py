@@ -46,6 +46,7 @@ from torch import nn
 from . import attention as A
 from . import audit as AU
 from . import depth as DP
+from . import guard as GU
 from . import multipliers as MU
 from . import roles as R
 from . import wrappers as W
@@ -552,4 +553,5 @@ def parameterize(
     if check_forward and not type(model).__module__.startswith("paramlab."):
         AU.install(model, plan, check_attention=attention != "keep")
     model.__dict__[PLAN_ATTR] = plan
+    GU.watch(model, plan)  # a plan-blind optimizer warns at its first step (paramlab.guard)
     return wrapped

@@ -24,13 +24,14 @@ from ..measure.optimum import align_shift, robust_optimum
 from ..report import pyplot, save_figure
 from . import command
 from .experiment import LR_AXES, Batch, Experiment
-from .lm_common import OnDevice, check_task, lm_model, lm_task, protocol
+from .lm_common import OnDevice, check_optimizer, check_task, lm_model, lm_task, protocol
 from .lm_train import sample, train_lm, train_lm_stacked
 from .summary import Summary
 
 NAME = "lm_lr_transfer"
 _BASE = dict(task="shakespeare_char", depth=2, n_heads=4, base_width=32, context=32, batch=16, n_eval=256,
-             eval_seed=0, betas=[0.9, 0.999], eps=1e-8, dtype="float32", device="cpu", sample_chars=300)
+             eval_seed=0, betas=[0.9, 0.999], eps=1e-8, dtype="float32", device="cpu", sample_chars=300,
+             optimizer="adam")
 # Sizes from the issue-#12 research round (2-core CPU, 1 thread per run). Widths span 8x from the base
 # width (the smallest width, where every scheme is the same network).
 SIZES = {
@@ -78,7 +79,7 @@ def batch_key(cfg: dict):
 
 def batch_pays(cfg: dict) -> bool:
     """The measured rule (`STACK_MAX_WIDTH`): stack only where the benchmark saw a gain."""
-    return cfg["device"] == "cpu" and cfg["width"] <= STACK_MAX_WIDTH
+    return cfg["device"] == "cpu" and cfg["width"] <= STACK_MAX_WIDTH and cfg.get("optimizer", "adam") == "adam"
 
 
 def run_batch(cfgs: list[dict], logs: list) -> list[dict]:
@@ -221,7 +222,7 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
     if smp:
         extra["sample"] = smp
     notes = (f"tiny Shakespeare (char), depth {p['depth']}, {p['n_heads']} heads, context {p['context']}, batch "
-             f"{p['batch']}, {p['steps']} Adam steps ({p['steps'] * p['batch'] * p['context']} tokens), base width "
+             f"{p['batch']}, {p['steps']} {p.get('optimizer', 'adam')} steps ({p['steps'] * p['batch'] * p['context']} tokens), base width "
              f"{p['base_width']}, {p['seeds']} seed(s); metric: val loss (nats/char) on {p['n_eval']} held-out windows. "
              "Robust optimum = vertex of a parabola in log loss around the seed-mean minimum (± bootstrap over "
              "seeds, or the fit's se with one seed); grid step = factor 2 in lr. Prediction: muP shift <= 1 step, "
@@ -233,7 +234,7 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
                    {"lm_loss_vs_lr": path}, extra=extra, notes=notes)
 
 
-EXPERIMENT = Experiment(NAME, SIZES, run_one, summarize, doc=__doc__, batch=BATCH, checks={"task": check_task},
+EXPERIMENT = Experiment(NAME, SIZES, run_one, summarize, doc=__doc__, batch=BATCH, checks={"task": check_task, "optimizer": check_optimizer},
                         axes=LR_AXES)
 RUNNER = EXPERIMENT.runner
 

@@ -54,9 +54,12 @@ def evaluate(model, x: torch.Tensor, y: torch.Tensor, chunk: int = 64) -> float:
 
 
 def train_lm(model, task, *, lr: float, seed: int, steps: int, batch: int, context: int, eval_xy,
-             betas=(0.9, 0.999), eps: float = 1e-8, log=None) -> LMResult:
-    """Train `model` under the protocol of the module docstring; `log(metrics, step)` gets the train loss."""
-    opt = make_optimizer(model, "adam", lr=lr, betas=tuple(betas), eps=eps)
+             betas=(0.9, 0.999), eps: float = 1e-8, log=None, optimizer: str = "adam") -> LMResult:
+    """Train `model` under the protocol of the module docstring; `log(metrics, step)` gets the train loss.
+    `optimizer`: any `paramlab.optimizer` name; `betas` and `eps` reach its Adam part (the muon hybrid's
+    AdamW), the others keep their own defaults."""
+    adam_args = dict(betas=tuple(betas), eps=eps) if optimizer in ("adam", "adamw", "muon") else {}
+    opt = make_optimizer(model, optimizer, lr=lr, **adam_args)
     gen = torch.Generator().manual_seed(int(seed))
     losses = []
     model.train()
@@ -84,9 +87,11 @@ def _per_model_ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def train_lm_stacked(models: Sequence, task, *, lrs: Sequence[float], seeds: Sequence[int], steps: int, batch: int,
                      context: int, eval_xy, betas=(0.9, 0.999), eps: float = 1e-8, logs=None,
-                     write_back: bool = True) -> list[LMResult]:
+                     write_back: bool = True, optimizer: str = "adam") -> list[LMResult]:
     """`train_lm(models[k], lr=lrs[k], seed=seeds[k], ...)` for every k as one stacked pass (one scheme and
     width per call: `Stacked` refuses a mix); one LMResult per model, the same divergence rule."""
+    if optimizer != "adam":
+        raise ValueError(f"the stacked pass trains Adam only, got optimizer={optimizer!r}: use train_lm")
     models = list(models)
     k = len(models)
     if len(lrs) != k or len(seeds) != k:
