@@ -33,10 +33,8 @@ class Combined(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        with torch.enable_grad():
+            loss = None if closure is None else closure()  # evaluated once, then every part steps
         for o in self.parts:
             o.step()
         return loss

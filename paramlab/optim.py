@@ -188,17 +188,8 @@ def _groups(hp: Mapping[str, dict]) -> list[dict]:
     return list(groups.values())
 
 
-def param_groups(
-    model: nn.Module,
-    optimizer: str = "sgd",
-    lr: float = 1e-3,
-    weight_decay: float = 0.0,
-    eps=None,
-    eps_mode: str = "gradient",
-    layer_lr: Mapping[str, float] | None = None,
-    no_decay=None,
-    decoupled_wd: bool = False,
-) -> list[dict]:
+def param_groups(model: nn.Module, optimizer: str = "sgd", lr: float = 1e-3, weight_decay: float = 0.0,
+                 **options) -> list[dict]:
     """Param groups with per-tensor lr (and weight_decay, eps) from the model's plan (`tensor_hparams`).
 
     Each group's `lr` is the *effective* lr (base lr times `lr_mult`, for handing to any torch
@@ -206,9 +197,10 @@ def param_groups(
     `optimizer`: a family or optimizer name ('sgd', 'adamw', 'lion', 'adafactor', 'muon', ...).
     `layer_lr` maps parameter names or fnmatch patterns to width-independent lr constants (Everett et
     al.'s per-layer gamma_l; exact names win over patterns), multiplied into that tensor's lr.
-    `no_decay`: see the module docstring. The model may be wrapped (DDP, FSDP1 with use_orig_params, compile).
+    `no_decay`: see the module docstring. `options`: `tensor_hparams`'s (eps, eps_mode, layer_lr,
+    no_decay, decoupled_wd). The model may be wrapped (DDP, FSDP1 with use_orig_params, compile).
     """
-    return _groups(tensor_hparams(model, optimizer, lr, weight_decay, eps, eps_mode, layer_lr, no_decay, decoupled_wd))
+    return _groups(tensor_hparams(model, optimizer, lr, weight_decay, **options))
 
 
 class ApplyLrMult:

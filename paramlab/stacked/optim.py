@@ -39,6 +39,9 @@ class StackedOptimizer:
     def __init__(self, ens: MLPEnsemble, name: str, lrs, wds, epss, eps_mode, momentum, nesterov, betas):
         self.name = name.lower()
         self.fam = optimizer_family(self.name)
+        if self.fam not in ("sgd", "adam"):
+            raise ValueError(f"the stacked optimizer runs SGD and Adam; {name!r} ({self.fam}) trains one model at a time "
+                             "with paramlab.optimizer")
         self.momentum, self.nesterov = float(momentum), bool(nesterov)
         if nesterov and momentum <= 0:
             raise ValueError("Nesterov momentum requires a momentum > 0")
