@@ -262,6 +262,10 @@ OPTIMIZERS = {
     "adafactor": (lambda: torch.optim.Adafactor, "adafactor", {"eps": (None, 1e-3)}),
     "muon": (_muon, "spectral", {"momentum": 0.95, "nesterov": True, "adjust_lr_fn": None}),
 }
+# accepted and ignored, as `optimizer()` always has for SGD and Adam (generic callers such as `train` pass every
+# option to any name); the newer optimizers refuse what they do not take
+_IGNORED = {"sgd": ("eps", "betas"), "momentum": ("eps", "betas"), "adam": ("momentum", "nesterov"),
+            "adamw": ("momentum", "nesterov")}
 # mix keys that name roles rather than tensors; "*" is every tensor not named otherwise
 _MIX_ROLES = ("input", "hidden", "output", "vector", "scalar")
 
@@ -359,7 +363,7 @@ def optimizer(
     common = {"momentum": momentum, "nesterov": nesterov, "betas": betas, "eps": eps, "adjust_lr_fn": adjust_lr_fn}
     given = {k for k, v in common.items() if v is not None}
     if impl is None:
-        takes = set().union(*(OPTIMIZERS[p][2] for p in parts))
+        takes = set().union(*(set(OPTIMIZERS[p][2]) | set(_IGNORED.get(p, ())) for p in parts))
         if given - takes:
             raise ValueError(f"{sorted(given - takes)} make(s) no sense for {' + '.join(parts)}: "
                              f"{' + '.join(parts)} take(s) {sorted(takes) or 'none of momentum, betas, eps'}")
