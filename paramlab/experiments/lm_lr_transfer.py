@@ -4,7 +4,8 @@ TP5 (arXiv 2203.03466) Fig. 1 on tiny Shakespeare (char level): train `paramlab.
 learned positions, untied readout, GELU, no biases, fixed 4 heads so d_head grows with d_model) at
 d_model spanning 8x from the base width, over a log2 grid of Adam base learning rates, for a fixed token
 budget (steps x batch x context), and take the mean validation cross-entropy (nats/char) on fixed
-held-out windows. Diverged runs count as +inf. The optimum per width is the robust optimum
+held-out windows. `--set optimizer=muon` (lion, adafactor, adamw: any `paramlab.optimizer` name, one lr
+for all its parts) trains with another optimizer family (docs/optimizers.md). Diverged runs count as +inf. The optimum per width is the robust optimum
 (`paramlab.measure.optimum`: a parabola in log loss through the seed-mean curve's minimum and its
 neighbours, with a bootstrap-over-seeds error); the grid argmin is reported beside it.
 
