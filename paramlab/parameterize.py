@@ -53,7 +53,7 @@ from . import wrappers as W
 from .layouts import fan_in
 from .multipliers import InputScale, OutputAffine  # noqa: F401 (the hook types, importable from here)
 from .plan_options import PlanOptions
-from .schemes import ROLES, Exponents, Scheme, get_family, get_scheme, optimizer_family
+from .schemes import ROLES, Exponents, Scheme, column_family, get_scheme, optimizer_family
 
 PLAN_ATTR = "paramlab_plan"
 INIT_KINDS = ("normal", "zeros", "ones", "keep")
@@ -106,11 +106,7 @@ class TensorPlan:
     def c(self, optimizer: str) -> float:
         """The LR exponent for an optimizer name or family whose rule is a bare scheme column: 'sgd',
         'momentum', 'adam', 'adamw', 'lion'. Adafactor and Muon depend on the scheme: `Plan.lr_exponent`."""
-        fam = get_family(optimizer)
-        if fam.lr_b or any(fam.shift(r) for r in ROLES):
-            raise ValueError(f"the {fam.name} family's lr exponent depends on the scheme: use "
-                             f"paramlab.get_plan(model).lr_exponent(name, {optimizer!r})")
-        return self.c_adam if fam.base == "adam" else self.c_sgd
+        return self.c_adam if column_family(optimizer) == "adam" else self.c_sgd
 
     def lr_mult(self, optimizer: str) -> float:
         """Per-tensor learning-rate multiplier m^-c for an optimizer name or family."""

@@ -39,8 +39,9 @@ class Exponents:
     c_adam: float = 0.0
 
     def c(self, family: str) -> float:
-        """The scheme column an optimizer's family derives from: c_sgd or c_adam (`family_base`)."""
-        return getattr(self, "c_" + family_base(family))
+        """The lr exponent of a family whose rule is a bare column (sgd, adam, sign): c_sgd or c_adam.
+        Adafactor's and Muon's depend on the role and scheme: `Scheme.lr_exponent`."""
+        return getattr(self, "c_" + column_family(family))
 
     def invariants(self) -> tuple[float, float, float]:
         """(effective init std, effective SGD step, effective Adam step) exponents: (a+b, 2a+c_sgd, a+c_adam)."""
@@ -195,6 +196,16 @@ def optimizer_family(optimizer) -> str:
     RMSprop and Adagrad, whose steps are normalized per coordinate, are 'adam'.
     """
     return get_family(optimizer).name
+
+
+def column_family(optimizer) -> str:
+    """'sgd' or 'adam' for a family whose lr exponent IS that scheme column on every role (sgd, adam, sign);
+    refuses the others, whose exponent needs the role and the scheme (`Scheme.lr_exponent`)."""
+    fam = get_family(optimizer)
+    if fam.lr_b or any(fam.shift(r) for r in ROLES):
+        raise ValueError(f"the {fam.name} family's lr exponent depends on the tensor's role and the scheme: use "
+                         f"paramlab.get_plan(model).lr_exponent(name, {fam.name!r}) or Scheme.lr_exponent")
+    return fam.base
 
 
 def family_base(optimizer) -> str:

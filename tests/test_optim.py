@@ -153,7 +153,7 @@ def test_lr_mult_is_right_for_every_optimizer_name():
     assert t.lr_mult("lion") == 0.25  # sign updates: Adam's exponent
     with pytest.raises(ValueError, match="unknown optimizer"):
         t.lr_mult("lamb")
-    with pytest.raises(ValueError, match="depends on the scheme"):
+    with pytest.raises(ValueError, match="depends on the tensor.s role and the scheme"):
         t.lr_mult("adafactor")
 
 

@@ -322,3 +322,25 @@ def test_depth_rules_give_normalized_families_adams_in_block_exponent():
     lrs = {f: tensor_hparams(net, f, lr=1.0, names={name})[name]["lr"] for f in ("adam", "sign", "sgd")}
     assert lrs["sign"] == lrs["adam"] == pytest.approx(2 ** -0.5 / 2)  # width 1/m, depth (L/L0)^(1/2 - 1)
     assert lrs["sgd"] == 1.0  # SGD under depth-muP: no depth factor (2 alpha - 1 = 0), muP hidden SGD lr 1
+
+
+def test_schemes_v_prints_every_familys_exponents(capsys):
+    from paramlab.cli import main
+
+    main(["schemes", "-v", "mup", "sp"])
+    out = capsys.readouterr().out
+    for fam in FAMILIES:
+        assert f"\n  {fam:<13} " in out, fam
+    mup = out[out.index("mup: maximal"):]
+    assert "  spectral            0       0    -0.5       -       -" in mup  # hidden width-free, readout m^+1/2
+    assert "one global lr per family" in out[out.index("sp: standard"):]
+
+
+def test_a_uniform_shift_keeps_a_global_lr_scheme_global():
+    """Shifting SP by t keeps every tensor's effective step: SGD -2t, Adam-like -t, Adafactor 0 (a + b fixed)."""
+    sp, shifted = pl.get_scheme("sp"), pl.get_scheme("sp").shift(0.5)
+    for fam in FAMILIES:
+        for role in ("input", "hidden", "output"):
+            c0, c1 = sp.lr_exponent(role, fam), shifted.lr_exponent(role, fam)
+            step = {"sgd": 2, "adafactor": 0}.get(fam, 1)
+            assert c1 == c0 - step * 0.5, (fam, role)
