@@ -84,6 +84,11 @@ c = load("coord_vs_mup")
 row("coord check: mup time / paramlab time", c and c["speedup_vs_mup"], ">= 1x, values agree",
     bool(c) and c["speedup_vs_mup"] >= 1.0 and c["values_agree"], c and c["max_speedup_vs_mup"],
     spread=c and c.get("speedup_range"))
+if c and c.get("speedup_vs_mup_default") is not None:
+    lim = c.get("default_target", 1.5)
+    row("coord check, each side's defaults: mup / paramlab", c["speedup_vs_mup_default"], f">= 1/{lim:g}, values agree",
+        c["speedup_vs_mup_default"] >= 1 / lim and c["default_values_agree"], c["max_speedup_vs_mup"],
+        spread=c.get("speedup_default_range"))
 
 n = load("ntk_vs_loop")
 for arch, r in (n or {}).get("results", {}).items():

@@ -42,3 +42,7 @@ def test_coord_vs_mup_dry_run_agrees_with_mup(bench, tmp_path):
     r = json.loads(out.read_text())
     assert r["values_agree"] and r["records_compared"] > 0
     assert r["clock"] == "cpu" and r["speedup_vs_mup"] > 0 and r["max_speedup_vs_mup"] > 0
+    # each side's defaults: paramlab's records its seven statistics, none of them spectral, act/l1 equal to mup's
+    assert r["speedup_vs_mup_default"] > 0 and r["default_values_agree"]
+    assert r["paramlab_default_quantities"] == sorted(["act/rms", "act/l1", "dact/rms", "dact/l1", "W/rms", "dW/rms",
+                                                       "upd/rms"])
