@@ -46,10 +46,11 @@ from ..schemes import optimizer_family
 from ..train import train_step
 from ..wrappers import unwrap
 from .coord_predict import parameter_owners, plan_tensor_infos, predict_slopes
-from .coord_result import DEFAULT_QUANTITIES, WEIGHT_QUANTITIES, CoordResult, fit_all, wanted_quantities
+from .coord_result import WEIGHT_QUANTITIES, CoordResult, fit_all, wanted_quantities
 from .capture import Capture, capture, leaf_module_names
 from .weights import spectral_norm
 from .mup_shapes import mup_tensor_infos
+from .coord_result import DEFAULT_QUANTITIES
 
 __all__ = ["SPECTRAL", "coord_check"]
 
