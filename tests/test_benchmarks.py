@@ -14,7 +14,7 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 def bench(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCH))
     yield
-    for name in ("hook_overhead", "coord_vs_mup", "_common"):
+    for name in ("hook_overhead", "coord_vs_mup", "optim_step", "_common"):
         sys.modules.pop(name, None)
 
 
@@ -46,3 +46,17 @@ def test_coord_vs_mup_dry_run_agrees_with_mup(bench, tmp_path):
     assert r["speedup_vs_mup_default"] > 0 and r["default_values_agree"]
     assert r["paramlab_default_quantities"] == sorted(["act/rms", "act/l1", "dact/rms", "dact/l1", "W/rms", "dW/rms",
                                                        "upd/rms"])
+
+
+def test_optim_step_dry_run_times_known_families_and_skips_unknown_ones(bench, tmp_path):
+    import optim_step
+
+    out = tmp_path / "optim.json"
+    optim_step.main(["--families", "adam", "muon", "--models", "mlp", "--widths", "64", "--rounds", "1", "--steps", "1",
+                     "--out", str(out)])
+    r = json.loads(out.read_text())
+    assert [(x["family"], x["model"], x["width"]) for x in r["results"] if x["family"] == "adam"] == [("adam", "mlp", 64)]
+    for x in r["results"]:
+        assert {"overhead_pct", "overhead_pct_range", "null_pct", "target_pct"} <= set(x)
+    # muon: timed where paramlab.optimizer builds it, else listed as skipped with the reason
+    assert ("muon" in r["skipped"]) != any(x["family"] == "muon" for x in r["results"])
