@@ -27,7 +27,9 @@ def test_hook_overhead_dry_run(bench, tmp_path):
     rows = json.loads(out.read_text())["results"]
     assert [(r["model"], r["width"]) for r in rows] == [("mlp", 64), ("mlp", 128), ("transformer", 64), ("transformer", 128)]
     for r in rows:
-        assert {"overhead_pct", "overhead_pct_range", "null_pct", "null_pct_range"} <= set(r)
+        assert {"overhead_pct", "overhead_pct_range", "null_pct", "null_pct_range", "isolated_pct"} <= set(r)
+        if r["width"] == 64:  # no hook, nothing to isolate
+            assert r["isolated_pct"] == 0.0
         # muP at its base width has no multiplier; above it, the readout's input multiplier
         assert r["hooks"] == ([] if r["width"] == 64 else ["readout: InputScale"])
         assert (r["target_pct"] is not None) == (r["width"] >= 128)
