@@ -282,6 +282,7 @@ def make_plan(
     *,
     roles: Mapping[str, str] | None = None,
     attention="auto",
+    attn_mult=None,
     depth_scaling=None,
     base_depth: int | None = None,
     branches=None,
@@ -374,7 +375,7 @@ def make_plan(
             + "; ".join(missing)
             + ". Pass roles={name: 'input'|'hidden'|'output'|'vector'|'scalar'} (fnmatch patterns work)"
         )
-    sites = A.find_sites(model, base, scheme, attention)
+    sites = A.find_sites(model, base, scheme, attention, attn_mult)
     plan = Plan(scheme, tuple(tensors), tuple(extra), sites)
     dplan = DP.resolve(model, plan, depth_scaling, base_depth, branches, blocks, depth)
     return plan if dplan is None else Plan(scheme, plan.tensors, plan.uses, sites, dplan)
@@ -451,6 +452,7 @@ def parameterize(
     reinit: bool = True,
     seed: int | None = None,
     attention="auto",
+    attn_mult=None,
     check_forward: bool = True,
     depth_scaling=None,
     base_depth: int | None = None,
@@ -478,6 +480,9 @@ def parameterize(
         attention: 'auto' (the scheme's logit scale on every attention paramlab can set, refusing the
             others), 'keep' (leave every attention scale as the model has it), or a dict
             {module name or pattern: head dim at the base width, or 'keep'} (see `paramlab.attention`).
+        attn_mult: the builders' attention constant for foreign attention too: logits = q.k * attn_mult /
+            sqrt(d_head_base) * (d_head_base/d_head)^attn, in place of the model's own base scale (a float,
+            or {module name or pattern: float}). None keeps the model's own (see docs/peers.md).
         check_forward: check the first forward pass for tensors used outside the modules that hold them
             and for attention paramlab cannot scale (see `paramlab.audit`; off for paramlab's own models).
         depth_scaling: a depth rule (`paramlab.depth`): None (no depth scaling), 'depth-mup' (alpha 1/2),
@@ -520,8 +525,9 @@ def parameterize(
             "a submodule of this model already carries paramlab multipliers (it was parameterized on its own): "
             "call paramlab.unparameterize on it first, or parameterize only the whole model"
         )
-    plan = make_plan(model, scheme, base, delta, roles=roles, attention=attention, depth_scaling=depth_scaling,
-                     base_depth=base_depth, branches=branches, blocks=blocks, depth=depth, **options)
+    plan = make_plan(model, scheme, base, delta, roles=roles, attention=attention, attn_mult=attn_mult,
+                     depth_scaling=depth_scaling, base_depth=base_depth, branches=branches, blocks=blocks, depth=depth,
+                     **options)
     try:  # first: it raises for uses it cannot scale, before any weight changes
         MU.install(model, plan)
         DP.install(model, plan.depth)  # after the width hooks: scales the branch's whole output
