@@ -48,6 +48,7 @@ from . import audit as AU
 from . import depth as DP
 from . import multipliers as MU
 from . import roles as R
+from . import tied as TI
 from . import wrappers as W
 from .layouts import fan_in
 from .multipliers import InputScale, OutputAffine  # noqa: F401 (the hook types, importable from here)
@@ -377,6 +378,7 @@ def make_plan(
         )
     sites = A.find_sites(model, base, scheme, attention, attn_mult)
     plan = Plan(scheme, tuple(tensors), tuple(extra), sites)
+    TI.warn_large_tied_logits(plan)
     dplan = DP.resolve(model, plan, depth_scaling, base_depth, branches, blocks, depth)
     return plan if dplan is None else Plan(scheme, plan.tensors, plan.uses, sites, dplan)
 
