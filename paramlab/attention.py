@@ -212,6 +212,8 @@ def find_sites(model: nn.Module, base, scheme, attention="auto", attn_mult=None)
         bmod = base_mods.get(name)
         d0 = given if given is not None else (
             (bmod.head_dim if how in ("hf", "mha") else head_dim_of(bmod)) if bmod is not None else None)
+        if scheme.unit:  # u-muP's frame (paramlab.unit): base head dim 1, logits = q.k * attn_mult / d_head^attn
+            d0, bmod = 1.0, None
         if opt == "keep":
             sites.append(AttentionSite(name, "keep", d, d0, None, scheme.attn))
             continue
@@ -245,7 +247,8 @@ def find_sites(model: nn.Module, base, scheme, attention="auto", attn_mult=None)
                 "attention='keep' to leave the model's scale as it is"
             )
         if how == "hf":
-            if mult is not None:
+            if mult is not None or scheme.unit:
+                mult = 1.0 if mult is None else mult
                 scale_base = float(mult) / float(d0) ** 0.5
             elif bmod is not None:
                 scale_base = float(bmod.scaling)

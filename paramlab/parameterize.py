@@ -49,6 +49,7 @@ from . import depth as DP
 from . import multipliers as MU
 from . import roles as R
 from . import tied as TI
+from . import unit as UN
 from . import wrappers as W
 from .layouts import fan_in
 from .multipliers import InputScale, OutputAffine  # noqa: F401 (the hook types, importable from here)
@@ -341,6 +342,8 @@ def make_plan(
                              f"{[u.name for u, r in zip(ulist, found) if r != 'output']}: use a small output_mult instead")
         base_shape = tuple(b if b is not None else s for b, s in zip(wd, shape))
         ex = scheme[role]
+        if scheme.unit:  # u-muP's frame: exponents in the tensor's own fan, every dim's base size 1 (paramlab.unit)
+            m, base_shape = UN.unit_fan(pu.kind, role, shape), UN.base_shape(shape)
         # readout_zero_init zeroes the readout weight and the bias of the same layer
         zero = opts.readout_zero_init and (role == "output" or (pu.kind == "bias" and pu.module in readout_modules))
         init_kind, base_std = _default_init(pu.kind, role, name, base_shape, opts.gain, opts.readout_gain,
@@ -364,8 +367,9 @@ def make_plan(
                 "layout for, so it cannot tell which dims are its fan-in (it depends on how the forward uses it). "
                 f"Give its std at the base width with init={{{name!r}: std}}, or init={{{name!r}: 'keep'}} to keep its values"
             )
+        const = _const(model, pu, role, opts.output_mult) * (UN.unit_const(pu.kind, role, shape) if scheme.unit else 1.0)
         tensors.append(TensorPlan(name, shape, role, pu.kind, m, ex.a, ex.b, ex.c_sgd, ex.c_adam, init_kind, base_std,
-                                  _const(model, pu, role, opts.output_mult), pu.module, pu.attr))
+                                  const, pu.module, pu.attr))
         for i, (u, r) in enumerate(zip(ulist, found)):
             if i != p:
                 extra.append(UsePlan(u.name, name, u.module, u.attr, r, u.kind, m, scheme[r].a,
@@ -467,7 +471,7 @@ def parameterize(
 
     Args:
         model: any nn.Module, also inside DDP or torch.compile (unwrapped via `.module` / `_orig_mod`).
-        scheme: a `Scheme` or preset name ('sp', 'sp-stable', 'ntk', 'mf', 'mup', 'lazy-rich-<alpha>').
+        scheme: a `Scheme` or preset name ('sp', 'sp-stable', 'ntk', 'mf', 'mup', 'lazy-rich-<alpha>', 'u-mup').
         base: the same architecture at the base width (an nn.Module, on device='meta' is fine), a dict
             name -> shape, a `mup` .bsh file, or None for a model already set up by `mup.set_base_shapes`.
         delta: the architecture at a second width, to mark width dims when `model` is at the base width.

@@ -225,13 +225,18 @@ class Transformer(nn.Module):
 
         m = d_model / base d_model is read from the plan (the width multiplier of a hidden weight),
         so d_head_base = d_head / m; scale = attn_mult / sqrt(d_head_base) * m ** -scheme.attn, and the
-        tied readout's mult = output_mult * m ** -scheme.output.a.
+        tied readout's mult = output_mult * m ** -scheme.output.a. A unit-frame scheme (u-mup) has m = d_model
+        and d_head_base = 1: scale = attn_mult / d_head ** scheme.attn.
         """
         m, attn_exp, a_out = 1.0, 0.5, 0.0
         if plan is not None:
             m = plan["blocks.0.attn.q.weight"].m if self.depth else plan["tok_emb.weight"].m
             attn_exp, a_out = plan.scheme.attn, plan.scheme.output.a
+        unit = plan is not None and plan.scheme.unit  # u-muP's frame: base head dim 1 (paramlab.unit)
         for block in self.blocks:
+            if unit:
+                block.attn.scale = self.attn_mult * block.attn.d_head ** (-attn_exp)
+                continue
             d_head_base = block.attn.d_head / m
             block.attn.scale = self.attn_mult / math.sqrt(d_head_base) * m ** (-attn_exp)
         if self.tied:
