@@ -190,3 +190,22 @@ def test_nanogpt_mup_completep_trains_like_the_peer(alpha):
                                                                 base_depth=base_depth))
     c = run(plain, our_optimizer(plain, width, base, 3e-3, 0.0, 1e-8), 10, False)
     assert not torch.allclose(c, a, rtol=1e-4)
+
+
+def test_mup_muadamw_with_weight_decay():
+    """mup's MuAdam(impl=AdamW) scales the hidden weight decay by width_mult, as paramlab does by default: per-tensor
+    lr and weight_decay equal, 3 steps equal in float64 (mup's MuSGD / MuAdam without wd: tests/test_mup_interop.py)."""
+    import mup
+    from helpers import rel, train
+    from test_mup_interop import D_IN, D_OUT, pair
+
+    ref, ours = pair(torch.float64)
+    opt_ref = mup.MuAdam(ref.parameters(), impl=torch.optim.AdamW, lr=1e-2, weight_decay=0.1)
+    opt = pl.optimizer(ours, "adamw", lr=1e-2, weight_decay=0.1, eps_mode="none")
+    names = {id(p): n for n, p in ref.named_parameters()}
+    want = {names[id(p)]: (g["lr"], g["weight_decay"]) for g in opt_ref.param_groups for p in g["params"]}
+    got = {n: (g["lr"] * g["lr_mult"], g["weight_decay"]) for g in opt.param_groups for n in g["names"]}
+    assert set(got) == set(want) and all(got[n] == pytest.approx(want[n], rel=1e-14) for n in want)
+    x, y = torch.randn(8, D_IN, dtype=torch.float64), torch.randn(8, D_OUT, dtype=torch.float64)
+    a, b = train(ref, opt_ref, x, y, 3), train(ours, opt, x, y, 3)
+    assert rel(b, a) < 1e-12 and rel(a[-1], a[0]) > 1e-3
