@@ -204,6 +204,9 @@ def find_sites(model: nn.Module, base, scheme, attention="auto", attn_mult=None)
     for name, mod in model.named_modules():
         layout = layout_of(mod)
         how = layout.attention or ("sdpa" if layout is UNKNOWN and calls_sdpa(mod) else None)
+        if how == "managed" and _attn_mult(name, attn_mult) not in (None, 1.0):
+            raise ValueError(f"module {name!r} is paramlab's own attention: its model's attn_mult sets the constant "
+                             "(build it with Transformer(..., attn_mult=...) or paramlab.transformer(..., attn_mult=...))")
         if how is None or how == "managed":
             continue
         opt = _option(name, attention)

@@ -245,5 +245,7 @@ def test_attn_mult_refusals():
     with pytest.raises(ValueError, match="matches no module"):
         pl.parameterize(gpt2(64), "mup", base=gpt2(32, device="meta"), attn_mult={"nope.*": 1.0})
     mha = lambda w, device=None: nn.MultiheadAttention(w, 4, batch_first=True, device=device)  # noqa: E731
+    with pytest.raises(ValueError, match="paramlab's own attention"):
+        pl.parameterize(pl.Transformer(V, 64), "mup", base=pl.Transformer(V, 32, device="meta"), attn_mult=2.0)
     with pytest.raises(ValueError, match="attn_mult=2 cannot be set"):
         pl.parameterize(mha(64), "ntk", base=mha(64, device="meta"), delta=mha(32, device="meta"), attn_mult=2.0)

@@ -37,10 +37,13 @@ def test_fold_hf_models_same_outputs_no_hooks(arch, scheme):
             assert not torch.allclose(logits(plain, idx), want, rtol=1e-6)
 
 
-def test_tied_mup_hf_model_round_trips_through_save_pretrained(tmp_path):
-    """A muP-trained tied Llama, folded, saved and loaded by plain transformers (a local folder: no network)."""
-    make = HF["llama"]
-    model = pl.parameterize(make(128), "mup", base=make(32, device="meta"), seed=0)
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_tied_mup_hf_model_round_trips_through_save_pretrained(tmp_path, arch):
+    """A muP-trained tied Llama / GPT-2 (GPT-2 with nanoGPT-mup's attn_mult: q.k / d_head), folded, saved and loaded
+    by plain transformers (a local folder: no network)."""
+    make = HF[arch]
+    extra = dict(attn_mult=8 ** -0.5) if arch == "gpt2" else {}
+    model = pl.parameterize(make(128), "mup", base=make(32, device="meta"), seed=0, embedding_std=1 / 32, **extra)
     opt = pl.optimizer(model, "adam", lr=1e-2)
     idx = tokens()
     for _ in range(2):
@@ -54,7 +57,12 @@ def test_tied_mup_hf_model_round_trips_through_save_pretrained(tmp_path):
     with torch.no_grad():
         got = logits(loaded, idx)
     assert torch.allclose(got, want, rtol=1e-5, atol=1e-5)
-    assert loaded.model.layers[0].self_attn.scaling == pytest.approx(32 ** -0.5)  # HF's own scale, factor in q_proj
+    attn = loaded.model.layers[0].self_attn if arch == "llama" else loaded.transformer.h[0].attn
+    assert attn.scaling == pytest.approx(32 ** -0.5)  # HF's own scale, the factor in the query weights
+    raw = make(128, tied=False)  # negative control: the unfolded weights in a plain model
+    raw.load_state_dict(model.state_dict(), strict=False)
+    with torch.no_grad():
+        assert not torch.allclose(logits(raw, idx), want, rtol=1e-3)
 
 
 def test_fold_multihead_attention_model():
