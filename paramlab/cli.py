@@ -13,7 +13,8 @@ def _demo(args):
 
 
 def _run(args, rest):
-    from .experiments import command, get
+    from .experiments import get
+    from .kit import command
 
     return command.main(get(args.experiment), rest)
 

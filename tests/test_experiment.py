@@ -1,4 +1,4 @@
-"""paramlab.experiments.experiment: `paramlab run` is a sweep. Its options are checked before anything
+"""paramlab.kit.experiment: `paramlab run` is a sweep. Its options are checked before anything
 runs (a bad --set leaves nothing behind), a killed run resumes with the same command, and the
 summary lands next to the runs. (The experiments' science is in test_experiments.py.)"""
 

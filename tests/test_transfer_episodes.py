@@ -12,7 +12,7 @@ from paramlab import data as D
 from paramlab.data.episodes import Episodes
 from paramlab.experiments import get
 from paramlab.experiments import transfer as T
-from paramlab.experiments import transfer_episodes as TE
+from paramlab.kit import transfer_episodes as TE
 
 
 @pytest.fixture(scope="module")

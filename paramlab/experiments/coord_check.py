@@ -27,9 +27,9 @@ from ..models.mlp import mlp
 from ..models.transformer import transformer
 from ..report import plot_coord, slope_table
 from ..schemes import get_scheme
-from . import command
-from .experiment import Experiment
-from .summary import Summary
+from ..kit import command
+from ..kit.experiment import Experiment
+from ..kit.summary import Summary
 
 NAME = "coord_check"
 _MLP = dict(model="mlp", d_in=16, depth=3, activation="tanh", base_width=64, optimizer="sgd", lr=0.1, batch_size=16,

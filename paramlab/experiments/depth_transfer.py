@@ -37,9 +37,9 @@ from ..measure.optimum import robust_optimum
 from ..models.mlp import mlp
 from ..report import pyplot, save_figure
 from ..train import train
-from . import command
-from .experiment import Experiment
-from .summary import Summary
+from ..kit import command
+from ..kit.experiment import Experiment
+from ..kit.summary import Summary
 
 NAME = "depth_transfer"
 RULES = ("none", "depth-mup", "completep")

@@ -32,11 +32,11 @@ from ..measure.features import kernel_change, linear_cka, rel_change
 from ..measure.fit import fit_slope
 from ..report import pyplot, save_figure
 from ..schemes import get_scheme
-from . import command
-from .experiment import Experiment
-from .lm_common import OnDevice, check_task, lm_model, lm_task, protocol
+from ..kit import command
+from ..kit.experiment import Experiment
+from ..kit.lm import OnDevice, check_task, lm_model, lm_task, protocol
 from .lm_train import train_lm
-from .summary import Summary, by_width
+from ..kit.summary import Summary, by_width
 
 NAME = "lm_feature_learning"
 _BASE = dict(task="shakespeare_char", depth=2, n_heads=4, base_width=32, context=32, batch=16, n_eval=128,

@@ -22,11 +22,11 @@ import numpy as np
 
 from ..measure.optimum import align_shift, robust_optimum
 from ..report import pyplot, save_figure
-from . import command
-from .experiment import LR_AXES, Batch, Experiment
-from .lm_common import OnDevice, check_task, lm_model, lm_task, protocol
+from ..kit import command
+from ..kit.experiment import LR_AXES, Batch, Experiment
+from ..kit.lm import OnDevice, check_task, lm_model, lm_task, protocol
 from .lm_train import sample, train_lm, train_lm_stacked
-from .summary import Summary
+from ..kit.summary import Summary
 
 NAME = "lm_lr_transfer"
 _BASE = dict(task="shakespeare_char", depth=2, n_heads=4, base_width=32, context=32, batch=16, n_eval=256,

@@ -20,9 +20,9 @@ from ..models.mlp import mlp
 from ..report import pyplot, save_figure
 from ..stacked import train_ensemble, use_ensemble
 from ..train import train
-from . import command
-from .experiment import LR_AXES, Batch, Experiment
-from .summary import Summary
+from ..kit import command
+from ..kit.experiment import LR_AXES, Batch, Experiment
+from ..kit.summary import Summary
 
 NAME = "lr_transfer"
 _BASE = dict(task="mnist1d", depth=2, activation="relu", base_width=64, optimizer="adam", batch_size=128,

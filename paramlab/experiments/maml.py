@@ -50,11 +50,11 @@ from ..optim import optimizer as make_optimizer
 from ..report import pyplot, save_figure
 from ..runners import positive
 from ..schemes import get_scheme
-from . import command
-from .experiment import Experiment
-from .summary import Summary, by_width
-from .transfer_episodes import CHECKS as EPISODE_CHECKS
-from .transfer_episodes import fmt_ci, kernel_lines, paired_gaps, prediction, width_axes
+from ..kit import command
+from ..kit.experiment import Experiment
+from ..kit.summary import Summary, by_width
+from ..kit.transfer_episodes import CHECKS as EPISODE_CHECKS
+from ..kit.transfer_episodes import fmt_ci, kernel_lines, paired_gaps, prediction, width_axes
 
 __all__ = ["EXPERIMENT", "RUNNER", "SIZES", "Episode", "kernel_baselines", "meta_test", "meta_train", "run_one",
            "summarize", "test_episodes", "train_episodes"]

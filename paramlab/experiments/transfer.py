@@ -45,11 +45,11 @@ from ..models.activations import GAINS
 from ..report import plot_vs_width, pyplot, save_figure
 from ..runners import Option
 from ..train import train
-from . import command
-from . import transfer_episodes as TE
-from .checks import check_transfer_pair
-from .experiment import Experiment
-from .summary import Summary, by_width
+from ..kit import command
+from ..kit import transfer_episodes as TE
+from ..kit.checks import check_transfer_pair
+from ..kit.experiment import Experiment
+from ..kit.summary import Summary, by_width
 
 NAME = "transfer"
 _BASE = dict(task="multi_index", depth=2, activation="relu", base_width=64, optimizer="sgd", lr=0.1,

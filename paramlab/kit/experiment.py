@@ -7,7 +7,7 @@ any run starts (a bad value leaves nothing behind), one store layout
 (``<root>/<experiment>/<group>/<run>/``), resume (run the same command with the same ``--group``
 after a crash: complete runs are kept, the rest run), the lock against two processes on one group,
 stacked ensembles where the experiment can batch, and Ray. Then `summarize` turns the runs'
-summaries into a table, figures and verdicts, written next to the runs (`paramlab.experiments.summary`).
+summaries into a table, figures and verdicts, written next to the runs (`paramlab.kit.summary`).
 
 The per-run part is also a runner of its own (`Experiment.runner`, registered under the experiment's
 name in `paramlab.runners`), so ``paramlab sweep`` specs can use it with any grid.
