@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["NAMES", "RUNNERS", "get"]
+__all__ = ["NAMES", "RUNNERS", "get", "run"]
 
 # The experiments, in the order `paramlab run` lists them; each is a module paramlab.experiments.<name>
 # with an EXPERIMENT (paramlab.kit.experiment.Experiment) and its RUNNER.
@@ -66,3 +66,10 @@ def get(name: str):
     if key not in NAMES:
         raise ValueError(f"unknown experiment {name!r}: known are {', '.join(NAMES)}")
     return importlib.import_module(f"{__name__}.{key}").EXPERIMENT
+
+
+def run(name: str, size: str = "default", **options) -> dict:
+    """Run (or resume) the experiment `name` at `size` and return its summary dict: ``pl.run("coord_check",
+    "tiny", root="runs", widths=[64, 128])``. `options`: `paramlab.kit.experiment.Experiment.run`'s
+    (root, group, use_wandb, ...) and the experiment's own (its sizes' keys)."""
+    return get(name).run(size, **options)
