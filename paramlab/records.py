@@ -19,7 +19,8 @@ from collections.abc import Iterable
 from pathlib import Path, PurePath
 from typing import Any
 
-from .store import NOT_RUN_DIRS, RESERVED_HISTORY_KEYS, read_json, safe_relpath
+from .io import read_json
+from .store import NOT_RUN_DIRS, RESERVED_HISTORY_KEYS, safe_relpath
 
 __all__ = ["RecordWarning", "RunRecord", "WandbOfflineRun", "find_wandb_offline_runs", "load_run", "load_runs",
            "read_history"]

@@ -16,7 +16,7 @@ from paramlab.cli import main
 from paramlab.experiments import get
 from paramlab.records import load_runs
 from paramlab.runners import SpecError
-from paramlab.store import read_json
+from paramlab.io import read_json
 
 
 @pytest.mark.parametrize("args, message", [

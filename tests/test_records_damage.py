@@ -7,7 +7,7 @@ import pytest
 from paramlab.cli import main
 from paramlab.compare import compare
 from paramlab.records import RecordWarning, load_run, load_runs
-from paramlab.store import write_json_atomic
+from paramlab.io import write_json_atomic
 
 
 def fake_run(group, name, scheme, width, loss, status="finished"):

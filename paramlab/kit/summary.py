@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from ..report import markdown_table
-from ..store import to_jsonable, write_json_atomic
+from ..io import to_jsonable, write_json_atomic
 from ..tracking import start_run
 
 __all__ = ["Summary", "by_width", "write_summary"]
