@@ -4,6 +4,7 @@ headless; nothing here measures or trains).
     markdown_table, text_table     every table paramlab prints
     schemes_table                  the scheme presets with their invariants
     slope_table, plot_coord        a coordinate check's fits and its mup-style plot
+    plot_depth_coord               a depth coordinate check, one panel per quantity, one line per rule
     plot_vs_width                  any quantity against width, one line per scheme, fitted slopes
     pyplot, save_figure            matplotlib with the Agg backend; write a figure and close it
 """
@@ -21,7 +22,7 @@ from .measure.coord_result import ACT_QUANTITIES, wanted_quantities
 from .measure.fit import fit_slope
 from .schemes import PRESETS, get_scheme
 
-__all__ = ["COLORS", "LINESTYLES", "markdown_table", "plot_coord", "plot_vs_width", "pyplot", "save_figure",
+__all__ = ["COLORS", "LINESTYLES", "markdown_table", "plot_coord", "plot_depth_coord", "plot_vs_width", "pyplot", "save_figure",
            "schemes_table", "slope_table", "text_table"]
 
 # One colour per preset so every figure paramlab draws reads the same way.
@@ -212,3 +213,25 @@ def plot_coord(result, path=None, quantity: str = "act/l1", names: Iterable[str]
         fig.savefig(path, dpi=120)
         plt.close(fig)
     return fig
+
+
+def plot_depth_coord(results: Sequence, path, quantities=("rel", "dstream", "branch0", "dbranch", "dW"),
+                     title: str = "depth coordinate check"):
+    """`measure.depth_coord.DepthCoordResult`s drawn: one panel per quantity, one line per rule (legend:
+    measured slope / predicted range); returns the path."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(quantities), figsize=(3.4 * len(quantities), 3.3))
+    for ax, q in zip(np.atleast_1d(axes), quantities):
+        for res in results:
+            row = next(r for r in res.rows if r["quantity"] == q)
+            pred = "" if row["lo"] is None else (f" / {row['lo']:+.2g}" if row["lo"] == row["hi"] else
+                                                  f" / [{row['lo']:+.2g}, {row['hi']:+.2g}]")
+            ax.plot(res.depths, np.exp(np.log(res.values[q]).mean(1)), "o-", label=f"{res.rule} {row['slope']:+.2f}{pred}")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_title(q)
+        ax.set_xlabel("depth L (residual blocks)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{title} (legend: slope / predicted)")
+    return save_figure(fig, path)
