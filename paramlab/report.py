@@ -19,7 +19,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from .measure.coord_result import ACT_QUANTITIES, wanted_quantities
-from .measure.fit import fit_slope
+from .measure.fit import fit_slope, slope_per_doubling
 from .schemes import PRESETS, get_scheme
 
 __all__ = ["COLORS", "LINESTYLES", "markdown_table", "plot_coord", "plot_depth_coord", "plot_vs_width", "pyplot", "save_figure",
@@ -84,7 +84,7 @@ def plot_vs_width(
             slope = fit_slope(w, v)[0] if len(w) >= 2 else float("nan")
         else:
             gm = v.mean(axis=1)
-            slope = float(np.polyfit(np.log2(w), gm, 1)[0]) if len(w) >= 2 else float("nan")
+            slope = slope_per_doubling(w, gm)
         c = COLORS.get(label)
         unit = "slope" if logy else "per 2x width"
         ax.plot(w, gm, marker="o", ls=LINESTYLES.get(label, "-"), color=c, label=f"{label} ({unit} {slope:+.2f})")

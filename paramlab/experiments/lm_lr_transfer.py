@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..measure.fit import slope_per_doubling
 from ..measure.optimum import align_shift, robust_optimum
 from ..report import pyplot, save_figure
 from ..kit import command
@@ -123,12 +124,11 @@ def shift_table(results, p: dict, metric: str = "val/loss") -> dict:
         b, t = per[0], per[-1]
         cb, ct = curves(results, s, widths[0], lrs, metric), curves(results, s, widths[-1], lrs, metric)
         i0 = lrs.index(b["grid"]) if np.isfinite(b["grid"]) else None
-        lw = np.log2(widths)
         out[s] = dict(per_width=per, shift_grid=t["grid"] - b["grid"], shift_robust=t["robust"] - b["robust"],
                       shift_se=float(np.hypot(b["se"], t["se"])),
                       shift_status="ok" if b["status"] == t["status"] == "ok" else f"{b['status']}/{t['status']}",
                       shift_align=align_shift(x, cb, ct),
-                      slope_per_doubling=float(np.polyfit(lw, [r["robust"] for r in per], 1)[0]),
+                      slope_per_doubling=slope_per_doubling(widths, [r["robust"] for r in per]),
                       best_loss_by_width=[r["best_loss"] for r in per],
                       widest_loss_at_base_lr=float(ct.mean(0)[i0]) if i0 is not None else float("nan"))
     return out

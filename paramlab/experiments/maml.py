@@ -40,7 +40,7 @@ from torch.func import functional_call
 
 from ..data.episodes import k_shot_episodes
 from ..data.image_pairs import mnist1d_disjoint
-from ..measure.fit import mean_ci
+from ..measure.fit import mean_ci, slope_per_doubling
 from ..measure.kernels import MLPKernel
 from ..measure.probe import kernel_ridge_loo
 from ..meta import adapt, fomaml_grads, inner_lrs, meta_params
@@ -326,7 +326,7 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
             im, ih = mean_ci(at_init[s])
             vm, vh = mean_ci(val_acc[s])
             over = mean_ci(acc[s][-1:] - best_kernel)
-            slope = float(np.polyfit(np.log2(np.array(widths)[fit]), gm[fit], 1)[0]) if len(widths) > 1 else float("nan")
+            slope = slope_per_doubling(np.array(widths)[fit], gm[fit])
             regime = "feature learning" if get_scheme(s).predicted_r() == 0 else "kernel"
             vv["schemes"][s] = {"regime": regime, "gain": gm.tolist(), "gain_ci95": gh.tolist(), "acc": am.tolist(),
                                 "acc_ci95": ah.tolist(), "acc_init": im.tolist(), "acc_init_ci95": ih.tolist(),

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from .. import data as D
+from ..measure.fit import slope_per_doubling
 from ..measure.kernels import MLPKernel
 from ..measure.probe import kernel_ridge_loo, linear_probe, score
 from ..models.mlp import mlp
@@ -158,7 +159,7 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
     rows, verdicts = [], {}
     for s in schemes:
         g = np.nanmean(gains[s], axis=1)
-        per_doubling = float(np.polyfit(np.log2(widths), g, 1)[0]) if len(widths) > 1 else float("nan")
+        per_doubling = slope_per_doubling(widths, g)
         rows.append([s] + [float(x) for x in g] + [per_doubling, float(np.nanmean(probe[s][-1]))])
         verdicts[s] = {"gain": [float(x) for x in g], "gain_per_doubling": per_doubling,
                        "positive_everywhere": bool(np.all(g > 0)), "probe_at_largest": float(np.nanmean(probe[s][-1]))}

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ..data import EPISODE_PAIRS, transfer_episodes
-from ..measure.fit import mean_ci
+from ..measure.fit import mean_ci, slope_per_doubling
 from ..measure.kernels import MLPKernel
 from ..measure.probe import kernel_ridge_loo, linear_probe
 from ..models.activations import GAINS
@@ -290,7 +290,7 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
             gm, gh = mean_ci(gains[s])
             pm, ph = mean_ci(probe[s])
             over_kernel = mean_ci(probe[s][-1:] - best_kernel)
-            slope = float(np.polyfit(np.log2(np.array(widths)[fit]), gm[fit], 1)[0]) if len(widths) > 1 else float("nan")
+            slope = slope_per_doubling(np.array(widths)[fit], gm[fit])
             regime = "feature learning" if get_scheme(s).predicted_r() == 0 else "kernel"
             vv["schemes"][s] = {"regime": regime, "gain": gm.tolist(), "gain_ci95": gh.tolist(),
                                 "gain_per_doubling": slope, "probe": pm.tolist(), "probe_ci95": ph.tolist(),

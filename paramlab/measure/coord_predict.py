@@ -49,6 +49,7 @@ import numpy as np
 from torch import nn
 
 from ..parameterize import PLAN_ATTR
+from ..schemes import backward_signal_exponent, invariants
 from .fit import fit_slope
 
 __all__ = ["TensorInfo", "parameter_owners", "plan_tensor_infos", "predict_slopes"]
@@ -98,11 +99,11 @@ def plan_tensor_infos(model: nn.Module) -> dict[str, TensorInfo]:
     plan = getattr(model, PLAN_ATTR, None)
     if plan is None:
         return {}
-    infos = {t.name: TensorInfo(t.name, t.module, t.role, t.a + t.b, 2 * t.a + t.c_sgd, t.a + t.c_adam,
+    infos = {t.name: TensorInfo(t.name, t.module, t.role, *invariants(t.a, t.b, t.c_sgd, t.c_adam),
                                 t.init == "zeros", t.mult) for t in plan}
     for u in plan.uses:
         t = plan[u.tensor]
-        infos[u.name] = TensorInfo(u.name, u.module, u.role, u.a + t.b, 2 * u.a + t.c_sgd, u.a + t.c_adam,
+        infos[u.name] = TensorInfo(u.name, u.module, u.role, *invariants(u.a, t.b, t.c_sgd, t.c_adam),
                                    t.init == "zeros", u.mult, tied=u.tensor)
     return infos
 
@@ -128,7 +129,8 @@ def predict_slopes(order: Sequence[tuple[str, str]], infos: Mapping[str, TensorI
     std_out = min(t.std for t in outs)
     s_out = min(t.step(family) for t in outs)
     adam = family == "adam"
-    back_of = {1: std_out, 2: min(std_out, s_out)}  # backward-signal exponent for update u (u >= 2 alike)
+    # backward-signal exponent for update u (u >= 2 alike: the readout has moved)
+    back_of = {1: backward_signal_exponent(std_out), 2: backward_signal_exponent(std_out, s_out)}
     eps = 1e-12
 
     def upd_rms(t: TensorInfo, back: float) -> float:
