@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Mapping
 
-__all__ = ["BUILTIN", "RUNNERS", "Option", "Runner", "SpecError", "builtin_runners", "get_runner",
+__all__ = ["BUILTIN", "RUNNERS", "BatchKey", "Option", "Runner", "SpecError", "builtin_runners", "get_runner",
            "non_negative", "positive", "register_runner"]
 
 # name -> "module:attribute" of a Runner, imported on first use
@@ -129,6 +129,17 @@ class Runner:
 
     def valid_keys(self) -> str:
         return ", ".join(sorted(self.options)) if self.options is not None else "(any)"
+
+
+@dataclass(frozen=True)
+class BatchKey:
+    """A `Runner.batch_key`: configs that differ only in the `per_model` options (what the models of one
+    stacked ensemble may differ in, e.g. lr and seed) get equal keys."""
+
+    per_model: tuple[str, ...]
+
+    def __call__(self, config: Mapping) -> Hashable:
+        return tuple(sorted((k, repr(v)) for k, v in config.items() if k not in self.per_model))
 
 
 RUNNERS: dict[str, Runner] = {}  # registered in this process (register_runner) or loaded from BUILTIN

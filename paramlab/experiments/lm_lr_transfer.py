@@ -23,6 +23,7 @@ import numpy as np
 from ..measure.fit import slope_per_doubling
 from ..measure.optimum import align_shift, robust_optimum
 from ..report import pyplot, save_figure
+from ..runners import BatchKey
 from ..kit import command
 from ..kit.experiment import LR_AXES, Batch, Experiment
 from ..kit.lm import OnDevice, check_task, lm_model, lm_task, protocol
@@ -69,12 +70,8 @@ def run_one(cfg: dict, log) -> dict:
     return _summary(res, cfg)
 
 
-_PER_MODEL = ("log2_lr", "seed")  # what the models of one stack may differ in
-
-
-def batch_key(cfg: dict):
-    """Grid points that differ only in lr and seed may train as one stack (one scheme and width)."""
-    return tuple(sorted((k, repr(v)) for k, v in cfg.items() if k not in _PER_MODEL))
+# grid points that differ only in lr and seed may train as one stacked ensemble
+batch_key = BatchKey(("log2_lr", "seed"))
 
 
 def batch_pays(cfg: dict) -> bool:

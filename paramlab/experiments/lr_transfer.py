@@ -18,6 +18,7 @@ from .. import data as D
 from ..measure.optimum import robust_optimum
 from ..models.mlp import mlp
 from ..report import pyplot, save_figure
+from ..runners import BatchKey
 from ..stacked import train_ensemble, use_ensemble
 from ..train import train
 from ..kit import command
@@ -61,12 +62,8 @@ def run_one(cfg: dict, log) -> dict:
     return _summary(res)
 
 
-_PER_MODEL = ("log2_lr", "seed")  # what the models of one stacked ensemble may differ in
-
-
-def batch_key(cfg: dict):
-    """Grid points that differ only in lr and seed may train as one stacked ensemble."""
-    return tuple(sorted((k, repr(v)) for k, v in cfg.items() if k not in _PER_MODEL))
+# grid points that differ only in lr and seed may train as one stacked ensemble
+batch_key = BatchKey(("log2_lr", "seed"))
 
 
 def batch_pays(cfg: dict) -> bool:
