@@ -44,7 +44,7 @@ def _records(paths: Iterable[str | Path]):
             raise FileNotFoundError(f"{p} does not exist: give a run, group or experiment folder of the store")
         wb = [w for w in find_wandb_offline_runs(p) if w.paramlab_run is not None] if "wandb" in str(p) else []
         for r in load_runs([Path(w.paramlab_run) for w in wb] if wb else p):
-            if r.path in seen or r.config.get("kind") == "summary":
+            if r.path in seen:
                 continue
             seen.add(r.path)
             if any("config.json" in q or "summary.json" in q for q in r.problems):

@@ -16,8 +16,9 @@ Every run paramlab records (a sweep's grid point, an experiment's run) lives in 
         wandb/offline-run-<YYYYMMDD_HHMMSS>-<id>/   wandb's own folder (when wandb is on)
 
 and a group folder holds, beside its runs, what belongs to the group as a whole: ``sweep.json`` (the
-spec a sweep ran), ``.sweep.lock``, and an experiment's ``summary.md``, ``summary.json``, figures and
-its ``summary`` run (the table and figures as wandb media).
+spec a sweep ran), ``.sweep.lock``, and an experiment's summary, a record of its own kind (not a run:
+run discovery skips its folder) in ``summary/`` (`SUMMARY_DIR`): ``summary.md``, ``summary.json``,
+the figures and, with wandb on, ``wandb/`` (the table and figures as wandb media).
 
 ``group`` is one invocation (one wandb group). A sweep's run folder is `run_dir_name(config)`:
 `run_name` (``mup-w256-lr0.01-s0``), the other varying options, and a hash of the full config, so
@@ -43,7 +44,7 @@ from .io import read_json
 
 __all__ = [
     "COMPLETE_STATUSES", "FINAL_STATUSES", "FORMAT_VERSION", "NAME_KEYS", "NOT_RUN_DIRS", "RESERVED_HISTORY_KEYS",
-    "RESERVED_SUMMARY_KEYS", "STATUSES", "check_name", "config_hash", "default_group", "format_value", "lookup",
+    "RESERVED_SUMMARY_KEYS", "STATUSES", "SUMMARY_DIR", "check_name", "config_hash", "default_group", "format_value", "lookup",
     "new_group_id", "now_iso", "run_dir_name", "run_name", "run_state", "safe_component", "safe_relpath",
 ]
 
@@ -52,8 +53,9 @@ FINAL_STATUSES = STATUSES[1:]
 COMPLETE_STATUSES = ("finished", "diverged")  # outcomes: a resumed sweep does not run these again
 RESERVED_HISTORY_KEYS = ("step", "time")
 RESERVED_SUMMARY_KEYS = ("status", "error")
-# Folders inside a run folder that never hold run records: pruned when discovering runs.
-NOT_RUN_DIRS = frozenset({"wandb", "media", "tables", "__pycache__"})
+SUMMARY_DIR = "summary"  # a group's summary (`paramlab.kit.summary`): its own record kind, never a run
+# Folders that never hold run records: pruned when discovering runs.
+NOT_RUN_DIRS = frozenset({"wandb", "media", "tables", "__pycache__", SUMMARY_DIR})
 FORMAT_VERSION = 1
 
 

@@ -14,7 +14,7 @@ optimizer and seeds; only the scheme and the width change), run as a sweep (`par
 (what they share, and the built-in sweep runner ``train_mlp``, is `paramlab.kit`). Run one with
 ``paramlab run NAME``, ``python experiments/NAME.py`` or ``get(NAME).run(size, ...)``;
 `paramlab.kit.experiment.Experiment.run` has the options. Each run lands in
-``<root>/<NAME>/<group>/``; the summary (table, figures, verdicts) next to the runs.
+``<root>/<NAME>/<group>/``; the summary (table, figures, verdicts) beside them in ``summary/``.
 
 Adding an experiment
 --------------------

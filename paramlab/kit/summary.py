@@ -1,9 +1,12 @@
 """An experiment's closing summary: the table, figures and verdicts drawn from all its runs.
 
-`write_summary` puts them next to the runs, in the group folder ``<root>/<experiment>/<group>/``:
-``summary.md`` (the table and the figures), ``summary.json`` (the same as data, with the verdicts
-and the options), the figures themselves, and, with wandb on, a ``summary`` run there that carries
-the table and the figures as wandb media. It also prints the table and where everything is.
+A summary is a record of its own kind, not a run: it lives beside the runs in the group's
+``summary/`` folder (`paramlab.store.SUMMARY_DIR`, which run discovery skips),
+``<root>/<experiment>/<group>/summary/``: ``summary.md`` (the table and the figures),
+``summary.json`` (the same as data, with the verdicts and the options; `summary_record`), the
+figures themselves and, with wandb on, ``wandb/``: a wandb run of job type ``summary`` that carries
+the table and the figures as wandb media. Every file is written whole (`paramlab.io`), so a reader
+sees the old summary or the new one. `write_summary` also prints the table and where everything is.
 """
 
 from __future__ import annotations
@@ -12,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from ..io import atomic_write, to_jsonable, write_json_atomic
 from ..report import markdown_table
-from ..io import to_jsonable, write_json_atomic
-from ..tracking import start_run
+from ..wandb_sink import WandbSink, resolve_wandb_mode, wandb_enabled
 
-__all__ = ["Summary", "by_width", "write_summary"]
+__all__ = ["Summary", "by_width", "summary_markdown", "summary_record", "write_summary"]
 
 
 @dataclass
@@ -47,25 +50,46 @@ def _cell(v):
     return v if isinstance(v, (int, float, str)) or v is None else str(v)
 
 
-def write_summary(summary: Summary, *, experiment: str, root, group: str, out_dir: Path, use_wandb: bool) -> dict:
-    """Write, log and print `summary` (see the module docstring); returns it as summary.json holds it."""
+def summary_record(summary: Summary) -> dict:
+    """`summary` as plain JSON data, what summary.json holds: title, columns, rows, figures (name ->
+    path) and the experiment's extra entries (verdicts, baselines, headline numbers, options)."""
+    return {"title": summary.title, "columns": list(summary.columns), "rows": to_jsonable(summary.rows),
+            "figures": {k: str(p) for k, p in dict(summary.figures).items()}, **to_jsonable(dict(summary.extra))}
+
+
+def summary_markdown(summary: Summary) -> str:
+    """summary.md: the title, the notes, the table and the figures (linked by file name, beside it)."""
+    md = [f"# {summary.title}", "", summary.notes, "", markdown_table(summary.columns, summary.rows), ""]
+    return "\n".join(md + [f"![{k}]({Path(p).name})" for k, p in dict(summary.figures).items()]) + "\n"
+
+
+def _log_to_wandb(summary: Summary, *, experiment: str, group: str, out_dir: Path) -> None:
+    """The summary as a wandb run of job type 'summary' in out_dir/wandb: the table and the figures."""
+    sink = WandbSink({})
+    sink.start(run_dir=out_dir, name="summary", group=f"{experiment}-{group}", job_type="summary",
+               tags=[experiment, "summary"], config={"experiment": experiment, "kind": "summary"}, project=None,
+               mode=resolve_wandb_mode(), settings=None)
+    sink.media("summary", 0, lambda wandb: wandb.Table(columns=list(summary.columns),
+                                                       data=[list(map(_cell, r)) for r in summary.rows]))
+    for k, p in dict(summary.figures).items():
+        sink.media(k, 0, lambda wandb, p=p: wandb.Image(str(p)))
+    sink.finish("finished", None)
+
+
+def write_summary(summary: Summary, *, experiment: str, group: str, out_dir: Path, use_wandb: bool) -> dict:
+    """Write, log and print `summary` in `out_dir`, the group's summary folder (see the module
+    docstring); returns `summary_record(summary)`, as summary.json holds it."""
     out_dir = Path(out_dir)
-    table = markdown_table(summary.columns, summary.rows)
-    figures = dict(summary.figures)
-    md = [f"# {summary.title}", "", summary.notes, "", table, ""] + [f"![{k}]({Path(p).name})" for k, p in figures.items()]
-    (out_dir / "summary.md").write_text("\n".join(md) + "\n")
-    data = {"title": summary.title, "columns": list(summary.columns), "rows": to_jsonable(summary.rows),
-            "figures": {k: str(p) for k, p in figures.items()}, **to_jsonable(dict(summary.extra))}
+    with atomic_write(out_dir / "summary.md") as f:
+        f.write(summary_markdown(summary))
+    data = summary_record(summary)
     write_json_atomic(out_dir / "summary.json", data)
-    if use_wandb:
-        with start_run({"experiment": experiment, "kind": "summary"}, experiment=experiment, group=group, root=root,
-                       name="summary", use_wandb=True, if_exists="overwrite") as run:
-            run.log_table("summary", list(summary.columns), [list(map(_cell, r)) for r in summary.rows])
-            for k, p in figures.items():
-                run.log_image(k, p)
+    if wandb_enabled(use_wandb):
+        _log_to_wandb(summary, experiment=experiment, group=group, out_dir=out_dir)
+    table = markdown_table(summary.columns, summary.rows)
     notes = summary.notes
     print(f"\n{summary.title}\n{notes}\n{table}" if notes else f"\n{summary.title}\n{table}")
-    for k, p in figures.items():
+    for k, p in summary.figures.items():
         print(f"plot ({k}): {p}")
     print(f"records: {out_dir}")
     return data
