@@ -31,7 +31,7 @@ def _schemes(args):
 
     names = args.names or list(PRESETS)
     print(schemes_table(names))
-    from .depth import depth_rules_table  # depth rules compose with every width scheme (issue #11)
+    from .depth import depth_rules_table  # depth rules compose with every width scheme
 
     print()
     print(depth_rules_table())

@@ -1,4 +1,4 @@
-"""Bad inputs at the command line and in specs: clear errors before anything is written (#14)."""
+"""Bad inputs at the command line and in specs: clear errors before anything is written."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""Depth rules (issue #11): base-depth bit-identity with negative controls, the branch multiplier is
+"""Depth rules: base-depth bit-identity with negative controls, the branch multiplier is
 output scaling, optimizer factors per role and composition with every width scheme, flat-vs-growing
 depth slopes with a negative control, the linearization instrument is exact, errors name the fix."""
 

@@ -1,4 +1,4 @@
-"""The real-data transfer pairs (issue #16): shapes, no leakage between A and B, determinism, and
+"""The real-data transfer pairs: shapes, no leakage between A and B, determinism, and
 the CBOW model and kernel baseline they rely on."""
 
 import numpy as np

@@ -33,12 +33,12 @@ from ..kit.summary import Summary
 NAME = "lm_lr_transfer"
 _BASE = dict(task="shakespeare_char", depth=2, n_heads=4, base_width=32, context=32, batch=16, n_eval=256,
              eval_seed=0, betas=[0.9, 0.999], eps=1e-8, dtype="float32", device="cpu", sample_chars=300)
-# Sizes from the issue-#12 research round (2-core CPU, 1 thread per run). Widths span 8x from the base
+# Sizes measured on a 2-core CPU, 1 thread per run. Widths span 8x from the base
 # width (the smallest width, where every scheme is the same network).
 SIZES = {
     "tiny": {**_BASE, "schemes": ["sp", "mup"], "widths": [32, 64], "log2_lrs": [-10, -8, -6, -4], "seeds": 1,
              "steps": 20, "n_eval": 32, "sample_chars": 40},
-    # the issue's setting: 150 steps of 16 x 32 tokens (77k tokens per run), 1 seed
+    # 150 steps of 16 x 32 tokens (77k tokens per run), 1 seed
     "quick": {**_BASE, "schemes": ["sp", "mup"], "widths": [32, 64, 128, 256], "log2_lrs": list(range(-11, -3)),
               "seeds": 1, "steps": 150},
     # 250 steps (128k tokens), 3 seeds, two spare grid points on each side of both optima

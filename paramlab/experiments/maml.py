@@ -54,10 +54,8 @@ from ..kit import command
 from ..kit.experiment import Experiment
 from ..kit.summary import Summary, by_width
 from ..kit.transfer_episodes import CHECKS as EPISODE_CHECKS
-from ..kit.transfer_episodes import fmt_ci, kernel_lines, paired_gaps, prediction, width_axes
+from ..kit.transfer_episodes import fit_indices, fmt_ci, kernel_lines, paired_gaps, prediction, width_axes
 
-__all__ = ["EXPERIMENT", "RUNNER", "SIZES", "Episode", "kernel_baselines", "meta_test", "meta_train", "run_one",
-           "summarize", "test_episodes", "train_episodes"]
 
 NAME = "maml"
 N_CLASSES = 5  # mnist1d_disjoint: classes 0-4 meta-train, 5-9 meta-test
@@ -308,8 +306,7 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
     widths, schemes = p["widths"], p["schemes"]
     kern = kernel_baselines(p)
     variants = [f"k{k}" for k in p["shots"]]
-    fit = [i for i, w in enumerate(widths) if w > p["base_width"]]  # above the base width schemes differ
-    fit = fit if len(fit) >= 2 else list(range(len(widths)))
+    fit = fit_indices(widths, p["base_width"])
     rows, verdicts, gap_notes = [], {}, []
     plt = pyplot()
     fig, axes = plt.subplots(len(variants), 3, figsize=(16, 3.8 * len(variants)), squeeze=False)

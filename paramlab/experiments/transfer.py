@@ -15,7 +15,7 @@ Prediction (TP4; the seed post "NTK/GP models of neural nets can't learn feature
 Default task: a multi-index teacher. A is y = g_A(U x) and B is y = g_B(U x), with the same rank-2
 subspace U in d = 32 and 64 examples for B.
 
-Real-data pairs (``--set task=NAME``; `paramlab.data.EPISODE_PAIRS`, issue #16): B is a pool with
+Real-data pairs (``--set task=NAME``; `paramlab.data.EPISODE_PAIRS`): B is a pool with
 `n_episodes` few-shot draws for each shot count in `shots`. One network trained on A is probed on
 every draw (features of the pool once at init, once trained; one ridge solve per draw); a run
 reports the mean over draws, the summary gives 95% t-intervals over seeds. The NNGP / NTK kernel
