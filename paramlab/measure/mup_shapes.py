@@ -13,7 +13,6 @@ from torch import nn
 from ..schemes import MUP, ROLES
 from .coord_predict import TensorInfo, parameter_owners
 
-__all__ = ["MUP_PACKAGE_INVARIANTS", "mup_tensor_infos"]
 
 # muP invariants of a model set up with the `mup` package and trained with MuSGD / MuAdam: those of
 # the muP preset (THEORY.md §4.5): role -> (effective init std, SGD step, Adam step) exponents of 1/m.
