@@ -120,3 +120,21 @@ def test_a_summary_is_a_record_of_its_own_kind_not_a_run(tmp_path):
     # a store written when the summary was a run (config.json in summary/): discovery skips it all the same
     (group / SUMMARY_DIR / "config.json").write_text(json.dumps({"kind": "summary"}))
     assert [r.path.name for r in load_runs(group)] == ["run-1"]
+
+
+def test_pl_run_and_pl_coord_check_are_on_the_package_face(tmp_path):
+    """`pl.run(NAME, size, ...)` is `paramlab run NAME`: options checked before anything is written,
+    then the sweep and its summary; `pl.coord_check` is the width instrument itself."""
+    import paramlab as pl
+    from paramlab.measure.coord import coord_check
+
+    assert pl.coord_check is coord_check
+    with pytest.raises(SpecError, match="unknown option 'stpes' for kernel_limit"):
+        pl.run("kernel_limit", "tiny", root=tmp_path, use_wandb=False, stpes=3)
+    with pytest.raises(ValueError, match="unknown experiment 'nope'"):
+        pl.run("nope")
+    assert not any(tmp_path.iterdir())
+    out = pl.run("kernel_limit", "tiny", root=tmp_path, use_wandb=False, progress=False, group="g")
+    assert out == read_json(tmp_path / "kernel_limit" / "g" / "summary" / "summary.json") and out["verdicts"]
+    recs = load_runs(tmp_path / "kernel_limit" / "g")
+    assert recs and all(r.status in ("finished", "diverged") for r in recs)
