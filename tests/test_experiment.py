@@ -120,6 +120,12 @@ def test_a_summary_is_a_record_of_its_own_kind_not_a_run(tmp_path):
     # a store written when the summary was a run (config.json in summary/): discovery skips it all the same
     (group / SUMMARY_DIR / "config.json").write_text(json.dumps({"kind": "summary"}))
     assert [r.path.name for r in load_runs(group)] == ["run-1"]
+    # with wandb: one summary run per group, replaced when the group is summarized again
+    from paramlab.records import find_wandb_offline_runs
+
+    for _ in range(2):
+        write_summary(s, experiment="e", group="g", out_dir=group / SUMMARY_DIR, use_wandb=True)
+    assert len(find_wandb_offline_runs(group / SUMMARY_DIR)) == 1 and find_wandb_offline_runs(group) == []
 
 
 def test_pl_run_and_pl_coord_check_are_on_the_package_face(tmp_path):

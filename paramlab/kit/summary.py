@@ -11,6 +11,7 @@ sees the old summary or the new one. `write_summary` also prints the table and w
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -64,7 +65,9 @@ def summary_markdown(summary: Summary) -> str:
 
 
 def _log_to_wandb(summary: Summary, *, experiment: str, group: str, out_dir: Path) -> None:
-    """The summary as a wandb run of job type 'summary' in out_dir/wandb: the table and the figures."""
+    """The summary as a wandb run of job type 'summary' in out_dir/wandb: the table and the figures. It
+    replaces the run an earlier summary of the group left there (one summary run per group)."""
+    shutil.rmtree(out_dir / "wandb", ignore_errors=True)
     sink = WandbSink({})
     sink.start(run_dir=out_dir, name="summary", group=f"{experiment}-{group}", job_type="summary",
                tags=[experiment, "summary"], config={"experiment": experiment, "kind": "summary"}, project=None,
