@@ -33,6 +33,10 @@ class InputScale:
         self.scale = float(scale)
 
     def __call__(self, module, args):
+        # one multiply of the input (bit-for-bit mup's MuReadout for a power-of-2 width_mult); a single
+        # argument, the usual call, skips building the tail
+        if len(args) == 1:
+            return (args[0] * self.scale,)
         return (args[0] * self.scale,) + tuple(args[1:])
 
 

@@ -77,7 +77,8 @@ def run_one(cfg: dict, log) -> dict:
     """The coordinate check of one scheme over every width and seed (one run per scheme)."""
     x, y = _batch(cfg)
     res = coord_check(_factory(cfg, cfg["scheme"]), cfg["widths"], x, y, optimizer=cfg["optimizer"], lr=cfg["lr"],
-                      steps=cfg["steps"], seeds=cfg["seeds"], loss="xent" if cfg["model"] == "transformer" else "mse")
+                      steps=cfg["steps"], seeds=cfg["seeds"], loss="xent" if cfg["model"] == "transformer" else "mse",
+                      quantities="all")
     fails = res.failures()
     worst = max((f["slope"] for f in res.fits if f["quantity"] == "act/l1" and f["slope"] == f["slope"]),
                 default=float("nan"))
