@@ -175,7 +175,7 @@ class _QueueSink:
 
     def __call__(self, metrics: Mapping[str, Any], step: int) -> None:
         try:
-            self.queue.put((self.unit, self.k, to_jsonable(dict(metrics)), int(step)))
+            self.queue.put((self.unit, self.k, to_jsonable(dict(metrics)), int(step), time.time()))
         except Exception:  # the live view is best effort; the returned history is the record
             pass
 
@@ -190,9 +190,9 @@ def run_ray(runner: Runner, units: list, record: Record, address, num_cpus, num_
     """Every unit as a Ray task with its resource request; outcomes recorded here as they finish.
 
     address None starts a private instance on loopback (unless Ray is initialized already).
-    open_live: as `run_local`; a unit's live points come back through a Ray queue, polled every 0.1 s
-    (so wandb's time of a point is at most ~0.1 s late), and reach its sinks here, the unit's sinks
-    opened when its first point arrives (when a worker starts it).
+    open_live: as `run_local`; a unit's live points come back through a Ray queue, polled every 0.1 s,
+    with the worker's time of each point (wandb's ``_timestamp``), and reach its sinks here, the unit's
+    sinks opened when its first point arrives (when a worker starts it).
     """
     try:
         import ray
@@ -217,10 +217,10 @@ def run_ray(runner: Runner, units: list, record: Record, address, num_cpus, num_
             if queue is None:
                 return
             n = queue.qsize()
-            for i, k, metrics, step in (queue.get_nowait_batch(n) if n else []):
+            for i, k, metrics, step, t in (queue.get_nowait_batch(n) if n else []):
                 if i not in sinks:
                     sinks[i] = open_live(units[i])
-                sinks[i][k](metrics, step)
+                sinks[i][k]({**metrics, "_timestamp": t}, step)  # wandb's time of the point: when it was computed
 
         remote = ray.remote(_execute_remote)
         pending = {}

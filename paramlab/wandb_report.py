@@ -130,6 +130,10 @@ def report_spec(group_dir: str | os.PathLike, *, project: str | None = None, ent
     path, experiment, params, summary = _group_info(group_dir)
     project = check_project(project or os.environ.get("WANDB_PROJECT") or default_project(experiment))
     entity = entity or os.environ.get("WANDB_ENTITY") or ""
+    if not entity and _online():  # the account's default entity (a network call; never offline)
+        import wandb
+
+        entity = wandb.Api().default_entity or ""
     wb_group = f"{experiment}-{path.name}"
     configs = params.pop("_configs")
     doc = get(experiment).doc.strip()
@@ -183,6 +187,10 @@ def report_spec(group_dir: str | os.PathLike, *, project: str | None = None, ent
                      description=f"{experiment}: every scheme, identical runs; group {wb_group}", blocks=blocks)
 
 
+def _online() -> bool:
+    return os.environ.get("WANDB_MODE", "").strip().lower() == "online"
+
+
 def build_report(group_dir: str | os.PathLike, *, project: str | None = None, entity: str | None = None) -> str:
     """Build the group's W&B Report. Offline (``WANDB_MODE`` not ``online``): its JSON spec goes to
     ``GROUP_DIR/wandb_report.json``, whose path is returned. Online with an API key: the report is
@@ -193,7 +201,7 @@ def build_report(group_dir: str | os.PathLike, *, project: str | None = None, en
     except ImportError:
         raise RuntimeError("the W&B report needs wandb-workspaces: pip install 'wandb[workspaces]'") from None
     report = report_spec(group_dir, project=project, entity=entity)
-    if os.environ.get("WANDB_MODE", "").strip().lower() == "online":
+    if _online():  # wandb-workspaces' save; needs the key (not reachable from the tests: no account)
         report.save()
         return report.url
     spec = report._to_model().model_dump(by_alias=True, exclude_none=True, mode="json")

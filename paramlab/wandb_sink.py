@@ -177,7 +177,7 @@ class WandbSink:
                                          "sent to wandb (a second training inside one run? wrap it in "
                                          "`with live.sending_to([]):` if its points are not the run's)")
             return
-        self.live_keys.update(metrics)
+        self.live_keys.update(k for k in metrics if not k.startswith("_"))  # not wandb's own (_timestamp)
         self.log(metrics, step, replay=False)
 
     def log(self, metrics: Mapping[str, Any], step: int, replay: bool = True) -> None:

@@ -398,4 +398,4 @@ def test_ray_workers_send_their_points_live_to_the_driver(wandb_env, tmp_path):
     wb = inspect(w.path)
     assert [(r["_step"], r["train/loss"]) for r in wb["history"]] == [(r["step"], r["train/loss"]) for r in rec.history]
     ts = [r["_timestamp"] for r in wb["history"]]
-    assert max(ts) - min(ts) >= 0.4, ts  # the driver polls the queue every 0.1 s: 0.6 s of training, +-0.1 s
+    assert max(ts) - min(ts) >= 0.55, ts  # the worker's time of each point
