@@ -11,8 +11,9 @@ One call, :func:`start_run`, records a run in two places:
 
 * **wandb** (`paramlab.wandb_sink`), OFFLINE unless the user explicitly set ``WANDB_MODE`` (or
   passed ``wandb_mode``): ``dir=`` the run folder, ``group=<experiment>-<group>``,
-  ``job_type=<scheme>``, ``name=run_name``, the config plus ``paramlab_meta`` (versions, git) as wandb
-  config, metrics via ``wandb.log``, ``summary`` (+ ``status``) as wandb summary, tables/images as
+  ``job_type=<scheme>``, ``name=run_name``, the config plus flat filter keys and ``paramlab_meta``
+  (versions, git) as wandb config (`wandb_identity`), metrics via ``wandb.log`` (a sweep opens the
+  wandb run before training and passes it in, ``wandb_sink=``: `paramlab.wandb_live`), ``summary`` (+ ``status``) as wandb summary, tables/images as
   ``wandb.Table``/``wandb.Image``. ``use_wandb=False``, ``PARAMLAB_WANDB=0`` or
   ``WANDB_MODE=disabled`` turns wandb off entirely. Tracking never crashes a sweep because of wandb.
 
