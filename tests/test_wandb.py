@@ -174,7 +174,11 @@ def test_summary_run_holds_headline_scalars_and_verdicts_equal_to_summary_json(g
     ws = data["params"]["widths"]
     assert groups["transfer"][1]["summary"]["summary"][f"headline/mup/gain/w{ws[-1]}"] == pytest.approx(
         data["verdicts"]["mup"]["gain"][-1], rel=1e-12)
-    assert with_verdicts >= 3
+    data = json.loads((groups["lr_transfer"][0] / "summary.json").read_text())
+    for s in ("sp", "mup"):
+        assert groups["lr_transfer"][1]["summary"]["summary"][f"verdict/{s}/shift_within_1_step"] == int(
+            data["verdicts"][s]["shift_within_1_step"])
+    assert with_verdicts >= 6
 
 
 def _report_keys(spec: dict) -> dict:
