@@ -81,6 +81,10 @@ def _sweep(args):
         print(f"{report.total} runs, {report.skipped} complete, {report.total - report.skipped} to run -> {report.path}")
         return 0
     print(report)
+    from .store import read_json
+
+    if any((read_json(r["path"] / "meta.json", {}) or {}).get("wandb", {}).get("mode") == "offline" for r in report.runs):
+        print(f"wandb (offline): upload this group with: paramlab sync {report.path}")
     if not report.ok:
         for r in report.runs:
             if r["status"] == "failed":

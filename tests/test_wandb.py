@@ -279,6 +279,20 @@ def test_run_prints_the_sync_command_when_offline(wandb_env, tmp_path, capsys):
     assert f"paramlab sync {tmp_path / 'coord_check' / 'g'}" in capsys.readouterr().out
 
 
+def test_sweep_prints_the_sync_command_when_offline(wandb_env, tmp_path, capsys):
+    import yaml
+
+    from paramlab.cli import main
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump({"experiment": "e", "name": "g", "root": str(tmp_path), "grid": {"width": [16]},
+                                    "fixed": {"steps": 2, "task_args": {"n_train": 32, "n_test": 16, "d": 8, "k": 2}}}))
+    assert main(["sweep", str(spec), "--no-progress"]) == 0
+    assert f"paramlab sync {tmp_path / 'e' / 'g'}" in capsys.readouterr().out
+    assert main(["sweep", str(spec), "--no-progress", "--no-wandb", "--name", "h"]) == 0
+    assert "paramlab sync" not in capsys.readouterr().out
+
+
 def test_bad_input_is_a_clear_error_and_writes_nothing(groups, tmp_path, capsys):
     from paramlab.cli import main
 
