@@ -50,7 +50,7 @@ from .store import (RESERVED_SUMMARY_KEYS, check_name, config_hash, now_iso, rea
                     run_state, safe_component, write_json_atomic)
 from .tracking import start_run
 from .wandb_live import LiveRuns, default_project
-from .wandb_sink import check_project, wandb_enabled
+from .wandb_sink import wandb_enabled
 
 __all__ = ["SweepReport", "run_sweep"]
 
@@ -210,7 +210,7 @@ def run_sweep(
         if isinstance(tags, str) or not all(isinstance(t, str) and t for t in tags):
             raise SpecError(f"tags must be a list of non-empty strings, got {tags!r}")
         s.tags = [*s.tags, *[t for t in tags if t not in s.tags]]
-    project = check_project(wandb_project or os.environ.get("WANDB_PROJECT") or default_project(s.experiment))
+    project = default_project(s.experiment, wandb_project)
     runner = get_runner(s.runner)
     for key, val in (("device", device), ("precision", precision)):
         if val is not None:

@@ -19,6 +19,7 @@ report show panels that fit it; ``--wandb-project`` or ``$WANDB_PROJECT`` put ev
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -31,9 +32,11 @@ from .wandb_sink import WandbSink, check_project, resolve_wandb_mode
 __all__ = ["LiveRuns", "default_project"]
 
 
-def default_project(experiment: str) -> str:
-    """The wandb project of an experiment's runs: ``paramlab-<experiment>`` with ``_`` as ``-``."""
-    return check_project("paramlab-" + safe_component(experiment).replace("_", "-"))
+def default_project(experiment: str, explicit: str | None = None) -> str:
+    """The wandb project of an experiment's runs: `explicit` (``--wandb-project``), else
+    ``$WANDB_PROJECT``, else ``paramlab-<experiment>`` with ``_`` as ``-``; checked (`check_project`)."""
+    return check_project(explicit or os.environ.get("WANDB_PROJECT")
+                         or "paramlab-" + safe_component(experiment).replace("_", "-"))
 
 
 def _drop(metrics: Mapping[str, Any], step: int) -> None:

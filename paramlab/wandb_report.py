@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .store import read_json, write_json_atomic
-from .wandb_sink import check_project
 
 __all__ = ["PANELS", "build_report", "panel_keys", "report_spec", "sync"]
 
@@ -128,7 +127,7 @@ def report_spec(group_dir: str | os.PathLike, *, project: str | None = None, ent
     from .wandb_live import default_project
 
     path, experiment, params, summary = _group_info(group_dir)
-    project = check_project(project or os.environ.get("WANDB_PROJECT") or default_project(experiment))
+    project = default_project(experiment, project)
     entity = entity or os.environ.get("WANDB_ENTITY") or ""
     if not entity and _online():  # the account's default entity (a network call; never offline)
         import wandb

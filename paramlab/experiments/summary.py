@@ -10,7 +10,6 @@ table, where everything is, and with wandb offline the command that uploads the 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -68,7 +67,7 @@ def write_summary(summary: Summary, *, experiment: str, root, group: str, out_di
     if use_wandb:
         from ..wandb_live import default_project
 
-        project = wb.get("wandb_project") or os.environ.get("WANDB_PROJECT") or default_project(experiment)
+        project = default_project(experiment, wb.get("wandb_project"))
         with start_run({"experiment": experiment, "kind": "summary"}, experiment=experiment, group=group, root=root,
                        name="summary", use_wandb=True, if_exists="overwrite", project=project,
                        entity=wb.get("wandb_entity"), tags=wb.get("tags") or (),
