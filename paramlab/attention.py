@@ -48,6 +48,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from .layouts import UNKNOWN, layout_of
+from .patterns import match_pattern
 
 HEAD_DIM_ATTRS = ("head_dim", "d_head", "head_size", "attention_head_size", "dim_head")
 EMBED_ATTRS = ("n_embd", "embed_dim", "d_model", "hidden_size", "n_embed", "dim")
@@ -141,12 +142,8 @@ def head_dim_of(module: nn.Module) -> int | None:
 def _option(name: str, attention) -> object:
     if isinstance(attention, str):
         return attention
-    if name in attention:
-        return attention[name]
-    for pat, v in attention.items():
-        if fnmatch.fnmatchcase(name, pat):
-            return v
-    return "auto"
+    v = match_pattern(name, attention)
+    return "auto" if v is None else v
 
 
 def check_option(attention, model: nn.Module) -> None:

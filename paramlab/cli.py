@@ -13,7 +13,8 @@ def _demo(args):
 
 
 def _run(args, rest):
-    from .experiments import command, get
+    from .experiments import get
+    from .kit import command
 
     return command.main(get(args.experiment), rest)
 
@@ -42,7 +43,7 @@ def _schemes(args):
 
     names = args.names or list(PRESETS)
     print(schemes_table(names))
-    from .depth import depth_rules_table  # depth rules compose with every width scheme (issue #11)
+    from .depth import depth_rules_table  # depth rules compose with every width scheme
 
     print()
     print(depth_rules_table())
@@ -81,7 +82,7 @@ def _sweep(args):
         print(f"{report.total} runs, {report.skipped} complete, {report.total - report.skipped} to run -> {report.path}")
         return 0
     print(report)
-    from .store import read_json
+    from .io import read_json
 
     if any((read_json(r["path"] / "meta.json", {}) or {}).get("wandb", {}).get("mode") == "offline" for r in report.runs):
         print(f"wandb (offline): upload this group with: paramlab sync {report.path}")
@@ -148,7 +149,7 @@ def main(argv=None) -> int:
     w.add_argument("--no-progress", action="store_true")
     w.add_argument("--dry-run", action="store_true", help="check the spec and list the runs and their state")
     w.add_argument("--yes", action="store_true", help="run a grid larger than paramlab.spec.MAX_POINTS points")
-    from .experiments.command import add_wandb_options
+    from .kit.command import add_wandb_options
 
     add_wandb_options(w)
     w.set_defaults(fn=_sweep)

@@ -53,6 +53,7 @@ from . import unit as UN
 from . import wrappers as W
 from .layouts import fan_in
 from .multipliers import InputScale, OutputAffine  # noqa: F401 (the hook types, importable from here)
+from .patterns import match_pattern
 from .plan_options import PlanOptions
 from .schemes import ROLES, Scheme, get_scheme, optimizer_family
 
@@ -239,18 +240,6 @@ def unparameterize(model: nn.Module) -> nn.Module:
 
 
 # -- planning --------------------------------------------------------------------------------------
-
-
-def match_pattern(name: str, table: Mapping | None):
-    """Value for `name` in a dict keyed by exact names or fnmatch patterns (exact names win)."""
-    if not table:
-        return None
-    if name in table:
-        return table[name]
-    for pat, v in table.items():
-        if fnmatch.fnmatchcase(name, pat):
-            return v
-    return None
 
 
 def _primary(tensor: str, uses: list, roles: list[str], scheme: Scheme) -> int:

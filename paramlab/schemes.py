@@ -44,11 +44,25 @@ class Exponents:
 
     def invariants(self) -> tuple[float, float, float]:
         """(effective init std, effective SGD step, effective Adam step) exponents: (a+b, 2a+c_sgd, a+c_adam)."""
-        return (self.a + self.b, 2 * self.a + self.c_sgd, self.a + self.c_adam)
+        return invariants(self.a, self.b, self.c_sgd, self.c_adam)
 
     def shifted(self, t: float) -> "Exponents":
         """Apply the abc symmetry with shift t: (a+t, b-t, c_sgd-2t, c_adam-t). Invariants unchanged."""
         return Exponents(self.a + t, self.b - t, self.c_sgd - 2 * t, self.c_adam - t)
+
+
+def invariants(a: float, b: float, c_sgd: float, c_adam: float) -> tuple[float, float, float]:
+    """The exponents (of 1/m) that decide the dynamics, from a multiplier m^-a, init m^-b and lrs m^-c:
+    effective init std a + b, effective SGD step 2a + c_sgd, effective Adam step a + c_adam (TP4 Eq. 5).
+    A tied tensor's further use takes its own a with the tensor's b and c."""
+    return (a + b, 2 * a + c_sgd, a + c_adam)
+
+
+def backward_signal_exponent(std_out: float, step_out: float | None = None) -> float:
+    """The exponent `back` of the backward signal df/dh ~ m^-back that every hidden layer's gradient
+    carries. At init it is the readout's effective init std `std_out`; once the readout has taken a
+    step, the larger of the readout's init and its update: min(std_out, step_out) (TP4 §5, muP: 1)."""
+    return std_out if step_out is None else min(std_out, step_out)
 
 
 # torch optimizer classes by how their step scales with the gradient (matched by class name along the
@@ -185,7 +199,7 @@ class Scheme:
         r < 0: unstable.
         """
         inv = self.invariants()
-        back = min(inv["output"]["std"], inv["output"]["sgd"])  # size of the backward signal, 1/m^back
+        back = backward_signal_exponent(inv["output"]["std"], inv["output"]["sgd"])
         r_in = inv["input"]["sgd"] + back
         r_hidden = inv["hidden"]["sgd"] - 1 + back
         return min(r_in, r_hidden)

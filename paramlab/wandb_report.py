@@ -4,7 +4,7 @@
 ``wandb-workspaces`` package, the ``wandb[workspaces]`` extra) that shows as W&B panels what the
 experiment's figures show: a metric against width per scheme, the loss against log2 lr at each
 width per scheme, learning curves, coordinate-check slopes, with text blocks for the prediction
-(the experiment's docstring) and the verdicts (its summary.json). Every scheme is one run set (one
+(the experiment's docstring) and the verdicts (the group's summary/summary.json). Every scheme is one run set (one
 colour), filtered to the group's wandb group. Offline (the default) it writes the report's JSON
 spec to ``GROUP_DIR/wandb_report.json``; with ``WANDB_MODE=online`` and an API key it saves the report
 to W&B and returns its URL.
@@ -25,7 +25,8 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping
 
-from .store import read_json, write_json_atomic
+from .io import read_json, write_json_atomic
+from .store import SUMMARY_DIR
 
 __all__ = ["PANELS", "build_report", "panel_keys", "report_spec", "sync"]
 
@@ -104,7 +105,7 @@ def _group_info(group_dir: str | os.PathLike) -> tuple[Path, str, dict, dict]:
     runs = [r for r in load_runs(path, history=False) if r.name != "summary"]
     if not runs:
         raise ValueError(f"{path} holds no runs: nothing to report (run `paramlab run {experiment}` first)")
-    summary = read_json(path / "summary.json", {})
+    summary = read_json(path / SUMMARY_DIR / "summary.json", {})
     summary = summary if isinstance(summary, dict) else {}
     params = summary.get("params")
     if not isinstance(params, dict):  # no summary yet: the options from the runs' configs
@@ -123,7 +124,7 @@ def report_spec(group_dir: str | os.PathLike, *, project: str | None = None, ent
     from wandb_workspaces import expr
 
     from .experiments import get
-    from .experiments.headline import headline
+    from .kit.headline import headline
     from .wandb_live import default_project
 
     path, experiment, params, summary = _group_info(group_dir)
@@ -217,7 +218,9 @@ def sync(path: str | os.PathLike, print_only: bool = False) -> int:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no folder {path}")
-    runs = sorted(str(w.path) for w in find_wandb_offline_runs(path))
+    # the runs, and the summary runs of a group (or of an experiment's groups), which run discovery skips
+    summaries = [p for p in (path / SUMMARY_DIR, *path.glob(f"*/{SUMMARY_DIR}")) if p.is_dir()]
+    runs = sorted({str(w.path) for p in (path, *summaries) for w in find_wandb_offline_runs(p)})
     if not runs:
         raise ValueError(f"no offline wandb runs under {path} (runs made with --no-wandb or PARAMLAB_WANDB=0 have none)")
     exe = shutil.which("wandb", path=str(Path(sys.executable).parent)) or shutil.which("wandb") or "wandb"

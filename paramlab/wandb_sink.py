@@ -36,8 +36,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["ONLINE_INIT_TIMEOUT", "WandbSink", "check_project", "resolve_wandb_mode", "wandb_enabled", "warn_once"]
-
 _WARNED: set[str] = set()
 ONLINE_INIT_TIMEOUT = 6.0  # seconds wandb.init may wait for the server (wandb's default: 90)
 # Why online wandb failed in this process (None: it has not): every later run goes offline at once.

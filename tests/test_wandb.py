@@ -23,7 +23,7 @@ import pytest
 
 from paramlab import store, wandb_sink
 from paramlab.experiments import NAMES, get
-from paramlab.experiments.headline import headline
+from paramlab.kit.headline import headline
 from paramlab.records import find_wandb_offline_runs, load_runs
 from paramlab.wandb_report import PANELS, build_report, panel_keys
 
@@ -73,7 +73,9 @@ def groups(wandb_env, tmp_path_factory):
     for name in NAMES:
         get(name).run("tiny", root, use_wandb=True, progress=False, group="g", tags=["ci"], **SHRINK.get(name, {}))
         gdir = root / name / "g"
-        out[name] = (gdir, {w.paramlab_run.name: inspect(w.path) for w in find_wandb_offline_runs(gdir)})
+        runs = {w.paramlab_run.name: inspect(w.path) for w in find_wandb_offline_runs(gdir)}
+        (summary,) = find_wandb_offline_runs(gdir / "summary")  # the group's summary record holds its own run
+        out[name] = (gdir, {**runs, "summary": inspect(summary.path)})
     return out
 
 
@@ -155,7 +157,7 @@ def test_summary_run_holds_headline_scalars_and_verdicts_equal_to_summary_json(g
     with_verdicts = 0
     for name in NAMES:
         gdir, runs = groups[name]
-        data = json.loads((gdir / "summary.json").read_text())
+        data = json.loads((gdir / "summary" / "summary.json").read_text())
         wb = runs["summary"]
         assert wb["run"]["job_type"] == "summary" and wb["config"]["size"] == "tiny"
         flat = headline(data)
@@ -168,13 +170,13 @@ def test_summary_run_holds_headline_scalars_and_verdicts_equal_to_summary_json(g
         assert all(v in (0, 1) for v in verdicts.values())
         with_verdicts += bool(verdicts)
     # spot checks against summary.json itself, under the documented keys
-    data = json.loads((groups["coord_check"][0] / "summary.json").read_text())
+    data = json.loads((groups["coord_check"][0] / "summary" / "summary.json").read_text())
     assert groups["coord_check"][1]["summary"]["summary"]["verdict/mup/passed"] == int(data["verdicts"]["mup"]["passed"])
-    data = json.loads((groups["transfer"][0] / "summary.json").read_text())
+    data = json.loads((groups["transfer"][0] / "summary" / "summary.json").read_text())
     ws = data["params"]["widths"]
     assert groups["transfer"][1]["summary"]["summary"][f"headline/mup/gain/w{ws[-1]}"] == pytest.approx(
         data["verdicts"]["mup"]["gain"][-1], rel=1e-12)
-    data = json.loads((groups["lr_transfer"][0] / "summary.json").read_text())
+    data = json.loads((groups["lr_transfer"][0] / "summary" / "summary.json").read_text())
     for s in ("sp", "mup"):
         assert groups["lr_transfer"][1]["summary"]["summary"][f"verdict/{s}/shift_within_1_step"] == int(
             data["verdicts"][s]["shift_within_1_step"])
@@ -266,7 +268,8 @@ def test_sync_lists_every_offline_run_of_a_group(groups, capsys):
     assert main(["sync", str(gdir), "--print"]) == 0
     cmd = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert cmd[1] == "sync" and Path(cmd[0]).name == "wandb"
-    assert sorted(cmd[2:]) == sorted(str(w.path) for w in find_wandb_offline_runs(gdir))
+    every = find_wandb_offline_runs(gdir) + find_wandb_offline_runs(gdir / "summary")  # the runs and the summary's
+    assert sorted(cmd[2:]) == sorted(str(w.path) for w in every)
     assert len(cmd[2:]) == len(runs)
 
 

@@ -8,8 +8,6 @@ import sys
 from ..keyvalue import parse_assignments
 from .experiment import Experiment
 
-__all__ = ["add_wandb_options", "main"]
-
 
 def add_wandb_options(p: argparse.ArgumentParser) -> None:
     """--wandb-project, --wandb-entity, --tags (shared by `paramlab run` and `paramlab sweep`)."""
