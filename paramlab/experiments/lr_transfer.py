@@ -156,8 +156,12 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
         rob = robust_shift(results, p, s, metric)
         head = rob if metric == HEADLINE else robust_shift(results, p, s, HEADLINE)
         rows.append([s] + opts + [shift, spread, fmt(rob), fmt(head)])
+        # the prediction as yes/no (on the headline robust shift; an edge-pinned fit is no answer): muP
+        # within 1 grid step, SP at least 2
+        ok = head["shift_status"] == "ok"
         verdicts[s] = {"optima": opts, "shift_steps": shift, "spread_steps": spread, "robust": rob,
-                       "robust_headline": head}
+                       "robust_headline": head, "shift_within_1_step": bool(ok and abs(head["shift"]) <= 1.0),
+                       "shift_at_least_2_steps": bool(ok and abs(head["shift"]) >= 2.0)}
     np.atleast_1d(axes)[0].set_ylabel(f"{metric} after {p['steps']} steps")
     np.atleast_1d(axes)[0].legend(fontsize=8)
     path = save_figure(fig, out_dir / "loss_vs_lr.png")

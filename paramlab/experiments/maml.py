@@ -38,6 +38,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from .. import live
 from ..data.episodes import k_shot_episodes
 from ..data.image_pairs import mnist1d_disjoint
 from ..measure.fit import mean_ci, slope_per_doubling
@@ -241,12 +242,20 @@ def _model(cfg: dict) -> nn.Module:
 def run_one(cfg: dict, log) -> dict:
     """One (scheme, width, seed): per shot count k, meta-train a fresh network and meta-test it and its init."""
     out: dict = {"diverged": 0}
+    done = 0  # outer steps of the earlier shot counts: the live (wandb) step keeps growing across them
     for k in cfg["shots"]:
         (xa, ya), (xb, yb), meta_tr, meta_val, meta_te = _pools(cfg, k)
         model = _model(cfg)
         init = copy.deepcopy(model)
-        klog = (lambda m, s, k=k: log({f"k{k}/{n}": v for n, v in m.items()}, s)) if log is not None else None
+
+        def klog(m, s, k=k, base=done):
+            point = {f"k{k}/{n}": v for n, v in m.items()}
+            live.emit(point, base + s)
+            if log is not None:
+                log(point, s)
+
         losses = meta_train(model, xa, ya, meta_tr, cfg, klog)
+        done += len(losses)
         if losses and not np.isfinite(losses[-1]):
             return {**out, "diverged": 1}
         a0, _ = meta_test(init, xb, yb, meta_te, cfg)

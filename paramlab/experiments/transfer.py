@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from .. import data as D
+from .. import live
 from ..measure.fit import slope_per_doubling
 from ..measure.kernels import MLPKernel
 from ..measure.probe import kernel_ridge_loo, linear_probe, score
@@ -89,8 +90,9 @@ def _finetune(model, B, p: dict) -> float:
     B's size under the same names, so they keep the output role's plan (multiplier, lr scaling)."""
     model = copy.deepcopy(model)
     TE.fresh_readout(model, B.d_out)
-    res = train(model, B, optimizer=p["optimizer"], lr=p["lr"] * p["ft_lr_ratio"], steps=p["ft_steps"], loss="mse",
-                seed=p["seed"])
+    with live.sending_to([]):  # a measurement, not the run's training: its points are not the run's
+        res = train(model, B, optimizer=p["optimizer"], lr=p["lr"] * p["ft_lr_ratio"], steps=p["ft_steps"],
+                    loss="mse", seed=p["seed"])
     if res.diverged:
         return float("nan")
     with torch.no_grad():

@@ -166,12 +166,14 @@ class Experiment:
 
     def run(self, size: str = "default", root="runs", use_wandb: bool = True, progress: bool = True,
             group: str | None = None, threads: int | None = None, *, executor: str = "local",
-            address: str | None = None, **overrides) -> dict:
+            address: str | None = None, wandb_project: str | None = None, wandb_entity: str | None = None,
+            tags: list[str] | None = None, **overrides) -> dict:
         """Run (or resume) the experiment at `size` with `overrides`; returns its summary dict.
 
         group: the store folder of this invocation (default: a new timestamped one). Give the same
         group to resume: complete runs are kept, the others run. threads: torch threads per run
-        (default 1: small models on a shared CPU). executor / address: as `paramlab.sweep.run_sweep`.
+        (default 1: small models on a shared CPU). executor / address / wandb_project / wandb_entity /
+        tags: as `paramlab.sweep.run_sweep` (the wandb config of every run also holds the size).
         """
         import torch
 
@@ -186,7 +188,9 @@ class Experiment:
         old = torch.get_num_threads()
         torch.set_num_threads(threads or 1)
         try:
-            report = run_sweep(spec, executor=executor, address=address, threads=threads or 1, progress=progress)
+            wb = {"wandb_project": wandb_project, "wandb_entity": wandb_entity, "tags": tags,
+                  "wandb_config": {"size": size}}
+            report = run_sweep(spec, executor=executor, address=address, threads=threads or 1, progress=progress, **wb)
             failed = [r for r in report.runs if r["status"] not in ("finished", "diverged")]
             if failed:
                 raise RuntimeError(
@@ -197,6 +201,6 @@ class Experiment:
             out_dir.mkdir(parents=True, exist_ok=True)
             summary = self.summarize(results, p, out_dir)
             return write_summary(summary, experiment=self.name, group=report.name, out_dir=out_dir,
-                                 use_wandb=use_wandb)
+                                 use_wandb=use_wandb, wandb=wb)
         finally:
             torch.set_num_threads(old)
