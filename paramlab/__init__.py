@@ -7,6 +7,7 @@ experiments that show which of them learn features.
     print(pl.role_table(model))                      # name, shape, role, a, b, c, init std, lr
     net = pl.parameterize(my_module, "ntk", base=my_module_at_base_width)
     pl.schemes.equivalent("mf", "mup", optimizer="sgd")  # True
+    res = pl.lr_sweep(build, train_eval, widths=[64, 128, 256], log2_lrs=range(-12, -3))  # muTransfer
 """
 
 from . import schemes
@@ -15,6 +16,7 @@ from .models.cnn import CNN, cnn
 from .models.mlp import MLP, mlp
 from .models.transformer import Transformer, transformer
 from .export import fold
+from .lr_sweep import LRSweep, lr_sweep
 from .optim import effective_lrs, optimizer, param_groups
 from .parameterize import Plan, TensorPlan, UsePlan, get_plan, initialize, parameterize, role_table, unparameterize
 from .plan_options import PlanOptions
@@ -27,5 +29,5 @@ __all__ = [
     "custom", "effective_lrs", "equivalent", "fold", "get_plan", "get_scheme", "initialize", "lazy_rich", "load_bsh", "mlp", "optimizer",
     "optimizer_family", "param_groups", "parameterize", "role_table", "save_bsh", "schemes", "transformer",
     "unparameterize",
-    "CBOW", "cbow",
+    "CBOW", "cbow", "LRSweep", "lr_sweep",
 ]
