@@ -17,7 +17,7 @@ from .report import markdown_table, plot_vs_width, pyplot, save_figure
 from .schemes import get_scheme
 
 SCHEMES = ("sp", "sp-stable", "ntk", "mf", "mup")
-# Predicted exponents of the last hidden layer's relative change (THEORY.md §3.3): -r (TP4 Def. 3.2).
+# Predicted exponents of the last hidden layer's relative change (docs/theory.md §3.3): -r (TP4 Def. 3.2).
 PREDICTED = {s: -get_scheme(s).predicted_r() for s in SCHEMES}
 
 

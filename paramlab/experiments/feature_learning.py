@@ -10,7 +10,7 @@ multi-index teacher y = g(U x), then measure on a fixed probe batch:
 
 Fit the width exponent of each quantity and compare it with TP4's prediction: features move like
 width^-r, with r = 1/2 for NTK and SP-with-stable-LR (kernel regime) and r = 0 for muP and MF
-(feature learning); the kernel-regime kernels move at least as fast to 0 (THEORY.md §3.3).
+(feature learning); the kernel-regime kernels move at least as fast to 0 (docs/theory.md §3.3).
 
 The base LR (0.5 at base width 64) is large on purpose, as in a coordinate check: muP's kernel
 movement has a deterministic part that grows with lr*steps and a finite-width fluctuation part that

@@ -14,7 +14,7 @@ at init (h_0) and after training (h_T), per block output:
                        (the residual stream's norm grows in training and inflates both plain measures)
 
 and fits the width exponent of each (log2-log2 least squares over widths, seeds in log space:
-measure.fit.fit_slope). Prediction (TP4 Def. 3.2 with THEORY.md's Adam rows; `Scheme.predicted_r`):
+measure.fit.fit_slope). Prediction (TP4 Def. 3.2 with docs/theory.md's Adam rows; `Scheme.predicted_r`):
 NTK features move like width^-1/2 (kernel regime) and its kernels fall at least as fast; muP features
 move like width^0 (feature learning). At CPU widths (<= 512) the research round measured the NTK slope
 still steepening towards -1/2 from a small base width and muP's still flattening towards 0.
