@@ -159,17 +159,55 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
     for s in schemes:
         g = np.nanmean(gains[s], axis=1)
         per_doubling = float(np.polyfit(np.log2(widths), g, 1)[0]) if len(widths) > 1 else float("nan")
-        rows.append([s] + [float(x) for x in g] + [per_doubling, float(np.nanmean(probe[s][-1]))])
+        rows.append([s] + [f"{x:+.3f}" for x in g] + [f"{per_doubling:+.3f}", f"{np.nanmean(probe[s][-1]):.3f}"])
         verdicts[s] = {"gain": [float(x) for x in g], "gain_per_doubling": per_doubling,
                        "positive_everywhere": bool(np.all(g > 0)), "probe_at_largest": float(np.nanmean(probe[s][-1]))}
+    words = verdict_words(verdicts, widths, kern)
+    for s, line in words.items():
+        verdicts[s]["words"] = line
     cols = ["scheme"] + [f"gain w={w}" for w in widths] + ["gain change per 2x width", f"probe {key} at w={widths[-1]}"]
     kern_note = ", ".join(f"{k.upper()} kernel {v:.3f}" for k, v in kern.items())
     notes = (f"task {p['task']}: pretrain on A for {p['steps']} {p['optimizer']} steps (lr {p['lr']} at base width "
              f"{p['base_width']}), probe on few-shot B. Baselines on B: {kern_note}; probe on initial features at "
-             f"w={widths[-1]}: {np.nanmean(init_probe[-1]):.3f}.")
+             f"w={widths[-1]}: {np.nanmean(init_probe[-1]):.3f}.\nVerdicts (TP4's predictions, read off the numbers):\n"
+             + "\n".join(f"- {line}" for line in words.values()))
     return Summary("Transfer: probe gain on few-shot task B vs width", cols, rows, {"transfer": path},
                    extra={"verdicts": verdicts, "kernel_baselines": kern, "params": p}, notes=notes)
 
+
+
+FLAT = 0.02  # |gain change per 2x width| within this counts as "not shrinking" for a feature-learning scheme
+
+
+def verdict_words(verdicts: dict, widths, kern: dict) -> dict:
+    """scheme -> one sentence: its regime (`Scheme.predicted_r`), what TP4 predicts for its gain, the
+    numbers, and whether the prediction holds. Feature learning (r = 0): the gain is positive at every
+    width and does not shrink (change per 2x width > -FLAT). Kernel regime (r > 0): the gain falls with
+    width and ends below every feature-learning scheme's."""
+    from ..schemes import get_scheme
+
+    r = {s: get_scheme(s).predicted_r() for s in verdicts}
+    fl_end = [v["gain"][-1] for s, v in verdicts.items() if r[s] == 0]
+    best_kernel = max(kern.values()) if kern else float("nan")
+    out = {}
+    for s, v in verdicts.items():
+        g, d = v["gain"], v["gain_per_doubling"]
+        nums = (f"gain {g[0]:+.3f} at width {widths[0]} -> {g[-1]:+.3f} at {widths[-1]}, {d:+.3f} per 2x width, "
+                f"probe {v['probe_at_largest']:.3f} at {widths[-1]}")
+        if r[s] == 0:
+            holds = v["positive_everywhere"] and d > -FLAT
+            beats = f"; beats the best kernel ({best_kernel:.3f})" if v["probe_at_largest"] > best_kernel else \
+                f"; does not beat the best kernel ({best_kernel:.3f})"
+            out[s] = (f"{s} (feature learning, r = 0): {nums}. Predicted: positive at every width, not shrinking: "
+                      + ("HOLDS" if holds else "does NOT hold") + (beats if kern else "") + ".")
+        elif r[s] > 0:
+            holds = d < 0 and (not fl_end or g[-1] < min(fl_end))
+            out[s] = (f"{s} (kernel regime, r = {r[s]:g}): {nums}. Predicted: falls towards 0 with width"
+                      + (" and ends below the feature-learning schemes" if fl_end else "") + ": "
+                      + ("HOLDS" if holds else "does NOT hold") + ".")
+        else:
+            out[s] = f"{s} (unstable, r = {r[s]:g}): {nums}. No prediction at a fixed lr."
+    return out
 
 
 class _Transfer(Experiment):
