@@ -30,9 +30,12 @@ def run_demo(out: str | Path = "outputs/demo", widths=(128, 256, 512, 1024, 2048
     plt = pyplot()
     f, axes = plt.subplots(1, 2, figsize=(10.5, 3.9))
     plot_vs_width({s: (widths, res[s]["values"]["R/hidden"]) for s in SCHEMES}, None,
-                  "||h1 - h0|| / ||h0||  (last hidden layer)", "feature movement after 1 SGD step", ax=axes[0])
+                  "||h1 - h0|| / ||h0||  (last hidden layer)", "feature movement after 1 SGD step", ax=axes[0],
+                  guides={s: p for s, p in PREDICTED.items() if p <= 0}, legend="below")
     plot_vs_width({s: (widths, res[s]["values"]["df"]) for s in SCHEMES}, None,
-                  "|f1 - f0|", "output change after 1 SGD step", ax=axes[1])
+                  "|f1 - f0|", "output change after 1 SGD step", ax=axes[1], legend="below")
+    f.suptitle(f"one SGD step (lr {lr}, batch 1), tanh MLP, every scheme: feature and output change vs width "
+               f"(widths {widths[0]}-{widths[-1]}; {seeds} seed{'s' if seeds != 1 else ''}; dashed: predicted -r)", fontsize=10)
     save_figure(f, fig)
     rows = [(s, res[s]["slopes"]["R/hidden"], PREDICTED[s] if PREDICTED[s] <= 0 else "> 0 (unstable)",
              res[s]["slopes"]["df"]) for s in SCHEMES]

@@ -126,11 +126,16 @@ def legend_outside(ax, below: bool = False, fontsize: float = 8, **kw):
     handles, labels = ax.get_legend_handles_labels()
     if not handles:
         return None
-    if below:
-        return ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize=fontsize,
-                         frameon=False, ncol=min(3, len(labels)), **kw)
-    return ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=fontsize,
-                     frameon=False, borderaxespad=0, **kw)
+    if below:  # as many columns as fit under the panel: long labels (with their slopes) one per line
+        longest = max(len(str(lb)) for lb in labels)
+        ncol = kw.pop("ncol", 1 if longest > 30 else 2 if longest > 16 else 3)
+        leg = ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.24), fontsize=fontsize,
+                        frameon=False, ncol=min(ncol, len(labels)), **kw)
+    else:
+        leg = ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=fontsize,
+                        frameon=False, borderaxespad=0, **kw)
+    leg.set_in_layout(False)  # the panels keep their size; save_figure's tight bounding box takes the legend in
+    return leg
 
 
 def save_figure(fig, path) -> Path:
@@ -141,7 +146,11 @@ def save_figure(fig, path) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # tight_layout's "not compatible" with outside legends
         fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    # the tight box: every axis, plus the legends kept out of the layout and the figure's own texts (suptitle)
+    extra = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None] + list(fig.legends) + list(fig.texts)
+    if getattr(fig, "_suptitle", None) is not None:
+        extra.append(fig._suptitle)
+    fig.savefig(path, dpi=120, bbox_inches="tight", bbox_extra_artists=extra)
     pyplot().close(fig)
     return path
 

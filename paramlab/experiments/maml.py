@@ -47,7 +47,7 @@ from ..meta import adapt, fomaml_grads, inner_lrs, meta_params
 from ..models.activations import GAINS
 from ..models.mlp import mlp
 from ..optim import optimizer as make_optimizer
-from ..report import pyplot, save_figure
+from ..report import color, describe_size, pyplot, save_figure
 from ..runners import positive
 from ..schemes import get_scheme
 from . import command
@@ -339,7 +339,7 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
             rows.append([v, s] + [fmt_ci(m, h) for m, h in zip(am, ah)] + [fmt_ci(m, h) for m, h in zip(gm, gh)]
                         + [round(slope, 4), fmt_ci(im[-1], ih[-1]), fmt_ci(over[0][0], over[1][0])]
                         + [fmt_ci(m, h) for m, h in zip(vm, vh)])
-            style = {"marker": "o", "capsize": 3, **_STYLE.get(s, {})}
+            style = {"marker": "o", "capsize": 3, "color": color(s), **_STYLE.get(s, {})}
             axes[row][0].errorbar(widths, gm, yerr=np.nan_to_num(gh), label=f"{s} ({regime})", **style)
             line = axes[row][1].errorbar(widths, am, yerr=np.nan_to_num(ah), label=s, **style)
             axes[row][1].plot(widths, im, ls=":", marker=".", color=line[0].get_color(), label=f"{s}, adapted from init")
@@ -359,6 +359,8 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
             vv["meta_val_gap_at_largest"] = paired_gaps(vv["schemes"], val_acc)
             gap_notes.append(f"{v}: " + ", ".join(f"{k} {fmt_ci(*g)}" for k, g in gaps.items()))
         verdicts[v] = vv
+    fig.suptitle(f"first-order MAML on mnist1d: gain, meta-test and meta-val accuracy vs width ({describe_size(p)})",
+                 fontsize=10)
     path = save_figure(fig, out_dir / "maml_mnist1d.png")
     cols = (["K", "scheme"] + [f"acc w={w}" for w in widths] + [f"gain w={w}" for w in widths]
             + ["gain per 2x width", f"acc from init at w={widths[-1]}", f"acc - best kernel at w={widths[-1]}"]

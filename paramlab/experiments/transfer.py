@@ -42,7 +42,7 @@ from ..measure.kernels import MLPKernel
 from ..measure.probe import kernel_ridge_loo, linear_probe, score
 from ..models.mlp import mlp
 from ..models.activations import GAINS
-from ..report import plot_vs_width, pyplot, save_figure
+from ..report import describe_size, plot_vs_width, pyplot, save_figure
 from ..runners import Option
 from ..train import train
 from . import command
@@ -145,14 +145,16 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
     plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     plot_vs_width({s: (widths, gains[s]) for s in schemes}, None, f"probe gain on B ({key}, trained - init)",
-                  "transfer gain of a linear probe", ax=axes[0], logy=False)
+                  "transfer gain of a linear probe", ax=axes[0], logy=False, legend="below")
     axes[0].axhline(0, color="k", lw=0.8)
     plot_vs_width({**{s: (widths, probe[s]) for s in schemes}, "init features": (widths, init_probe)}, None,
                   f"probe {key} on B", "few-shot B: probe vs kernel baselines", ax=axes[1], logy=False,
-                  hlines={f"{k.upper()} kernel": v for k, v in kern.items()})
+                  hlines={f"{k.upper()} kernel": v for k, v in kern.items()}, legend="below")
     plot_vs_width({s: (widths, ft_gain[s]) for s in schemes}, None, f"fine-tune gain on B ({key})",
-                  "transfer gain of low-LR fine-tuning", ax=axes[2], logy=False)
+                  "transfer gain of low-LR fine-tuning", ax=axes[2], logy=False, legend="below")
     axes[2].axhline(0, color="k", lw=0.8)
+    fig.suptitle(f"transfer, {p['task']}: pretrain on A, few-shot B; gain = {key} of trained - initial features "
+                 f"({describe_size(p)})", fontsize=10)
     path = save_figure(fig, out_dir / "transfer_gain_vs_width.png")
 
     rows, verdicts = [], {}
