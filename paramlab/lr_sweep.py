@@ -24,8 +24,12 @@ docs/theory.md, "Learning-rate transfer"), under SP about -1 per doubling of wid
 Runs go through the sweep runner (`paramlab.sweep`): every (width, log2_lr, seed) is one run in the
 local store, ``<root>/lr_sweep/<name>/``, so a cut-off sweep resumes where it stopped (call it again
 with the same arguments) and adding widths or seeds runs only the new points. A run's config holds
-the width, log2_lr and seed, ``config`` (give it what your closures read, e.g. the step count, so that
-changing it starts new runs) and the names and source hashes of ``build`` and ``train_eval``.
+the width, log2_lr and seed, ``config`` (anything else your callables depend on, e.g. a dataset's
+version), a hash of the network ``build`` makes (its init at the narrowest width, seed 0) and the names
+of ``build`` and ``train_eval`` with a hash of their source and of the scalars they read from outside
+(closure variables, defaults, module globals such as ``steps = 100``): change any of these and the
+runs are new instead of resumed. What the hashes cannot see (a tensor or a data loader the loop reads)
+goes in ``config``, or give each sweep its own ``name``.
 ``executor="ray"`` runs the grid as Ray tasks; Ray pickles the callables with cloudpickle, so closures
 and lambdas work where cloudpickle can pickle what they capture (not open files, locks, live data
 loaders with worker processes); otherwise use the local executor, which has no such limit.
@@ -53,14 +57,53 @@ __all__ = ["LRSweep", "lr_sweep"]
 EXPERIMENT = "lr_sweep"  # the store folder: <root>/lr_sweep/<name>/
 
 
+_SCALARS = (bool, int, float, str, type(None))
+
+
+def _captured(fn: Callable) -> dict:
+    """The scalar values `fn` reads from outside its body: closure cells, defaults, and module globals
+    named in its code (e.g. a loop's ``scheme`` or a script's ``steps = 100``)."""
+    out = {}
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return out
+    for name, cell in zip(code.co_freevars, getattr(fn, "__closure__", None) or ()):
+        try:
+            v = cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
+        if isinstance(v, _SCALARS):
+            out[name] = v
+    for i, v in enumerate(getattr(fn, "__defaults__", None) or ()):
+        if isinstance(v, _SCALARS):
+            out[f"default{i}"] = v
+    g = getattr(fn, "__globals__", {})
+    for name in code.co_names:
+        if name in g and isinstance(g[name], _SCALARS):
+            out[name] = g[name]
+    return out
+
+
 def _identity(fn: Callable) -> str:
-    """'module.qualname@<hash of its source>' (no hash where the source cannot be read)."""
+    """'module.qualname@<hash>': the hash covers its source (where readable) and the scalars it captures, so
+    editing the function or changing a value it reads starts new runs instead of resuming stale ones."""
     name = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
     try:
         src = inspect.getsource(fn)
     except (OSError, TypeError):
-        return name
-    return f"{name}@{hashlib.sha1(src.encode()).hexdigest()[:10]}"
+        src = ""
+    key = src + repr(sorted(_captured(fn).items(), key=lambda kv: kv[0]))
+    return f"{name}@{hashlib.sha1(key.encode()).hexdigest()[:10]}"
+
+
+def _init_hash(model) -> str:
+    """A hash of a model's initial parameters (names, shapes, values): which network the runs train."""
+    h = hashlib.sha1()
+    for n, p in model.named_parameters():
+        h.update(n.encode())
+        h.update(str(tuple(p.shape)).encode())
+        h.update(p.detach().to("cpu", torch.float64).numpy().tobytes())
+    return h.hexdigest()[:12]
 
 
 def _takes_seed(build: Callable) -> bool:
@@ -209,16 +252,20 @@ def lr_sweep(
     from .sweep import run_sweep
 
     widths, log2_lrs, seed_list = _check_grid(widths, log2_lrs, seeds)
-    fixed = {"build": _identity(build), "train_eval": _identity(train_eval), **dict(config or {})}
     clash = {"width", "log2_lr", "seed"} & set(config or {})
     if clash:
         raise ValueError(f"config must not set {sorted(clash)}: they are the grid's axes")
+    first = _make(build, widths[0], seed_list[0])
+    # a run's identity: the callables (source and captured scalars), the network they build (its init at the
+    # narrowest width, seed 0: scheme, architecture, init all show there) and the user's config
+    fixed = {"build": _identity(build), "train_eval": _identity(train_eval), "init": _init_hash(first),
+             **dict(config or {})}
     if name is None:
         name = "lr-sweep-" + config_hash({"fixed": fixed, "widths": widths, "log2_lrs": log2_lrs})
     if len(seed_list) > 1:  # the seed trap, checked on the narrowest width before anything runs
-        a = fingerprint(_make(build, widths[0], seed_list[0]))
-        if same_network(a, fingerprint(_make(build, widths[0], seed_list[1]))):
+        if same_network(fingerprint(first), fingerprint(_make(build, widths[0], seed_list[1]))):
             warn_same_seeds("lr_sweep", (seed_list[0], seed_list[1]), widths[0], stacklevel=2)
+    del first
     runner_name = f"{EXPERIMENT}:{name}"
     register_runner(runner_name, _runner_fn(build, train_eval))
     spec = {"runner": runner_name, "experiment": EXPERIMENT, "name": name, "root": str(root), "wandb": bool(wandb),

@@ -158,3 +158,18 @@ def test_bad_grid_and_bad_return_are_refused(tmp_path):
     with pytest.raises(RuntimeError, match="must return a float"):
         pl.lr_sweep(build, lambda m, lr: "0.3", widths=[32, 64], log2_lrs=[-3, -2, -1], seeds=1, root=tmp_path,
                     plot=False)
+
+
+def test_a_changed_setup_is_not_resumed(tmp_path):
+    """Two sweeps whose callables have the same source but build different schemes (a loop variable), or
+    train a different number of steps (a captured scalar), get their own runs: never the other's results."""
+    kw = dict(widths=[32, 64], log2_lrs=[-8, -6, -4], seeds=1, root=tmp_path, plot=False)
+    out = {}
+    for scheme in ("mup", "sp"):
+        for steps in (3, 5):
+            out[scheme, steps] = pl.lr_sweep(lambda w: pl.mlp(8, 1, w, scheme=scheme, base_width=32),
+                                             lambda m, lr: _train_eval(m, lr, steps=steps), **kw)
+    assert len({r.path for r in out.values()}) == 4
+    assert out["mup", 3].scheme == "mup" and out["sp", 3].scheme == "sp"
+    assert not np.array_equal(out["mup", 3].losses[1], out["sp", 3].losses[1])
+    assert not np.array_equal(out["mup", 3].losses, out["mup", 5].losses)
