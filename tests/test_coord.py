@@ -239,7 +239,7 @@ def test_coord_check_of_tied_hf_models_reports_attention_logits_and_the_tied_rea
     (width^-1/2) and the part each input token's own embedding brings (Theta(1) under muP).
     muP: every logit row passes and no activation grows with width; SP (control): the attention logits
     and the readout grow. Measured rows that miss muP's prediction all shrink faster than predicted
-    (finite width: e.g. the readout's first change, slope -0.3 against 0); README, Findings."""
+    (finite width: e.g. the readout's first change, slope -0.3 against 0); docs/experiments.md, Findings."""
     import torch.nn.functional as F
 
     from foreign import HF, V, tokens

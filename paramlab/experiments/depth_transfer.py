@@ -18,7 +18,7 @@ Optimum: the robust optimum of `paramlab.measure.optimum` (a parabola in log-los
 point of least seed-mean loss, bootstrap over seeds), beside the grid argmin; an optimum on the grid
 edge is flagged. The transformer does not separate the rules at CPU sizes
 (research round: d_model 64, L = 2..16, 300 steps; every optimum within one step, basin flat to
-0.01-0.03 nats; see README), so it is not an option here.
+0.01-0.03 nats; see docs/experiments.md), so it is not an option here.
 """
 
 from __future__ import annotations

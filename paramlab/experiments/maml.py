@@ -64,7 +64,7 @@ N_CLASSES = 5  # mnist1d_disjoint: classes 0-4 meta-train, 5-9 meta-test
 _SCHEMES = ["sp-stable", "ntk", "mf", "mup"]
 # inner_lr and lr: chosen once at the base width 64 (every scheme is the same network there) by the lowest
 # meta-validation query loss (classes 0-4, held-out signals) over inner_lr x lr in {0.1, 0.3, 1} x {0.1, 0.3, 1}
-# (README, "Few-shot learning by MAML"); the meta-test classes were never looked at for it.
+# (docs/experiments.md, "Few-shot learning by first-order MAML"); the meta-test classes were never looked at for it.
 _BASE = dict(depth=2, activation="relu", base_width=64, n_way=5, shots=[1, 5], n_query=15, inner_steps=5,
              inner_lr=0.1, optimizer="sgd", lr=0.3, meta_batch=4, meta_steps=1000, n_episodes=50,
              n_val_episodes=50, data_seed=0, dtype="float32")

@@ -24,7 +24,7 @@ and steps chosen on A at the base width only), which `--set task=NAME` selects b
   mnist1d_disjoint   MLP on mnist1d classes 0-4 -> 1 / 5 shots of classes 5-9
   mnist1d_compose    MLP on 10-way mnist1d -> "is the digit in S" for a random half S of the classes
   shakespeare_w2v    CBOW word model (`models.cbow`) on tiny Shakespeare -> category of held-out words
-  digits_disjoint, shakespeare_plays: pairs where the gap did not show (README).
+  digits_disjoint, shakespeare_plays: pairs where the gap did not show (docs/experiments.md).
 Token-id tasks get the CBOW model and bag-of-words kernels (a 1-hidden-layer linear net, TP4 §9).
 """
 

@@ -51,7 +51,7 @@ _MLP = dict(model="mlp", depth=2, activation="relu", base_width=64, optimizer="s
             steps=1000, shots=[1, 5], n_episodes=50, ft_steps=0, ft_episodes=0, max_train=0)
 _CBOW = dict(model="cbow", vocab=2000, window=2, base_width=64, optimizer="adam", lr=3e-3, batch_size=256,
              steps=2000, shots=[4], n_episodes=50, ft_steps=0, ft_episodes=0, max_train=0)
-# tiny: the tests (seconds); quick: a few minutes on 2 cores; default: the README's numbers
+# tiny: the tests (seconds); quick: a few minutes on 2 cores; default: the numbers in docs/experiments.md
 _MLP_TINY = dict(schemes=["ntk", "mup"], widths=[32, 64], base_width=32, seeds=2, steps=30, n_episodes=3,
                  ft_steps=5, ft_episodes=1)
 _MLP_QUICK = dict(schemes=_SCHEMES, widths=[64, 256, 1024], seeds=3, n_episodes=20)

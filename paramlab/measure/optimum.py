@@ -33,7 +33,7 @@ squared difference between f(curve)(x) and f(ref)(x - s) + c over the lrs where 
 refinement.
 
 Method and its calibration: the issue-#12 research round (measured on synthetic curves and on the
-MLP / LM lr-transfer grids; see the README's LR-transfer section).
+MLP / LM lr-transfer grids; see docs/experiments.md, the LR-transfer sections).
 """
 
 from __future__ import annotations
