@@ -39,7 +39,8 @@ def run_demo(out: str | Path = "outputs/demo", widths=(128, 256, 512, 1024, 2048
     save_figure(f, fig)
     rows = [(s, res[s]["slopes"]["R/hidden"], PREDICTED[s] if PREDICTED[s] <= 0 else "> 0 (unstable)",
              res[s]["slopes"]["df"]) for s in SCHEMES]
-    table = markdown_table(["scheme", "slope of feature change", "predicted (-r)", "slope of output change"], rows)
+    table = markdown_table(["scheme", "width exponent of feature change", "predicted (-r)",
+                            "width exponent of output change"], rows, float_fmt="+.2f")
     print(f"One SGD step (lr={lr}, batch 1, tanh MLP, base width 64), widths {list(widths)}, {seeds} seeds:")
     print(table)
     print("muP/MF: features move at every width (slope ~0). NTK, SP with stable LR: slope ~-1/2, features")
