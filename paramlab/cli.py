@@ -29,7 +29,8 @@ def _experiments_help() -> str:
 
 
 def _run(args, rest):
-    from .experiments import command, get
+    from .experiments import get
+    from .kit import command
 
     return command.main(get(args.experiment), rest)
 
@@ -46,7 +47,7 @@ def _schemes(args):
 
     names = args.names or list(PRESETS)
     print(schemes_table(names))
-    from .depth import depth_rules_table  # depth rules compose with every width scheme (issue #11)
+    from .depth import depth_rules_table  # depth rules compose with every width scheme
 
     print()
     print(depth_rules_table())

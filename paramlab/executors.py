@@ -48,7 +48,8 @@ import traceback
 from typing import Any, Callable, Mapping
 
 from .runners import Runner
-from .store import COMPLETE_STATUSES, RESERVED_SUMMARY_KEYS, to_jsonable
+from .io import to_jsonable
+from .store import COMPLETE_STATUSES, RESERVED_SUMMARY_KEYS
 
 __all__ = ["execute_unit", "failure", "resources", "run_local", "run_ray", "start_private_ray"]
 

@@ -273,7 +273,7 @@ def lr_sweep(
     report = run_sweep(spec, executor=executor, address=address, progress=progress)
     failed = [r for r in report.runs if r["status"] not in ("finished", "diverged")]
     if failed:
-        from .store import read_json
+        from .io import read_json
 
         err = read_json(Path(failed[0]["path"]) / "meta.json", {}).get("error", "?")
         raise RuntimeError(f"{len(failed)} of {report.total} runs of the lr sweep failed; the first "

@@ -44,8 +44,8 @@ from typing import Any, Mapping
 from .executors import run_local, run_ray
 from .runners import Runner, SpecError, get_runner
 from .spec import ENSEMBLE_MODES, EXECUTORS, MAX_POINTS, SweepSpec, load_spec
-from .store import (RESERVED_SUMMARY_KEYS, check_name, config_hash, now_iso, read_json, run_dir_name,
-                    run_state, safe_component, write_json_atomic)
+from .io import read_json, write_json_atomic
+from .store import RESERVED_SUMMARY_KEYS, check_name, config_hash, now_iso, run_dir_name, run_state, safe_component
 from .tracking import start_run
 
 __all__ = ["SweepReport", "run_sweep"]

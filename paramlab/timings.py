@@ -45,7 +45,7 @@ def describe(name: str, size: str, times: dict | None = None) -> str:
 def record(name: str, size: str, wall_s: float, cpu_s: float, *, measured: str, threads: int, note: str = "",
            path: Path = TIMES_PATH) -> dict:
     """Store one measurement (atomically) and return the whole table."""
-    from .store import write_json_atomic
+    from .io import write_json_atomic
 
     times = load_times(path)
     times.setdefault(name, {})[size] = {"wall_s": round(float(wall_s), 1), "cpu_s": round(float(cpu_s), 1),

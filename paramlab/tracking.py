@@ -34,9 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from .provenance import code_git_info, library_versions
+from .io import to_jsonable, write_json_atomic
 from .store import (FINAL_STATUSES, FORMAT_VERSION, NAME_KEYS, RESERVED_HISTORY_KEYS, RESERVED_SUMMARY_KEYS,
-                    default_group, format_value, lookup, now_iso, run_name, safe_component, safe_relpath,
-                    to_jsonable, write_json_atomic)
+                    default_group, format_value, lookup, now_iso, run_name, safe_component, safe_relpath)
 from .wandb_sink import WandbSink, resolve_wandb_mode, wandb_enabled
 
 __all__ = ["Run", "start_run", "wandb_enabled"]

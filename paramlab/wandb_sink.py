@@ -28,7 +28,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["WandbSink", "resolve_wandb_mode", "wandb_enabled", "warn_once"]
 
 _WARNED: set[str] = set()
 

@@ -10,7 +10,7 @@ forward pass of step t is the one whose loss gives update t+1) for every module 
     dW/rms, dW/spec      the same for W_t - W_0, the change since init            (t >= 1)
     upd/rms, upd/spec    the same for W_t - W_{t-1}, the last update               (t >= 1)
 
-(spectral norms on the 2-D view (fan_out, -1), vectors: l2 norm; see `features.spectral_norm`).
+(spectral norms on the 2-D view (fan_out, -1), vectors: l2 norm; see `weights.spectral_norm`).
 Attention modules in the model's plan (HF attention, modules calling scaled_dot_product_attention;
 `paramlab.attention`) also get rows '<module>.logits': the act/dact sizes of their q.k * scale logits
 (B, heads, T, T), before any mask. A model inside DDP, FSDP1 or torch.compile is measured on the module
@@ -234,7 +234,7 @@ def coord_check(
         auto_predict: derive slopes from the model's plan (or mup infshapes); see the module docstring.
         family: 'sgd' or 'adam' for the predictions (default: from the optimizer's class).
         tol: tolerance on the predicted slope and on growth (float, or dict quantity/prefix -> tol).
-        spectral: keyword arguments for `features.spectral_norm` (e.g. {"exact_max": 1024}).
+        spectral: keyword arguments for `weights.spectral_norm` (e.g. {"exact_max": 1024}).
         progress: show a tqdm progress bar.
     """
     widths = [int(w) for w in widths]

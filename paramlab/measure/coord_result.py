@@ -20,7 +20,7 @@ import numpy as np
 
 from .fit import fit_slope
 
-__all__ = ["ACT_QUANTITIES", "QUANTITIES", "WEIGHT_QUANTITIES", "CoordResult", "fit_all", "wanted_quantities"]
+__all__ = ["ACT_QUANTITIES", "QUANTITIES", "WEIGHT_QUANTITIES", "CoordResult", "agrees", "fit_all", "wanted_quantities"]
 
 ACT_QUANTITIES = ("act/rms", "act/l1", "dact/rms", "dact/l1")
 WEIGHT_QUANTITIES = ("W/rms", "W/spec", "dW/rms", "dW/spec", "upd/rms", "upd/spec")
@@ -118,6 +118,12 @@ class CoordResult:
         return pd.DataFrame(self.records)
 
 
+def agrees(slope: float, lo: float, hi: float, tol: float) -> bool:
+    """The pass rule of a measured slope against a predicted range [lo, hi] (lo = hi: one value):
+    lo - tol <= slope <= hi + tol. NaN never agrees."""
+    return bool(lo - tol <= slope <= hi + tol)
+
+
 def fit_all(res: CoordResult, pred: Mapping, user_pred, tol) -> None:
     """Fit every (name, quantity, step) of `res.records` and append the rows to `res.fits`.
 
@@ -152,7 +158,7 @@ def fit_all(res: CoordResult, pred: Mapping, user_pred, tol) -> None:
             s, c = fit_slope(res.widths, vals)
             row.update(slope=s, intercept=c)
             if p is not None:
-                row["agrees"] = bool(lo - tl <= s <= p + tl)
+                row["agrees"] = agrees(s, lo, p, tl)
             if q in ACT_QUANTITIES:
                 row["stable"] = bool(s <= tl)
             row["passed"] = row["agrees"] is not False and row["stable"] is not False

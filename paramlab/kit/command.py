@@ -8,8 +8,6 @@ import sys
 from ..keyvalue import parse_assignments
 from .experiment import Experiment
 
-__all__ = ["main"]
-
 
 def main(experiment: Experiment, argv=None) -> dict:
     """Parse `argv` and run `experiment`; returns its summary."""
