@@ -12,6 +12,22 @@ def _demo(args):
     run_demo(out=args.out, seeds=args.seeds)
 
 
+def _experiments_help() -> str:
+    """The experiments with their first doc line and their quick / default times (`paramlab.timings`)."""
+    from .experiments import NAMES, get
+    from .timings import describe, load_times
+
+    times = load_times()
+    lines = ["usage: paramlab run NAME [--quick | --size SIZE] [options]   (options: paramlab run NAME -h)", "",
+             "experiments (time on 2 CPU cores: quick / default):"]
+    for n in NAMES:
+        doc = get(n).doc.strip().split("\n")[0].split(":", 1)[-1].strip()
+        lines.append(f"  {n:<20} {doc}")
+        lines.append(f"  {'':<20} quick: {describe(n, 'quick', times)}; default: {describe(n, 'default', times)}")
+    lines += ["", "NAME may also be spelt with hyphens (lr-transfer). Rerun with the same --group to resume."]
+    return "\n".join(lines)
+
+
 def _run(args, rest):
     from .experiments import get
     from .kit import command
@@ -63,6 +79,15 @@ def _roles(args):
     # only what the user gave: every other argument keeps the builder's own default
     given = {"scheme": args.scheme, "width": args.width, "base_width": args.base_width}
     kwargs = {**{k: v for k, v in given.items() if v is not None}, **parse_assignments(args.set)}
+    import inspect
+
+    params = inspect.signature(BUILDERS[args.builder]).parameters.values()
+    missing = [p.name for p in params if p.default is inspect.Parameter.empty
+               and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in kwargs]
+    if missing:
+        raise ValueError(f"{args.builder} needs {', '.join(missing)}: add " + " ".join(f"--set {m}=..." for m in missing)
+                         + f" (e.g. paramlab roles {args.builder} --width {args.width} "
+                         + " ".join(f"--set {m}=10" for m in missing) + ")")
     print(role_table(BUILDERS[args.builder](**kwargs), args.optimizer))
 
 
@@ -95,7 +120,10 @@ def _sweep(args):
 
 
 def main(argv=None) -> int:
+    from .version import __version__
+
     p = argparse.ArgumentParser(prog="paramlab", description="width parameterizations and feature-learning experiments")
+    p.add_argument("--version", action="version", version=f"paramlab {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     d = sub.add_parser("demo", help="one-step feature movement vs width for every scheme (about a minute)")
@@ -120,15 +148,17 @@ def main(argv=None) -> int:
 
     from .experiments import NAMES
 
-    e = sub.add_parser("run", help="run an experiment: " + ", ".join(NAMES) + " (options: paramlab run NAME -h)",
+    e = sub.add_parser("run", help="run an experiment: " + ", ".join(NAMES) + " (paramlab run -h lists them with times)",
                        add_help=False)
-    e.add_argument("experiment", choices=NAMES + tuple(n.replace("_", "-") for n in NAMES))
+    # one spelling in the choices; lr-transfer is read as lr_transfer
+    e.add_argument("experiment", nargs="?", choices=NAMES, type=lambda v: v.replace("-", "_"))
     e.set_defaults(fn=None)
 
     c = sub.add_parser("compare", help="redraw and compare runs from the local store or wandb offline folders")
     c.add_argument("paths", nargs="+", help="run, group or experiment folders (or wandb offline-run folders)")
     c.add_argument("--out", default=None, help="where to write the plots (default: <first path>/compare)")
-    c.add_argument("--metric", action="append", default=[], help="summary metric(s) to plot (default: all)")
+    c.add_argument("--metric", action="append", default=[],
+                   help="summary metric(s) to plot (default: all; an unknown one is an error listing the known ones)")
     c.set_defaults(fn=_compare)
 
     w = sub.add_parser("sweep", help="run or resume a grid of runs from a YAML/TOML spec (see paramlab.sweep)")
@@ -168,16 +198,33 @@ def main(argv=None) -> int:
     rp.set_defaults(fn=_report)
 
     args, rest = p.parse_known_args(argv)
+    import warnings
+
+    show = warnings.showwarning
+    warnings.showwarning = _one_line_warning  # a warning is one line naming what to do, not a file:line dump
     try:
         return _main(p, args, rest)
     except KeyboardInterrupt:  # Ctrl-C: no traceback; a sweep or experiment resumes where it stopped
         print("\nparamlab: interrupted" + ("; rerun the same command to resume: complete runs are kept"
                                            if args.cmd in ("run", "sweep") else ""), file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = show
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"paramlab: warning: {message}", file=file or sys.stderr)
 
 
 def _main(p, args, rest) -> int:
     if args.cmd == "run":  # the experiment parses its own options
+        if args.experiment is None:
+            if rest and rest[0] not in ("-h", "--help"):
+                print(_experiments_help(), file=sys.stderr)
+                print(f"\nparamlab run: error: {rest[0]!r} is not an experiment", file=sys.stderr)
+                return 2
+            print(_experiments_help())
+            return 0 if rest else 2
         try:
             _run(args, rest)
         except (ValueError, TypeError, RuntimeError, FileNotFoundError) as e:  # bad options; failed runs

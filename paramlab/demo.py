@@ -19,7 +19,7 @@ from .report import markdown_table, plot_vs_width, pyplot, save_figure
 from .schemes import get_scheme
 
 SCHEMES = ("sp", "sp-stable", "ntk", "mf", "mup")
-# Predicted exponents of the last hidden layer's relative change (THEORY.md §3.3): -r (TP4 Def. 3.2).
+# Predicted exponents of the last hidden layer's relative change (docs/theory.md §3.3): -r (TP4 Def. 3.2).
 PREDICTED = {s: -get_scheme(s).predicted_r() for s in SCHEMES}
 HIDDEN, OUTPUT = "layers.1", "readout"  # the last hidden layer's preactivation and the output, tanh MLP of depth 2
 
@@ -51,13 +51,17 @@ def run_demo(out: str | Path = "outputs/demo", widths=(128, 256, 512, 1024, 2048
     plt = pyplot()
     f, axes = plt.subplots(1, 2, figsize=(10.5, 3.9))
     plot_vs_width({s: (widths, res[s]["values"]["R/hidden"]) for s in SCHEMES}, None,
-                  "||h1 - h0|| / ||h0||  (last hidden layer)", "feature movement after 1 SGD step", ax=axes[0])
+                  "||h1 - h0|| / ||h0||  (last hidden layer)", "feature movement after 1 SGD step", ax=axes[0],
+                  guides={s: p for s, p in PREDICTED.items() if p <= 0}, legend="below")
     plot_vs_width({s: (widths, res[s]["values"]["df"]) for s in SCHEMES}, None,
-                  "|f1 - f0|", "output change after 1 SGD step", ax=axes[1])
+                  "|f1 - f0|", "output change after 1 SGD step", ax=axes[1], legend="below")
+    f.suptitle(f"one SGD step (lr {lr}, batch 1), tanh MLP, every scheme: feature and output change vs width "
+               f"(widths {widths[0]}-{widths[-1]}; {seeds} seed{'s' if seeds != 1 else ''}; dashed: predicted -r)", fontsize=10)
     save_figure(f, fig)
     rows = [(s, res[s]["slopes"]["R/hidden"], PREDICTED[s] if PREDICTED[s] <= 0 else "> 0 (unstable)",
              res[s]["slopes"]["df"]) for s in SCHEMES]
-    table = markdown_table(["scheme", "slope of feature change", "predicted (-r)", "slope of output change"], rows)
+    table = markdown_table(["scheme", "width exponent of feature change", "predicted (-r)",
+                            "width exponent of output change"], rows, float_fmt="+.2f")
     print(f"One SGD step (lr={lr}, batch 1, tanh MLP, base width 64), widths {list(widths)}, {seeds} seeds:")
     print(table)
     print("muP/MF: features move at every width (slope ~0). NTK, SP with stable LR: slope ~-1/2, features")

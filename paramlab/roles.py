@@ -10,7 +10,7 @@ its size at the base width if it is a width dim, else None. They come from
 * a `mup` `.bsh` base-shapes file (yaml; `null` = finite dim), or a model already set up by `mup`;
 
 and the role follows from which of the parameter's fan-in / fan-out dims are width dims (TP5 §J.1,
-"vector-like" / "matrix-like"; DESIGN.md §1). Where fan-in and fan-out live depends on the module
+"vector-like" / "matrix-like"; docs/theory.md §1.3). Where fan-in and fan-out live depends on the module
 that uses the tensor (`paramlab.layouts`: an nn.Embedding's (V, d) weight has fan-out d, an
 nn.Linear's (V, d) weight has fan-in d):
 

@@ -101,7 +101,7 @@ class Scheme:
     """A width parameterization: one `Exponents` per role, plus the attention-logit exponent.
 
     `attn` is the exponent of the attention logit scale in d_head: logits = q.k / d_head^attn, with
-    1/2 for SP/NTK-class schemes and 1 for muP/MF (TP5 Def. 4.1; THEORY.md §4.7). Models scale it
+    1/2 for SP/NTK-class schemes and 1 for muP/MF (TP5 Def. 4.1; docs/theory.md §4.7). Models scale it
     relative to the base d_head, so at the base width every scheme has the same attention.
     """
 
@@ -140,7 +140,7 @@ class Scheme:
     def invariants(self) -> dict[str, dict[str, float]]:
         """Per width role: exponents of 1/m of the effective init std, SGD step and Adam step.
 
-        std = a+b, sgd = 2a+c_sgd, adam = a+c_adam (THEORY.md §1.2). Two schemes with equal
+        std = a+b, sgd = 2a+c_sgd, adam = a+c_adam (docs/theory.md §1.2). Two schemes with equal
         invariants train identically (SGD exactly; Adam up to eps).
         """
         return {r: dict(zip(("std", "sgd", "adam"), self[r].invariants())) for r in WIDTH_ROLES}
@@ -235,14 +235,14 @@ SP = _scheme(
     a=(0, 0, 0), b=(0, H, H), c_sgd=(0, 0, 0), c_adam=(0, 0, 0), attn=0.5,
 )
 # SP with its largest stable LR (TP4 Thm 4.1): SGD lr ~ 1/m on every layer -> kernel regime. For Adam a
-# global lr ~ 1/m is not stable (logits grow like m^(1/2), THEORY.md §3.3), the global choice that is
+# global lr ~ 1/m is not stable (logits grow like m^(1/2), docs/theory.md §3.3), the global choice that is
 # stable and nontrivial is lr ~ m^(-3/2) (kernel regime; first layer frozen, hidden features ~m^(-1/2)).
 SP_STABLE = _scheme(
     "sp-stable", "SP with its largest stable global LR: SGD lr ~ 1/m, Adam lr ~ m^-3/2 (kernel regime)",
     a=(0, 0, 0), b=(0, H, H), c_sgd=(1, 1, 1), c_adam=(1.5, 1.5, 1.5), attn=0.5,
 )
 NTK = _scheme(
-    "ntk", "neural tangent (TP4 NTP; Adam: kernel-regime exponents, THEORY.md §2.5). Kernel regime",
+    "ntk", "neural tangent (TP4 NTP; Adam: kernel-regime exponents, docs/theory.md §2.5). Kernel regime",
     a=(0, H, H), b=(0, 0, 0), c_sgd=(0, 0, 0), c_adam=(H, 1, H), attn=0.5,
 )
 MF = _scheme(

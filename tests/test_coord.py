@@ -1,5 +1,5 @@
 """Tests for paramlab.measure.coord: verdicts of the coordinate check, and the one-step width
-exponents of THEORY.md §3.3 (SGD and Adam tables) measured with it."""
+exponents of docs/theory.md §3.3 (SGD and Adam tables) measured with it."""
 
 import numpy as np
 import pytest
@@ -42,7 +42,7 @@ def test_mup_and_mf_pass_the_coord_check(scheme):
     assert {"layers.1.weight", "readout.weight"} <= set(res.verdicts())
     fit = res.fit("layers.1", "dact/rms", 3)
     assert fit["predicted"] == 0.0 and abs(fit["slope"]) < fit["tol"] == 0.15
-    # the spectral condition (THEORY.md §5.4): ||dW||_2 ~ sqrt(fan_out / fan_in)
+    # the spectral condition (docs/theory.md §5.4): ||dW||_2 ~ sqrt(fan_out / fan_in)
     assert res.fit("layers.0.weight", "dW/spec", 3)["predicted"] == 0.5
     assert res.fit("layers.1.weight", "dW/spec", 3)["predicted"] == 0.0
     assert res.fit("readout.weight", "dW/spec", 3)["predicted"] == -0.5
@@ -236,7 +236,9 @@ def test_spectral_norms_are_opt_in_and_named_in_the_error():
 
 # -- one step, batch 1: THEORY.md §3.3 -------------------------------------------------------------------
 
-# (optimizer, scheme) -> {quantity: slope} from THEORY.md §3.3 (SGD and Adam tables).
+# -- one step, batch 1: docs/theory.md §3.3 -------------------------------------------------------------------
+
+# (optimizer, scheme) -> {quantity: slope} from docs/theory.md §3.3 (SGD and Adam tables).
 # R1 / R2: relative change of the input / hidden preactivation after one step; df: |f_1 - f_0|.
 THEORY = {
     ("sgd", "mup"): {"R1": 0.0, "R2": 0.0, "df": 0.0},
@@ -276,7 +278,7 @@ def test_one_step_batch_one_slopes_match_theory(optimizer, scheme):
 
 @pytest.mark.slow
 def test_logits_at_init_vanish_like_n_to_minus_half_in_mup_only():
-    """f_0 ~ n^(-1/2) under muP, Theta(1) under NTK (THEORY.md §3.3): RMS over 128 inputs, 16 seeds."""
+    """f_0 ~ n^(-1/2) under muP, Theta(1) under NTK (docs/theory.md §3.3): RMS over 128 inputs, 16 seeds."""
     g = torch.Generator().manual_seed(1)
     x = torch.randn(128, D, generator=g, dtype=F64)
     y = torch.zeros(128, 1, dtype=F64)
@@ -289,7 +291,7 @@ def test_logits_at_init_vanish_like_n_to_minus_half_in_mup_only():
 
 
 def test_predicted_slopes_from_the_plan():
-    """The prediction rules reproduce THEORY.md §3.3 / §5.4 without running anything."""
+    """The prediction rules reproduce docs/theory.md §3.3 / §5.4 without running anything."""
     order = [("layers.0", "layers.0"), ("act[0]", "act"), ("layers.1", "layers.1"), ("act[1]", "act"),
              ("readout", "readout")]
 
@@ -305,7 +307,7 @@ def test_predicted_slopes_from_the_plan():
     p = pred("ntk", "adam")
     assert p[("layers.0", "dact/rms", 1)] == (-0.5, -0.5) and p[("layers.1", "dact/rms", 1)] == (-0.5, -0.5)
     p = pred("sp", "adam")
-    assert p[("layers.1", "dact/rms", 1)] == (1.0, 1.0)  # THEORY.md §3.3 Adam: SP hidden ~ n^{+1}
+    assert p[("layers.1", "dact/rms", 1)] == (1.0, 1.0)  # docs/theory.md §3.3 Adam: SP hidden ~ n^{+1}
     assert ("readout", "dact/rms", 1) not in p and ("layers.1", "dact/rms", 2) not in p
     assert ("act[1]", "dact/rms", 1) not in p  # a blow-up through tanh: no prediction
 
@@ -329,7 +331,7 @@ def test_coord_check_of_tied_hf_models_reports_attention_logits_and_the_tied_rea
     (width^-1/2) and the part each input token's own embedding brings (Theta(1) under muP).
     muP: every logit row passes and no activation grows with width; SP (control): the attention logits
     and the readout grow. Measured rows that miss muP's prediction all shrink faster than predicted
-    (finite width: e.g. the readout's first change, slope -0.3 against 0); README, Findings."""
+    (finite width: e.g. the readout's first change, slope -0.3 against 0); docs/experiments.md, Findings."""
     import torch.nn.functional as F
 
     from foreign import HF, V, tokens

@@ -258,7 +258,7 @@ def test_laziness_probe_on_transformer_blocks():
 
 def test_depth_transfer_runs_tiny_and_l0_is_one_network(tmp_path):
     """The experiment at its tiny size: a summary per rule, and the L0 runs of every rule give the same
-    loss (they are one network). Its science is in the README (quick and default sizes)."""
+    loss (they are one network). Its science is in docs/experiments.md (quick and default sizes)."""
     from paramlab.experiments import get
     from paramlab.experiments.depth_transfer import optimum
 

@@ -1,6 +1,6 @@
 """The five experiments at --quick size: each runs end to end, logs to the local store and to offline
 wandb, and its summary goes the way the theory says (loose bounds; the tight ones are checked at the
-default size and reported in the README)."""
+default size and reported in docs/experiments.md)."""
 
 import dataclasses
 import json

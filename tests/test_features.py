@@ -149,14 +149,14 @@ def test_weight_change_spectral_norm_and_feature_metrics():
     assert kernel_change(f0["h"], 2 * f0["h"]) == pytest.approx(3.0)
 
 
-# -- feature movement vs width: THEORY.md §3.3 / DESIGN.md experiment feature_learning ---------------------
+# -- feature movement vs width: docs/theory.md §3.3, docs/experiments.md feature learning ---------------------
 
 
 @pytest.mark.slow
 def test_feature_movement_after_ten_steps_falls_for_ntk_and_not_for_mup():
     """10 full-batch SGD steps (lr 0.1) on a 2-index teacher, tanh MLP, widths 128..2048, 4 seeds:
     the hidden preactivation's relative change falls like n^(-1/2) under NTK, is flat under muP;
-    the feature kernel's change falls with slope <= -1/2 under NTK (THEORY.md §7.4)."""
+    the feature kernel's change falls with slope <= -1/2 under NTK (docs/theory.md §7.4)."""
     d, widths = 16, [128, 256, 512, 1024, 2048]
     g = gen(0)
     u = torch.linalg.qr(torch.randn(d, 2, generator=g, dtype=F64))[0].T
@@ -246,7 +246,7 @@ def test_mup_form_matches_tp4_normalization():
 
 @pytest.mark.slow
 def test_finite_linear_mup_net_converges_to_tp4_limit_like_n_to_minus_half():
-    """max_t<=6 |f_t - f_t^inf| averaged over 32 seeds, widths 64..16384: slope -1/2 (THEORY.md §3.2)."""
+    """max_t<=6 |f_t - f_t^inf| averaged over 32 seeds, widths 64..16384: slope -1/2 (docs/theory.md §3.2)."""
     widths = [64, 256, 1024, 4096, 16384]
     lim = tp4_linear_limit(XIS, YS, ETA, 6)
     errs = np.array([[np.abs(finite_run(w, s) - lim).max() for s in range(32)] for w in widths])

@@ -3,7 +3,7 @@ one-by-one LM loop's contracts: every scheme is one network at the base width, m
 symmetry class, float64), SP is not (the negative control).
 
 The predictions themselves (muP shift <= 1 step, SP >= 2 over 8x width) need the quick or default size;
-their measured numbers are in the README."""
+their measured numbers are in docs/experiments.md."""
 
 import math
 

@@ -14,7 +14,7 @@ def test_every_built_in_runner_loads_under_its_own_name():
     for name in BUILTIN:
         r = get_runner(name)
         assert isinstance(r, Runner) and r.name == name and r.options
-    for name in EXPERIMENTS:  # each experiment has the three sizes the tests and the README rely on
+    for name in EXPERIMENTS:  # each experiment has the three sizes the tests and docs/experiments.md rely on
         assert {"tiny", "quick", "default"} <= set(get(name).sizes)
         assert get(name).runner.options.keys() == get_runner(name).options.keys()
 

@@ -324,7 +324,7 @@ def lln_clt_fit(v, t):
 
 
 def test_mup_attention_logits_are_a_width_free_part_plus_a_decaying_clt_part():
-    """Why the 3-step check above fails, measured (THEORY.md §4.7: trained q and k correlate, so q.k ~ d
+    """Why the 3-step check above fails, measured (docs/theory.md §4.7: trained q and k correlate, so q.k ~ d
     (LLN) and 1/d attention keeps it O(1); the uncorrelated part of q.k ~ sqrt(d) (CLT) shrinks as
     d^-1/2 under 1/d). Under muP the logits follow l(d) = A(t) + B(t) d^-1/2: fitted on d_model 64-256
     at step 12, this two-part model predicts d_model 512 at least twice as well as either part alone

@@ -24,7 +24,7 @@ Write ``paramlab/experiments/<name>.py`` with:
     SIZES = {"tiny": {...}, "quick": {...}, "default": {...}}
         # options of each size: "schemes", "widths" (lists) and "seeds" (a count) are the grid's axes,
         # every other key a fixed option; 'tiny' runs in seconds (tests), 'quick' in 1-3 minutes,
-        # 'default' (the README's numbers) in at most ~30 minutes on 2 CPU cores
+        # 'default' (the numbers in docs/experiments.md) in at most ~30 minutes on 2 CPU cores
     def run_one(config, log) -> dict:
         # one grid point (config: every option, with one scheme, width and seed): build, train with
         # paramlab.train.train(..., log=log), measure with paramlab.measure; return the summary

@@ -101,7 +101,7 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
         s = c["scheme"]
         res = CoordResult.from_dict(r["coord"])
         path = out_dir / f"coord_{p['model']}_{s}.png"
-        plot_coord(res, path, quantity="act/l1")
+        plot_coord(res, path, quantity="act/l1", title=f"{s}, {p['model']}, {p['optimizer']} lr {p['lr']}")
         figures[f"{p['model']} {s}"] = path
         tables.append(f"## {s}\n\n" + slope_table(res, quantities=("act", "dact")))
         act_ok, w_ok = r["activations_passed"], r["weights_passed"]

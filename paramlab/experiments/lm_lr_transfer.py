@@ -22,7 +22,7 @@ import numpy as np
 
 from ..measure.fit import slope_per_doubling
 from ..measure.optimum import align_shift, robust_optimum
-from ..report import pyplot, save_figure
+from ..report import color, describe_size, legend_outside, log_ticks, pyplot, save_figure, width_colors
 from ..runners import BatchKey
 from ..kit import command
 from ..kit.experiment import LR_AXES, Batch, Experiment
@@ -148,11 +148,11 @@ def _plot(table: dict, p: dict, out_dir: Path) -> Path:
     plt = pyplot()
     schemes, widths, x = list(table), p["widths"], np.array(p["log2_lrs"], dtype=float)
     fig, axes = plt.subplots(1, len(schemes) + 1, figsize=(4.6 * (len(schemes) + 1), 3.8))
-    cmap = plt.get_cmap("viridis")
+    cols = width_colors(len(widths))
     lo = min(min(t["best_loss_by_width"]) for t in table.values())
     for ax, s in zip(axes, schemes):
         for i, r in enumerate(table[s]["per_width"]):
-            col = cmap(i / max(1, len(widths) - 1))
+            col = cols[i]
             m = np.array(r["mean_curve"])
             ax.plot(x, np.where(np.isfinite(m), m, np.nan), "o-", ms=3, color=col, label=f"d_model {r['width']}")
             if r["status"] == "ok":
@@ -163,15 +163,18 @@ def _plot(table: dict, p: dict, out_dir: Path) -> Path:
         ax.set_ylim(lo - 0.05, lo + 1.2)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"val loss (nats/char) after {p['steps'] * p['batch'] * p['context']} tokens")
-    axes[0].legend(fontsize=8)
+    legend_outside(axes[0], below=True)
     ax = axes[-1]
     for s in schemes:
-        ax.plot(widths, table[s]["best_loss_by_width"], "o-", label=f"{s} (its best lr per width)")
+        ax.plot(widths, table[s]["best_loss_by_width"], "o-", color=color(s), label=f"{s} (its best lr per width)")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("d_model")
     ax.set_title("best val loss vs width", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    log_ticks(ax, "x", widths)
+    legend_outside(ax, below=True)
+    fig.suptitle(f"LM lr transfer, Transformer on tiny Shakespeare: val loss vs lr per d_model ({describe_size(p)}; "
+                 "dotted: robust optima)", fontsize=10)
     return save_figure(fig, out_dir / "lm_loss_vs_lr.png")
 
 

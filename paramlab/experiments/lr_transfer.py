@@ -17,7 +17,7 @@ import torch
 from .. import data as D
 from ..measure.optimum import robust_optimum
 from ..models.mlp import mlp
-from ..report import pyplot, save_figure
+from ..report import describe_size, legend_outside, log_ticks, pyplot, save_figure, width_colors
 from ..runners import BatchKey
 from ..stacked import train_ensemble, use_ensemble
 from ..train import train
@@ -133,28 +133,30 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
         flag = "" if rs["shift_status"] == "ok" else f" ({rs['shift_status']})"
         return f"{rs['shift']:+.2f} ± {rs['shift_se']:.2f}{flag}"
 
+    def headline_curve(s, w):  # what the figure shows: the headline metric, seed mean (nan where diverged)
+        vals = [[r.get(HEADLINE, np.nan) if not r.get("diverged") else np.nan for c, r in results
+                 if c["scheme"] == s and c["width"] == w and c["log2_lr"] == lr] for lr in p["log2_lrs"]]
+        return np.array([np.mean(v) if v else np.nan for v in vals])
+
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(p["schemes"]), figsize=(5 * len(p["schemes"]), 3.8), sharey=True)
+    fig, axes = plt.subplots(1, len(p["schemes"]), figsize=(4.6 * len(p["schemes"]) + 1.4, 3.8), sharey=True)
     rows, verdicts = [], {}
-    cmap = plt.get_cmap("viridis")
+    colors = width_colors(len(widths))
     for ax, s in zip(np.atleast_1d(axes), p["schemes"]):
-        opts = []
-        for i, w in enumerate(widths):
-            c = curve(s, w)
-            opt = grid_argmin(lrs, c)
-            opts.append(opt)
-            shown = np.where(np.isfinite(c), c, np.nan)
-            ax.plot(lrs, shown, "o-", ms=3, color=cmap(i / max(1, len(widths) - 1)), label=f"width {w}")
-            if np.isfinite(opt):
-                ax.plot([opt], [c[list(lrs).index(opt)]], "*", ms=12, color=cmap(i / max(1, len(widths) - 1)))
-        ax.set_title(f"{s}: optimum log2 lr {opts[0]:g} -> {opts[-1]:g}")
-        ax.set_xlabel("log2 base learning rate")
-        ax.set_yscale("log")
-        ax.grid(alpha=0.3)
+        opts = [grid_argmin(lrs, curve(s, w)) for w in widths]
         shift = opts[-1] - opts[0]
         spread = float(np.nanmax(opts) - np.nanmin(opts))
         rob = robust_shift(results, p, s, metric)
         head = rob if metric == HEADLINE else robust_shift(results, p, s, HEADLINE)
+        for i, w in enumerate(widths):
+            ax.plot(lrs, headline_curve(s, w), "o-", ms=3, color=colors[i], label=f"width {w}")
+            if np.isfinite(head["optima"][i]):
+                ax.axvline(head["optima"][i], color=colors[i], lw=0.8, ls=":")
+        ax.set_title(f"{s}: robust optimum shift {fmt(head)} log2 steps", fontsize=9)
+        ax.set_xlabel("log2 base learning rate (dotted: robust optima)")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        log_ticks(ax, "y")
         rows.append([s] + opts + [shift, spread, fmt(rob), fmt(head)])
         # the prediction as yes/no (on the headline robust shift; an edge-pinned fit is no answer): muP
         # within 1 grid step, SP at least 2
@@ -162,8 +164,10 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
         verdicts[s] = {"optima": opts, "shift_steps": shift, "spread_steps": spread, "robust": rob,
                        "robust_headline": head, "shift_within_1_step": bool(ok and abs(head["shift"]) <= 1.0),
                        "shift_at_least_2_steps": bool(ok and abs(head["shift"]) >= 2.0)}
-    np.atleast_1d(axes)[0].set_ylabel(f"{metric} after {p['steps']} steps")
-    np.atleast_1d(axes)[0].legend(fontsize=8)
+    np.atleast_1d(axes)[0].set_ylabel(f"{HEADLINE} after {p['steps']} steps")
+    legend_outside(np.atleast_1d(axes)[-1])
+    fig.suptitle(f"LR transfer, {p['task']} MLP, {p['optimizer']}: {HEADLINE} (the headline) vs lr per width "
+                 f"({describe_size(p)})", fontsize=10)
     path = save_figure(fig, out_dir / "loss_vs_lr.png")
     cols = (["scheme"] + [f"best log2 lr w={w} (grid)" for w in widths]
             + ["shift (grid steps)", "max spread", f"robust shift ({metric})", f"robust shift ({HEADLINE}, headline)"])

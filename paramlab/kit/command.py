@@ -24,9 +24,11 @@ def main(experiment: Experiment, argv=None) -> dict:
         prog=f"paramlab run {experiment.name}", description=experiment.doc.split("\n")[0],
         epilog=f"sizes: {', '.join(sizes)}. --set takes any of: " + ", ".join(sorted(experiment.sizes["default"]))
         + ". Rerun with the same --group to resume: complete runs are kept.")
+    from ..timings import describe
+
     p.add_argument("--size", choices=sizes, default="default",
-                   help="grid size (quick: minutes on 2 CPU cores; default: the README's numbers; the README gives "
-                        "each experiment's time)")
+                   help="grid size; time on 2 CPU cores: quick " + describe(experiment.name, "quick") + ", default "
+                        + describe(experiment.name, "default") + " (tiny: seconds, the tests' size)")
     p.add_argument("--quick", dest="size", action="store_const", const="quick", help="same as --size quick")
     p.add_argument("--root", default="runs", help="local store root (default: runs/)")
     p.add_argument("--group", default=None, help="group name (default: a new timestamp id); an existing one resumes")

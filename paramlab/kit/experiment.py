@@ -28,7 +28,7 @@ from .summary import Summary, write_summary
 
 __all__ = ["Batch", "Experiment", "History", "LR_AXES", "Log", "SIZES", "WIDTH_AXES"]
 
-SIZES = ("tiny", "quick", "default")  # tiny: the tests; quick: minutes; default: the README's numbers (each one's time is in the README)
+SIZES = ("tiny", "quick", "default")  # tiny: the tests; quick: minutes; default: the numbers in docs/experiments.md (each one's time: paramlab/experiment_times.json)
 # the grids of the experiments: scheme x width x seed, and with a log2 learning-rate axis (the LR-transfer ones)
 WIDTH_AXES = {"scheme": "schemes", "width": "widths", "seed": "seeds"}
 LR_AXES = {"scheme": "schemes", "width": "widths", "log2_lr": "log2_lrs", "seed": "seeds"}

@@ -51,6 +51,7 @@ from .capture import Capture, capture, leaf_module_names
 from .weights import spectral_norm
 from .mup_shapes import mup_tensor_infos
 from .coord_result import DEFAULT_QUANTITIES
+from .seeds import fingerprint, same_network, warn_same_seeds
 
 __all__ = ["SPECTRAL", "coord_check"]
 
@@ -254,7 +255,8 @@ def coord_check(
     Args:
         make_model: width -> model. Called after ``torch.manual_seed(seed)``, so a builder that draws
             from torch's global RNG (paramlab builders with seed=None, plain nn.Modules) gets one
-            init per seed.
+            init per seed. A builder that fixes its own seed builds the same network for every seed:
+            warned (`seeds.SeedWarning`), from the second seed's first width.
         optimizer: 'sgd', 'adam', 'adamw' (paramlab's per-tensor optimizer from the model's plan, with
             ``lr``; default lr 0.1 for SGD, 1e-3 for Adam as in mup), or a callable(model) -> torch
             optimizer (e.g. ``lambda m: mup.MuSGD(m.parameters(), lr=.1)``; needed for a model without
@@ -292,6 +294,7 @@ def coord_check(
     shapes: dict[str, list[tuple]] = {}
     pool: dict = {}  # weight-sized buffers, reused by the next seed at the same width
     first = None
+    inits: dict[int, list] = {}  # width -> the first seed's initial parameters (the seed trap)
     runs = [(w, s) for s in seeds for w in widths]
     bar = None
     if progress:
@@ -301,6 +304,11 @@ def coord_check(
     for w, s in runs:
         torch.manual_seed(s)
         model = unwrap(make_model(w))  # DDP / FSDP1 / compile: measured on the module inside, in eager mode
+        if s == seeds[0]:
+            inits[w] = fingerprint(model)
+        elif w in inits:
+            if same_network(inits.pop(w), fingerprint(model)):
+                warn_same_seeds("coord_check", (seeds[0], s), w)
         p0 = next((p for p in model.parameters() if p.is_floating_point()), None)
         xx = x.to(device=p0.device, dtype=p0.dtype if x.is_floating_point() else x.dtype) if p0 is not None else x
         yy = y.to(device=xx.device, dtype=p0.dtype if (y.is_floating_point() and p0 is not None) else y.dtype)

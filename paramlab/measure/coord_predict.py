@@ -2,7 +2,7 @@
 
 Exponents of width n (n^p: slope p). For a paramlab model they follow from its plan: each tensor's
 effective init std ``a+b``, effective step ``s`` (SGD ``2a+c_sgd``, Adam ``a+c_adam``) and role, by
-the linear-response rules of THEORY.md §3.1-3.3 (TP4 §3 and Prop. 5.3) and §5.4. Walking the modules
+the linear-response rules of docs/theory.md §3.1-3.3 (TP4 §3 and Prop. 5.3) and §5.4. Walking the modules
 in the order their forward calls finish, with ``back`` the exponent of the backward signal
 ``df/dh`` (``std_out`` for the first update, ``min(std_out, s_out)`` once the readout has moved),
 ``size`` the exponent of the signal's coordinates at init and ``d`` that of its change:
@@ -22,7 +22,7 @@ act = max(size, d), dact = d. Weights, with ``w_r``, ``w_c`` = 1 where the row /
     W/rms = max(-std, dW/rms);  W/spec at init: the slope of std * (sqrt(rows) + sqrt(cols)) over
     the actual shapes (Bai-Yin; sqrt(len) for vectors), after: that or dW/spec, whichever is larger.
 
-Examples (one SGD step, THEORY.md §3.3): muP hidden preactivation change 0, NTK -1/2, SP with LR 1/n
+Examples (one SGD step, docs/theory.md §3.3): muP hidden preactivation change 0, NTK -1/2, SP with LR 1/n
 input layer -3/2, muP logits at init -1/2; §5.4: muP ||dW||_2 ~ sqrt(fan_out / fan_in).
 These hold for a stable scheme at every step. For an unstable one (some d > 0) only t = 0 and the
 changes of the first update are predicted (after that the sizes depend on the nonlinearity).
@@ -35,7 +35,7 @@ f_0 ~ n^-1/2 plus df ~ 1). A tied readout (the embedding's tensor used again as 
 a law-of-large-numbers part to its logits, since the residual stream carries each input token's
 embedding, whose readout row is that same embedding: 1 - std + size beside the CLT's 1/2 - std + size
 (muP: Theta(1) beside n^-1/2). Models set up with the `mup` package (parameters with ``infshape``) get
-the muP invariants of THEORY.md §4.5 (assuming MuSGD / MuAdam). Pass ``predicted=`` for anything else.
+the muP invariants of docs/theory.md §4.5 (assuming MuSGD / MuAdam). Pass ``predicted=`` for anything else.
 
 """
 

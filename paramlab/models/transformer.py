@@ -16,7 +16,7 @@ The number of heads is fixed, so d_head = d_model / n_heads grows with width. Ro
     scale = attn_mult / sqrt(d_head_base) * (d_head_base / d_head) ** scheme.attn
 
 where `scheme.attn` is the scheme's attention exponent (1/2 for SP/NTK-like schemes, 1 for muP/MF:
-TP5 Def. 4.1, "1/d attention"; THEORY.md §4.7). At the base width every scheme has the usual
+TP5 Def. 4.1, "1/d attention"; docs/theory.md §4.7). At the base width every scheme has the usual
 1/sqrt(d_head) * attn_mult; under muP the scale falls like 1/d_head because, once trained, q and k are
 correlated and q.k grows like d_head (law of large numbers), not sqrt(d_head). The number is read from
 the plan by `Transformer.apply_plan` (d_head / d_head_base is the plan's width multiplier m).
