@@ -27,7 +27,7 @@ import torch
 from _common import timed, write_json
 import paramlab as pl
 from paramlab.data.text import shakespeare_char
-from paramlab.experiments.lm_train import train_lm, train_lm_stacked
+from paramlab.engine.lm import train_lm, train_lm_stacked
 
 
 def make(task, width, seed, context, explicit=False):

@@ -35,7 +35,7 @@ from ..schemes import get_scheme
 from . import command
 from .experiment import Experiment
 from .lm_common import OnDevice, check_task, lm_model, lm_task, protocol
-from .lm_train import train_lm
+from ..engine.lm import train_lm
 from .summary import Summary, by_width
 
 NAME = "lm_feature_learning"
