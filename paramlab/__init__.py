@@ -20,6 +20,7 @@ from .parameterize import Plan, TensorPlan, UsePlan, get_plan, initialize, param
 from .plan_options import PlanOptions
 from .roles import load_bsh, save_bsh
 from .schemes import Exponents, Scheme, custom, equivalent, get_scheme, lazy_rich, optimizer_family
+from .train import train  # the one training loop at K = 1 (paramlab.engine); paramlab.train the module stays importable
 from .version import __version__
 
 __all__ = [

@@ -25,6 +25,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from ..divergence import DIVERGE_FACTOR
 from ..optim import optimizer as make_optimizer
 from .batches import TokenWindows
 from .loop import TrainResult, fit
@@ -70,11 +71,11 @@ def _last_loss(results):
     return lambda step, alive: [{"train/loss": results[mi].step_losses[-1]} for mi in alive]
 
 
-def _fit(st, update, task, seeds, *, steps, batch, context, loss, logs, write_back=True):
+def _fit(st, update, task, seeds, *, steps, batch, context, loss, logs, diverge_factor, write_back=True):
     results = [TrainResult() for _ in seeds]
     return fit(st, update, TokenWindows(task, batch, context, seeds), loss, _last_loss(results), steps=steps,
                every=max(1, steps // 10), record_initial=False, results=results, logs=logs, keep_losses=True,
-               write_back=write_back)
+               write_back=write_back, diverge_factor=diverge_factor)
 
 
 def _result(res, val: float | None) -> LMResult:
@@ -84,18 +85,20 @@ def _result(res, val: float | None) -> LMResult:
 
 
 def train_lm(model, task, *, lr: float, seed: int, steps: int, batch: int, context: int, eval_xy,
-             betas=(0.9, 0.999), eps: float = 1e-8, log=None) -> LMResult:
-    """Train `model` under the protocol of the module docstring; `log(metrics, step)` gets the train loss."""
+             betas=(0.9, 0.999), eps: float = 1e-8, log=None,
+             diverge_factor: float | None = DIVERGE_FACTOR) -> LMResult:
+    """Train `model` under the protocol of the module docstring; `log(metrics, step)` gets the train loss.
+    diverge_factor: as in `paramlab.train` (None: only a non-finite loss diverges)."""
     opt = make_optimizer(model, "adam", lr=lr, betas=tuple(betas), eps=eps)
     model.train()
     res = _fit(Single(model), TorchUpdate(opt), task, [seed], steps=steps, batch=batch, context=context,
-               loss=lambda st, b: lm_loss(st(b.x), b.y).reshape(1), logs=[log])[0]
+               loss=lambda st, b: lm_loss(st(b.x), b.y).reshape(1), logs=[log], diverge_factor=diverge_factor)[0]
     return _result(res, None if res.diverged else evaluate(model, *eval_xy))
 
 
 def train_lm_stacked(models: Sequence, task, *, lrs: Sequence[float], seeds: Sequence[int], steps: int, batch: int,
                      context: int, eval_xy, betas=(0.9, 0.999), eps: float = 1e-8, logs=None,
-                     write_back: bool = True) -> list[LMResult]:
+                     write_back: bool = True, diverge_factor: float | None = DIVERGE_FACTOR) -> list[LMResult]:
     """`train_lm(models[k], lr=lrs[k], seed=seeds[k], ...)` for every k as one stacked pass (one scheme and
     width per call: `Stacked` refuses a mix); one LMResult per model, the same divergence rule."""
     models = list(models)
@@ -106,7 +109,7 @@ def train_lm_stacked(models: Sequence, task, *, lrs: Sequence[float], seeds: Seq
     update = StackedUpdate(st, "adam", lrs, [0.0] * k, [eps] * k, "gradient", 0.0, False, tuple(betas))
     res = _fit(st, update, task, seeds, steps=steps, batch=batch, context=context,
                loss=lambda s, b: _per_model_ce(s(b.x, per_model=b.per_model), b.y),
-               logs=logs, write_back=write_back)
+               logs=logs, write_back=write_back, diverge_factor=diverge_factor)
     alive = [i for i in range(k) if not res[i].diverged]
     vals = _evaluate_stacked(st, *eval_xy) if alive else []
     return [_result(res[i], vals[alive.index(i)] if i in alive else None) for i in range(k)]

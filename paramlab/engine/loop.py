@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from .. import live
-from ..divergence import DIVERGE_FACTOR, diverged_reason
+from ..divergence import DIVERGE_FACTOR, check_factor, diverged_reason
 from .step import train_step
 
 __all__ = ["TrainResult", "fit"]
@@ -136,6 +136,7 @@ def fit(stack, update, batches, loss: Callable, evaluate: Evaluate, *, steps: in
     `step_losses`. on_step(step): called after each step's records (periodic checkpoints). At the end
     the live models' weights are written back into `stack.models` (`write_back`).
     """
+    check_factor(diverge_factor)
     k = len(stack.models)
     results = list(results) if results is not None else [TrainResult() for _ in range(k)]
     run = _Run(stack, update, results, initial if initial is not None else [None] * k,

@@ -199,19 +199,12 @@ def train(
     saved = read_checkpoint(resume) if resume is not None else None
     if device is not None:
         model.to(device)
-    dev = next(model.parameters()).device
     opt = optimizer if isinstance(optimizer, torch.optim.Optimizer) else make_optimizer(model, optimizer, lr=lr, **opt_kwargs)
-    param_dtype = next(model.parameters()).dtype
-    ac_dtype = autocast_dtype(autocast)
-    forward = model if ac_dtype is None else _autocast_forward(model, dev, ac_dtype, param_dtype)
-    xtr, ytr, xte, yte = _task_tensors(task, dev, dtype or param_dtype)
-    was_training = model.training
-    model.eval()  # one side-effect-free forward of two rows: does the output fit the targets?
-    with torch.no_grad():
-        check_output(forward(xtr[:2]), ytr[:2], loss, task.n_classes)
-    model.train(was_training)
+    forward, (xtr, ytr, xte, yte) = _checked_forward(model, task, loss, dtype, autocast)
     xtr_e, ytr_e = eval_subset(xtr, ytr, eval_rows)
     xte_e, yte_e = eval_subset(xte, yte, eval_rows)
+    evals = lambda: ([evaluate(forward, xtr_e, ytr_e, loss, task.n_classes)],  # noqa: E731
+                     [evaluate(forward, xte_e, yte_e, loss, task.n_classes)])
     batches = TensorBatches(xtr, ytr, batch_size, [seed])
     eval_every = max(1, eval_every or max(1, steps // 10))
     # what a checkpoint must match to resume (steps may grow: a run can be continued further)
@@ -219,37 +212,66 @@ def train(
                 "lr": float(lr), "batch_size": batches.bs, "seed": int(seed),
                 "loss": loss if isinstance(loss, str) else "custom", "eval_every": int(eval_every),
                 "eval_rows": eval_rows}
-    evals = lambda: ([evaluate(forward, xtr_e, ytr_e, loss, task.n_classes)],  # noqa: E731
-                     [evaluate(forward, xte_e, yte_e, loss, task.n_classes)])
+    ckpt = _Checkpoints(checkpoint, checkpoint_every, steps, model, opt, batches, run_args)
     bar = _bar(progress, steps, "train")
     model.train()
-    res, initial, start = TrainResult(), [None], 1
-    if saved is not None:
-        st = restore_state(saved, model, opt, batches.gen, run_args, resume)
-        res.history, res.steps_done, initial = st["history"], st["step"], [st["initial_loss"]]
-        res.diverged, res.diverged_reason = st["diverged"], st["diverged_reason"]
-        batches.restore(st["perm"], st["pos"])
-        start = st["step"] + 1
-        if bar is not None:
-            bar.update(min(st["step"], steps))
-
-    def save(step: int) -> None:
-        save_checkpoint(checkpoint, model, opt, step, extra=train_state(
-            batches.gen, batches.perm, batches.pos, res.history, initial[0], res.diverged, res.diverged_reason,
-            run_args))
-
-    def on_step(step: int) -> None:
-        if checkpoint is not None and checkpoint_every is not None and step % checkpoint_every == 0 and step < steps:
-            save(step)
-
+    start = ckpt.resume(saved, resume, bar)
     fit(Single(model, forward), TorchUpdate(opt), batches, lambda st, b: _loss(loss, st(b.x), b.y, task.n_classes),
         _records(evals, [model], list(hooks)), steps=steps, every=eval_every, diverge_factor=diverge_factor,
-        results=[res], initial=initial, start=start, logs=[log], on_step=on_step, bar=bar)
+        results=[ckpt.res], initial=ckpt.initial, start=start, logs=[log], on_step=ckpt.periodic, bar=bar)
     if bar is not None:
         bar.close()
-    if checkpoint is not None:
-        save(res.steps_done)
-    return res
+    ckpt.save(ckpt.res.steps_done)
+    return ckpt.res
+
+
+def _checked_forward(model: nn.Module, task, loss, dtype, autocast):
+    """The forward to train with (under autocast if asked) and the task's tensors on the model's device, after
+    one side-effect-free forward of two rows: does the output fit the targets?"""
+    dev = next(model.parameters()).device
+    param_dtype = next(model.parameters()).dtype
+    ac_dtype = autocast_dtype(autocast)
+    forward = model if ac_dtype is None else _autocast_forward(model, dev, ac_dtype, param_dtype)
+    data = _task_tensors(task, dev, dtype or param_dtype)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        check_output(forward(data[0][:2]), data[1][:2], loss, task.n_classes)
+    model.train(was_training)
+    return forward, data
+
+
+class _Checkpoints:
+    """One model's training state on disk: periodic and final atomic checkpoints, and exact resume
+    (`paramlab.checkpoint`); `res` and `initial` are the run's result and divergence reference."""
+
+    def __init__(self, path, every, steps, model, opt, batches: TensorBatches, run_args: dict):
+        self.path, self.every, self.steps = path, every, steps
+        self.model, self.opt, self.batches, self.run_args = model, opt, batches, run_args
+        self.res, self.initial = TrainResult(), [None]
+
+    def resume(self, saved, where, bar) -> int:
+        """Load a checkpoint read from `where` (None: a fresh run); returns the first step to run."""
+        if saved is None:
+            return 1
+        st = restore_state(saved, self.model, self.opt, self.batches.gen, self.run_args, where)
+        self.res.history, self.res.steps_done, self.initial[0] = st["history"], st["step"], st["initial_loss"]
+        self.res.diverged, self.res.diverged_reason = st["diverged"], st["diverged_reason"]
+        self.batches.restore(st["perm"], st["pos"])
+        if bar is not None:
+            bar.update(min(st["step"], self.steps))
+        return st["step"] + 1
+
+    def save(self, step: int) -> None:
+        if self.path is None:
+            return
+        b, res = self.batches, self.res
+        save_checkpoint(self.path, self.model, self.opt, step, extra=train_state(
+            b.gen, b.perm, b.pos, res.history, self.initial[0], res.diverged, res.diverged_reason, self.run_args))
+
+    def periodic(self, step: int) -> None:
+        if self.every is not None and step % self.every == 0 and step < self.steps:
+            self.save(step)
 
 
 def _loss(loss, out, y, n_classes) -> torch.Tensor:
@@ -317,7 +339,6 @@ def train_stack(
     logs = list(log) if log is not None else [None] * k
     if len(logs) != k:
         raise ValueError(f"log has {len(logs)} entries for {k} models")
-    hooks = list(hooks)
     ac_dtype = autocast_dtype(autocast)
     loss = loss or default_loss(task)
     if device is not None:
@@ -342,7 +363,7 @@ def train_stack(
         m.train()
     bar = _bar(progress, steps, f"ensemble x{k}")
     results = fit(st, update, TensorBatches(xtr, ytr, batch_size, seeds), losses,
-                  _records(evals, models, hooks, st.write_back), steps=steps,
+                  _records(evals, models, list(hooks), st.write_back), steps=steps,
                   every=max(1, eval_every or max(1, steps // 10)), diverge_factor=diverge_factor, logs=logs, bar=bar)
     if bar is not None:
         bar.close()
