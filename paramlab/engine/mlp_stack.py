@@ -18,7 +18,7 @@ from torch import nn
 from ..models.mlp import MLP
 from ..parameterize import InputScale, OutputAffine, get_plan
 
-__all__ = ["MLPStack"]
+__all__ = ["MLPStack", "write_rows"]
 
 # Per-model weight size from which batched matmuls run as one GEMM per model (CPU GEMM libraries
 # block one large matrix better than a batch of them; small ones are faster batched).
@@ -66,6 +66,17 @@ class _BatchedLinear(torch.autograd.Function):
 
 # ----------------------------------------------------------------------------------------------
 # stacked MLPs
+
+
+@torch.no_grad()
+def write_rows(models: Sequence[nn.Module], params: dict, which: Iterable[int] | None = None,
+               rows: Sequence[int] | None = None) -> None:
+    """Copy stack row rows[j] of `params` (name -> (K, ...)) into models[which[j]] (default: row i into model i)."""
+    which = list(range(len(models))) if which is None else list(which)
+    rows = list(range(len(which))) if rows is None else list(rows)
+    for mi, r in zip(which, rows):
+        for n, p in models[mi].named_parameters():
+            p.copy_(params[n][r].to(p.device))
 
 
 @dataclass
@@ -188,14 +199,9 @@ class MLPStack:
 
     __call__ = forward
 
-    @torch.no_grad()
     def write_back(self, which: Iterable[int] | None = None, rows: Sequence[int] | None = None) -> None:
         """Copy the stacked weights into the models (row `rows[j]` into model `which[j]`)."""
-        which = list(range(self.k)) if which is None else list(which)
-        rows = list(range(len(which))) if rows is None else list(rows)
-        for mi, r in zip(which, rows):
-            for n, p in self.models[mi].named_parameters():
-                p.copy_(self.params[n][r].to(p.device))
+        write_rows(self.models, self.params, which, rows)
 
     def keep(self, rows) -> None:
         """Keep only the models at `rows` of the stack (after some diverged)."""

@@ -51,6 +51,7 @@ from .. import audit
 from ..depth import BranchScale
 from ..multipliers import HOOK_TYPES
 from ..parameterize import get_plan
+from .mlp_stack import MLPStack, write_rows
 
 __all__ = ["STACK_MAX_FLOPS", "Single", "Stacked", "forward_constants", "model_step_flops", "stack", "stacking_pays"]
 
@@ -150,14 +151,9 @@ class Stacked:
         idx = torch.as_tensor(list(rows), dtype=torch.long)
         self.params = {n: p.detach()[idx].requires_grad_(True) for n, p in self.params.items()}
 
-    @torch.no_grad()
     def write_back(self, which: Sequence[int] | None = None, rows: Sequence[int] | None = None) -> None:
         """Copy stack row rows[j] into model which[j] (default: every row into its model)."""
-        which = list(range(self.k)) if which is None else list(which)
-        rows = list(range(len(which))) if rows is None else list(rows)
-        for i, r in zip(which, rows):
-            for n, p in self.models[i].named_parameters():
-                p.copy_(self.params[n][r])
+        write_rows(self.models, self.params, which, rows)
 
 
 class Single:
@@ -185,7 +181,6 @@ class Single:
 def stack(models: Sequence[nn.Module], device=None):
     """The stack for `models`: `MLPStack` (batched matmuls) for paramlab MLPs, else the vmap `Stacked`."""
     from ..models.mlp import MLP
-    from .mlp_stack import MLPStack
 
     models = list(models)
     if models and all(isinstance(m, MLP) for m in models):
