@@ -26,6 +26,7 @@ from .parameterize import Plan, TensorPlan, UsePlan, get_plan, initialize, param
 from .plan_options import PlanOptions
 from .roles import load_bsh, save_bsh
 from .schemes import Exponents, Scheme, custom, equivalent, get_scheme, lazy_rich, optimizer_family
+from .train import train  # the one training loop at K = 1 (paramlab.engine); paramlab.train the module stays importable
 from .version import __version__
 
 __all__ = [
@@ -33,5 +34,5 @@ __all__ = [
     "custom", "effective_lrs", "equivalent", "fold", "get_plan", "get_scheme", "initialize", "lazy_rich", "load_bsh", "mlp", "optimizer",
     "optimizer_family", "param_groups", "parameterize", "role_table", "save_bsh", "schemes", "transformer",
     "unparameterize",
-    "CBOW", "cbow", "coord_check", "run", "LRSweep", "lr_sweep",
+    "CBOW", "cbow", "coord_check", "run", "LRSweep", "lr_sweep", "train",
 ]

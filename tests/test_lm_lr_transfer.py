@@ -15,7 +15,7 @@ import paramlab as pl
 from paramlab.data.text import shakespeare_char
 from paramlab.experiments import get
 from paramlab.experiments.lm_lr_transfer import SIZES, shift_table
-from paramlab.experiments.lm_train import evaluate, sample, train_lm
+from paramlab.engine.lm import evaluate, sample, train_lm
 from paramlab.records import find_wandb_offline_runs, load_runs
 
 PROTO = dict(steps=5, batch=4, context=16)

@@ -11,7 +11,7 @@ import torch
 import paramlab as pl
 from paramlab.experiments import get
 from paramlab.experiments import maml as M
-from paramlab.meta import adapt, fomaml_grads, inner_lrs, meta_params
+from paramlab.engine.maml import adapt, fomaml_grads, inner_lrs, meta_params
 from paramlab.optim import effective_lrs
 from paramlab.runners import SpecError
 

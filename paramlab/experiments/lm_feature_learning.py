@@ -32,10 +32,10 @@ from ..measure.features import kernel_change, linear_cka, rel_change
 from ..measure.fit import fit_slope
 from ..report import color, describe_size, legend_outside, log_ticks, pyplot, save_figure
 from ..schemes import get_scheme
+from ..engine.lm import train_lm
 from ..kit import command
 from ..kit.experiment import Experiment
 from ..kit.lm import OnDevice, check_task, lm_model, lm_task, protocol
-from .lm_train import train_lm
 from ..kit.summary import Summary, by_width
 
 NAME = "lm_feature_learning"

@@ -15,11 +15,15 @@ optimum falls with width ("wider is better"); under SP (Adam) the optimum drifts
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from ..engine.lm import sample, train_lm, train_lm_stacked
+from ..engine.stack import stacking_pays
 from ..measure.fit import slope_per_doubling
 from ..measure.optimum import align_shift, robust_optimum
 from ..report import color, describe_size, legend_outside, log_ticks, pyplot, save_figure, width_colors
@@ -27,7 +31,6 @@ from ..runners import BatchKey
 from ..kit import command
 from ..kit.experiment import LR_AXES, Batch, Experiment
 from ..kit.lm import OnDevice, check_task, lm_model, lm_task, protocol
-from .lm_train import sample, train_lm, train_lm_stacked
 from ..kit.summary import Summary
 
 NAME = "lm_lr_transfer"
@@ -49,10 +52,6 @@ SIZES = {
             "seeds": 2, "steps": 1000, "depth": 4, "base_width": 64, "context": 128, "batch": 32, "n_eval": 512,
             "device": "cuda"},
 }
-# Stack the lrs and seeds of one (scheme, width) only where benchmarks/stacked_transformer.py measured a
-# gain for the generic vmap path (K = 8, batch 16 x 32, 1 thread, load 1.3-1.5: 1.23-1.25x at d_model 32,
-# 0.95-0.97x at 64; see benchmarks/README.md): up to this d_model, on the CPU only (not measured on CUDA).
-STACK_MAX_WIDTH = 32
 
 
 def _summary(res, cfg: dict) -> dict:
@@ -75,8 +74,18 @@ batch_key = BatchKey(("log2_lr", "seed"))
 
 
 def batch_pays(cfg: dict) -> bool:
-    """The measured rule (`STACK_MAX_WIDTH`): stack only where the benchmark saw a gain."""
-    return cfg["device"] == "cpu" and cfg["width"] <= STACK_MAX_WIDTH
+    """The engine's measured rule (`paramlab.engine.stack.stacking_pays`, K = 8 as benchmarked) on the grid
+    point's model and batch: on CPU it stacks d_model 32 (9.1e7 FLOPs per model step at batch 16 x 32), not
+    64 (3.3e8); the vmap path is not measured on CUDA and does not stack there."""
+    return _pays(*(cfg[k] for k in ("task", "width", "depth", "n_heads", "base_width", "context", "batch",
+                                    "dtype", "device")))
+
+
+@functools.lru_cache(maxsize=64)
+def _pays(task_name, width, depth, n_heads, base_width, context, batch, dtype, device) -> bool:
+    cfg = dict(width=width, depth=depth, n_heads=n_heads, scheme="sp", base_width=base_width, context=context,
+               seed=0, dtype=dtype, device="cpu")  # the FLOP count needs the shapes only: built on the CPU
+    return stacking_pays(lm_model(cfg, lm_task(task_name)), torch.zeros(batch, context, dtype=torch.long), 8, device)
 
 
 def run_batch(cfgs: list[dict], logs: list) -> list[dict]:

@@ -19,7 +19,7 @@ from ..measure.optimum import robust_optimum
 from ..models.mlp import mlp
 from ..report import describe_size, legend_outside, log_ticks, pyplot, save_figure, width_colors
 from ..runners import BatchKey
-from ..stacked import train_ensemble, use_ensemble
+from ..engine.supervised import train_stack, use_ensemble
 from ..train import train
 from ..kit import command
 from ..kit.experiment import LR_AXES, Batch, Experiment
@@ -67,15 +67,15 @@ batch_key = BatchKey(("log2_lr", "seed"))
 
 
 def batch_pays(cfg: dict) -> bool:
-    """Stack where one model's step is overhead-bound (`paramlab.stacked.use_ensemble`: small widths)."""
+    """Stack where one model's step is overhead-bound (the engine's rule for MLPs, `use_ensemble`: small widths)."""
     task = _task(cfg["task"])
     return use_ensemble(cfg["width"], cfg["depth"], task.d_in, task.d_out, cfg["batch_size"], 8)
 
 
 def run_batch(cfgs: list[dict], logs: list) -> list[dict]:
-    """`run_one` for each config, as one `train_ensemble` pass (the same numbers up to float rounding)."""
+    """`run_one` for each config, as one `train_stack` pass (the same numbers up to float rounding)."""
     task, c0 = _task(cfgs[0]["task"]), cfgs[0]
-    res = train_ensemble([_model(c, task) for c in cfgs], task, optimizer=c0["optimizer"],
+    res = train_stack([_model(c, task) for c in cfgs], task, optimizer=c0["optimizer"],
                          lr=[2.0 ** c["log2_lr"] for c in cfgs], seed=[c["seed"] for c in cfgs], steps=c0["steps"],
                          batch_size=c0["batch_size"], log=logs, eval_every=max(1, c0["steps"] // 4))
     return [_summary(r) for r in res]

@@ -2,7 +2,7 @@
 
 TP4's protocol (arXiv 2011.14522, §9: first-order MAML on Omniglot, 1-shot 5-way: muP 66.4% vs
 NTK 47.8% and NNGP 47.6%) at CPU size, on mnist1d. An MLP (depth 2, ReLU, `n_way` outputs) of each
-scheme and width is meta-trained by first-order MAML (`paramlab.meta`) on N-way K-shot episodes of
+scheme and width is meta-trained by first-order MAML (`paramlab.engine.maml`) on N-way K-shot episodes of
 classes 0-4 and meta-tested on episodes of classes 5-9, the disjoint split of
 `paramlab.data.image_pairs.mnist1d_disjoint` (meta-test draws = that pair's B draws, so the kernel
 baselines and the transfer pair see the same shots).
@@ -41,13 +41,13 @@ from torch.func import functional_call
 from .. import live
 from ..data.episodes import k_shot_episodes
 from ..data.image_pairs import mnist1d_disjoint
+from ..engine.maml import adapt, inner_lrs, meta_params
+from ..engine.maml import meta_train as fomaml_train
 from ..measure.fit import mean_ci, slope_per_doubling
 from ..measure.kernels import MLPKernel
 from ..measure.probe import kernel_ridge_loo
-from ..meta import adapt, fomaml_grads, inner_lrs, meta_params
 from ..models.activations import GAINS
 from ..models.mlp import mlp
-from ..optim import optimizer as make_optimizer
 from ..report import color, describe_size, pyplot, save_figure
 from ..runners import positive
 from ..schemes import get_scheme
@@ -192,26 +192,12 @@ def _batch(x, y, ep: Episode, dtype):
 
 
 def meta_train(model: nn.Module, x, y, episodes: list, cfg: dict, log=None) -> list:
-    """First-order MAML on `episodes`, `meta_batch` per outer step; returns the outer steps' query losses."""
-    lrs = inner_lrs(model, cfg["inner_lr"])
-    opt = make_optimizer(model, cfg["optimizer"], cfg["lr"])
+    """First-order MAML on `episodes`, `meta_batch` per outer step (`paramlab.engine.maml.meta_train`);
+    returns the outer steps' query losses."""
     dtype = next(model.parameters()).dtype
-    mb, losses = cfg["meta_batch"], []
-    every = max(1, len(episodes) // mb // 10)
-    for t in range(len(episodes) // mb):
-        batch = [_batch(x, y, ep, dtype) for ep in episodes[t * mb:(t + 1) * mb]]
-        grads, loss = fomaml_grads(model, batch, lrs, cfg["inner_steps"])
-        if not np.isfinite(loss):
-            losses.append(float("nan"))
-            break
-        for n, p in model.named_parameters():
-            p.grad = grads[n]
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(loss)
-        if log is not None and (t + 1) % every == 0:
-            log({"meta_train/query_loss": float(np.mean(losses[-every:]))}, t + 1)
-    return losses
+    return fomaml_train(model, episodes, inner_lrs(model, cfg["inner_lr"]), cfg["inner_steps"],
+                        meta_batch=cfg["meta_batch"], prepare=lambda ep: _batch(x, y, ep, dtype),
+                        optimizer=cfg["optimizer"], lr=cfg["lr"], log=log)
 
 
 @torch.no_grad()

@@ -44,7 +44,7 @@ def lm_model(cfg: dict, task):
 
 
 def protocol(cfg: dict) -> dict:
-    """The keyword arguments of `lm_train.train_lm` / `train_lm_stacked` for the grid point."""
+    """The keyword arguments of `paramlab.engine.lm.train_lm` / `train_lm_stacked` for the grid point."""
     return dict(steps=cfg["steps"], batch=cfg["batch"], context=cfg["context"], betas=cfg["betas"], eps=cfg["eps"],
                 eval_xy=eval_xy(cfg["task"], cfg["n_eval"], cfg["context"], cfg["eval_seed"], cfg["device"]))
 

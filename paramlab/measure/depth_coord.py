@@ -95,7 +95,10 @@ class DepthCoordResult:
 
 
 def measure_once(model: nn.Module, x, loss_fn: Callable, steps: int, lr: float, optimizer: str = "adam") -> dict:
-    """One model: `steps` steps of paramlab's optimizer on the batch (x, y=loss_fn's), the quantities above."""
+    """One model: `steps` steps of paramlab's optimizer on the batch (x, y=loss_fn's) through the engine's
+    step (`paramlab.engine.step.train_step`), the quantities above."""
+    from ..engine.step import train_step
+    from ..engine.update import TorchUpdate
     from ..optim import optimizer as make_optimizer
     from ..parameterize import get_plan
 
@@ -125,11 +128,9 @@ def measure_once(model: nn.Module, x, loss_fn: Callable, steps: int, lr: float, 
         hidden = [t.name for t in plan if t.name in dplan.in_block and t.role == "hidden"]
         w0 = {n: params[n].detach().clone() for n in hidden}
         s0 = snapshot()
-        opt = make_optimizer(model, optimizer, lr)
+        update = TorchUpdate(make_optimizer(model, optimizer, lr))
         for _ in range(steps):
-            opt.zero_grad()
-            loss_fn(model(x)).backward()
-            opt.step()
+            train_step(update, loss_fn(model(x)))  # the engine's step (zero grads, backward, update)
         s1 = snapshot()
     finally:
         for h in handles:
