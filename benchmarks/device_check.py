@@ -8,10 +8,10 @@ checkout (PYTHONPATH) and needs neither wandb nor mup here. About 3 minutes on o
 
 Checks (each records its numbers and ok; the exit status is 1 if any is not ok):
     mf_equals_mup               mf and mup, 20 SGD steps on the device, float32 (TF32 off): the test
-                                outputs agree to 1e-4 relative (THEORY.md: the same function
+                                outputs agree to 1e-4 relative (docs/theory.md: the same function
                                 whatever the multiplier / init / lr split)
     ensemble_equals_sequential  K = 4 MLPs stacked vs one by one on the device, Adam, float32: every
-                                logged loss to 1e-5 relative (issue 6's bound)
+                                logged loss to 1e-5 relative
     entk_layerwise              layerwise vs Jacobian eNTK on the device, MLP and CNN, float32: 1e-4
     bf16_autocast               100 Adam steps under bf16 autocast and in float32 from the same init:
                                 both finite and below their step-0 loss; the gap is reported
@@ -19,7 +19,7 @@ Checks (each records its numbers and ok; the exit status is 1 if any is not ok):
 Timings (written next to the checks): ensemble_vs_sequential.py (K = 8) and train_flops.py (fp32
 and bf16) with --device. --quick runs everything at tiny sizes (tests/test_device_check.py runs it
 on the CPU, so the script cannot rot while no GPU is lent); its coordinate check uses widths
-128-512, since at 64-256 one row sits on the tolerance edge (a known finite-size effect, README).
+128-512, since at 64-256 one row sits on the tolerance edge (a known finite-size effect, docs/experiments.md).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Stacked vs sequential training of K Transformer LMs: K = 8 muP models (different lrs and seeds) trained
-as one `vmap(functional_call)` pass (`paramlab.experiments.lm_train.train_lm_stacked`, built on
-`paramlab.stacked.functional`) vs one after another (`train_lm`), side by side in one process, with two
+as one `vmap(functional_call)` pass (`paramlab.engine.lm.train_lm_stacked`, built on
+`paramlab.engine.stack.Stacked`) vs one after another (`train_lm`), side by side in one process, with two
 ceilings timed in the same run. Prints the ratios per width and writes JSON.
 
     python benchmarks/stacked_transformer.py [--k 8] [--widths 32 64] [--steps 40] [--repeats 3]
@@ -27,7 +27,7 @@ import torch
 from _common import timed, write_json
 import paramlab as pl
 from paramlab.data.text import shakespeare_char
-from paramlab.experiments.lm_train import train_lm, train_lm_stacked
+from paramlab.engine.lm import train_lm, train_lm_stacked
 
 
 def make(task, width, seed, context, explicit=False):

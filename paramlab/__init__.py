@@ -7,6 +7,9 @@ experiments that show which of them learn features.
     print(pl.role_table(model))                      # name, shape, role, a, b, c, init std, lr
     net = pl.parameterize(my_module, "ntk", base=my_module_at_base_width)
     pl.schemes.equivalent("mf", "mup", optimizer="sgd")  # True
+    res = pl.coord_check(lambda w: pl.mlp(40, 10, w, scheme="mup"), [64, 128, 256], x, y)  # slopes, verdicts
+    pl.run("coord_check", "tiny")                    # an experiment, as `paramlab run coord_check --size tiny`
+    res = pl.lr_sweep(build, train_eval, widths=[64, 128, 256], log2_lrs=range(-12, -3))  # muTransfer
 """
 
 from . import schemes
@@ -14,12 +17,16 @@ from .models.cbow import CBOW, cbow
 from .models.cnn import CNN, cnn
 from .models.mlp import MLP, mlp
 from .models.transformer import Transformer, transformer
+from .experiments import run
 from .export import fold
+from .lr_sweep import LRSweep, lr_sweep
+from .measure.coord import coord_check
 from .optim import effective_lrs, optimizer, param_groups
 from .parameterize import Plan, TensorPlan, UsePlan, get_plan, initialize, parameterize, role_table, unparameterize
 from .plan_options import PlanOptions
 from .roles import load_bsh, save_bsh
 from .schemes import Exponents, Scheme, custom, equivalent, get_scheme, lazy_rich, optimizer_family
+from .train import train  # the one training loop at K = 1 (paramlab.engine); paramlab.train the module stays importable
 from .version import __version__
 
 __all__ = [
@@ -27,5 +34,5 @@ __all__ = [
     "custom", "effective_lrs", "equivalent", "fold", "get_plan", "get_scheme", "initialize", "lazy_rich", "load_bsh", "mlp", "optimizer",
     "optimizer_family", "param_groups", "parameterize", "role_table", "save_bsh", "schemes", "transformer",
     "unparameterize",
-    "CBOW", "cbow",
+    "CBOW", "cbow", "coord_check", "run", "LRSweep", "lr_sweep", "train",
 ]

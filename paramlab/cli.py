@@ -12,10 +12,39 @@ def _demo(args):
     run_demo(out=args.out, seeds=args.seeds)
 
 
+def _experiments_help() -> str:
+    """The experiments with their first doc line and their quick / default times (`paramlab.timings`)."""
+    from .experiments import NAMES, get
+    from .timings import describe, load_times
+
+    times = load_times()
+    lines = ["usage: paramlab run NAME [--quick | --size SIZE] [options]   (options: paramlab run NAME -h)", "",
+             "experiments (time on 2 CPU cores: quick / default):"]
+    for n in NAMES:
+        doc = get(n).doc.strip().split("\n")[0].split(":", 1)[-1].strip()
+        lines.append(f"  {n:<20} {doc}")
+        lines.append(f"  {'':<20} quick: {describe(n, 'quick', times)}; default: {describe(n, 'default', times)}")
+    lines += ["", "NAME may also be spelt with hyphens (lr-transfer). Rerun with the same --group to resume."]
+    return "\n".join(lines)
+
+
 def _run(args, rest):
-    from .experiments import command, get
+    from .experiments import get
+    from .kit import command
 
     return command.main(get(args.experiment), rest)
+
+
+def _sync(args):
+    from .wandb_report import sync
+
+    return sync(args.path, print_only=args.print_only)
+
+
+def _report(args):
+    from .wandb_report import build_report
+
+    print(build_report(args.group_dir, project=args.wandb_project, entity=args.wandb_entity))
 
 
 def _compare(args):
@@ -30,7 +59,7 @@ def _schemes(args):
 
     names = args.names or list(PRESETS)
     print(schemes_table(names))
-    from .depth import depth_rules_table  # depth rules compose with every width scheme (issue #11)
+    from .depth import depth_rules_table  # depth rules compose with every width scheme
 
     print()
     print(depth_rules_table())
@@ -50,6 +79,15 @@ def _roles(args):
     # only what the user gave: every other argument keeps the builder's own default
     given = {"scheme": args.scheme, "width": args.width, "base_width": args.base_width}
     kwargs = {**{k: v for k, v in given.items() if v is not None}, **parse_assignments(args.set)}
+    import inspect
+
+    params = inspect.signature(BUILDERS[args.builder]).parameters.values()
+    missing = [p.name for p in params if p.default is inspect.Parameter.empty
+               and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in kwargs]
+    if missing:
+        raise ValueError(f"{args.builder} needs {', '.join(missing)}: add " + " ".join(f"--set {m}=..." for m in missing)
+                         + f" (e.g. paramlab roles {args.builder} --width {args.width} "
+                         + " ".join(f"--set {m}=10" for m in missing) + ")")
     print(role_table(BUILDERS[args.builder](**kwargs), args.optimizer))
 
 
@@ -61,6 +99,7 @@ def _sweep(args):
         device=args.device, precision=args.precision, ensemble=args.ensemble, threads=args.threads,
         num_cpus=args.num_cpus, num_gpus=args.num_gpus, wandb=False if args.no_wandb else None,
         progress=not args.no_progress, dry_run=args.dry_run, yes=args.yes,
+        wandb_project=args.wandb_project, wandb_entity=args.wandb_entity, tags=args.tags,
     )
     if args.dry_run:
         for r in report.runs:
@@ -68,6 +107,10 @@ def _sweep(args):
         print(f"{report.total} runs, {report.skipped} complete, {report.total - report.skipped} to run -> {report.path}")
         return 0
     print(report)
+    from .io import read_json
+
+    if any((read_json(r["path"] / "meta.json", {}) or {}).get("wandb", {}).get("mode") == "offline" for r in report.runs):
+        print(f"wandb (offline): upload this group with: paramlab sync {report.path}")
     if not report.ok:
         for r in report.runs:
             if r["status"] == "failed":
@@ -77,7 +120,10 @@ def _sweep(args):
 
 
 def main(argv=None) -> int:
+    from .version import __version__
+
     p = argparse.ArgumentParser(prog="paramlab", description="width parameterizations and feature-learning experiments")
+    p.add_argument("--version", action="version", version=f"paramlab {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     d = sub.add_parser("demo", help="one-step feature movement vs width for every scheme (about a minute)")
@@ -102,15 +148,17 @@ def main(argv=None) -> int:
 
     from .experiments import NAMES
 
-    e = sub.add_parser("run", help="run an experiment: " + ", ".join(NAMES) + " (options: paramlab run NAME -h)",
+    e = sub.add_parser("run", help="run an experiment: " + ", ".join(NAMES) + " (paramlab run -h lists them with times)",
                        add_help=False)
-    e.add_argument("experiment", choices=NAMES + tuple(n.replace("_", "-") for n in NAMES))
+    # one spelling in the choices; lr-transfer is read as lr_transfer
+    e.add_argument("experiment", nargs="?", choices=NAMES, type=lambda v: v.replace("-", "_"))
     e.set_defaults(fn=None)
 
     c = sub.add_parser("compare", help="redraw and compare runs from the local store or wandb offline folders")
     c.add_argument("paths", nargs="+", help="run, group or experiment folders (or wandb offline-run folders)")
     c.add_argument("--out", default=None, help="where to write the plots (default: <first path>/compare)")
-    c.add_argument("--metric", action="append", default=[], help="summary metric(s) to plot (default: all)")
+    c.add_argument("--metric", action="append", default=[],
+                   help="summary metric(s) to plot (default: all; an unknown one is an error listing the known ones)")
     c.set_defaults(fn=_compare)
 
     w = sub.add_parser("sweep", help="run or resume a grid of runs from a YAML/TOML spec (see paramlab.sweep)")
@@ -131,19 +179,52 @@ def main(argv=None) -> int:
     w.add_argument("--no-progress", action="store_true")
     w.add_argument("--dry-run", action="store_true", help="check the spec and list the runs and their state")
     w.add_argument("--yes", action="store_true", help="run a grid larger than paramlab.spec.MAX_POINTS points")
+    from .kit.command import add_wandb_options
+
+    add_wandb_options(w)
     w.set_defaults(fn=_sweep)
 
+    y = sub.add_parser("sync", help="upload a group's offline wandb runs (wandb sync of every run folder in it)")
+    y.add_argument("path", help="a group folder (runs/<experiment>/<group>), a run folder or an experiment folder")
+    y.add_argument("--print", dest="print_only", action="store_true", help="print the wandb sync command, run nothing")
+    y.set_defaults(fn=_sync)
+
+    rp = sub.add_parser("report", help="build the W&B Report of an experiment's group (--wandb)")
+    rp.add_argument("group_dir", help="the group folder: runs/<experiment>/<group>")
+    rp.add_argument("--wandb", action="store_true", required=True,
+                    help="build a W&B Report (offline: its spec in GROUP_DIR/wandb_report.json; online: saved, URL printed)")
+    rp.add_argument("--wandb-project", default=None, help="the project the runs went to (default: as `paramlab run`)")
+    rp.add_argument("--wandb-entity", default=None, help="the entity (default: $WANDB_ENTITY)")
+    rp.set_defaults(fn=_report)
+
     args, rest = p.parse_known_args(argv)
+    import warnings
+
+    show = warnings.showwarning
+    warnings.showwarning = _one_line_warning  # a warning is one line naming what to do, not a file:line dump
     try:
         return _main(p, args, rest)
     except KeyboardInterrupt:  # Ctrl-C: no traceback; a sweep or experiment resumes where it stopped
         print("\nparamlab: interrupted" + ("; rerun the same command to resume: complete runs are kept"
                                            if args.cmd in ("run", "sweep") else ""), file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = show
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"paramlab: warning: {message}", file=file or sys.stderr)
 
 
 def _main(p, args, rest) -> int:
     if args.cmd == "run":  # the experiment parses its own options
+        if args.experiment is None:
+            if rest and rest[0] not in ("-h", "--help"):
+                print(_experiments_help(), file=sys.stderr)
+                print(f"\nparamlab run: error: {rest[0]!r} is not an experiment", file=sys.stderr)
+                return 2
+            print(_experiments_help())
+            return 0 if rest else 2
         try:
             _run(args, rest)
         except (ValueError, TypeError, RuntimeError, FileNotFoundError) as e:  # bad options; failed runs

@@ -15,7 +15,8 @@ from typing import Iterable
 
 import numpy as np
 
-from .report import markdown_table, plot_vs_width
+from .measure.fit import slope_per_doubling
+from .report import SLOPE_WORDS, markdown_table, plot_vs_width
 from .records import RecordWarning, find_wandb_offline_runs, load_runs
 
 _IGNORE = {"seed", "width", "experiment", "kind", "group"}
@@ -43,7 +44,7 @@ def _records(paths: Iterable[str | Path]):
             raise FileNotFoundError(f"{p} does not exist: give a run, group or experiment folder of the store")
         wb = [w for w in find_wandb_offline_runs(p) if w.paramlab_run is not None] if "wandb" in str(p) else []
         for r in load_runs([Path(w.paramlab_run) for w in wb] if wb else p):
-            if r.path in seen or r.config.get("kind") == "summary":
+            if r.path in seen:
                 continue
             seen.add(r.path)
             if any("config.json" in q or "summary.json" in q for q in r.problems):
@@ -85,10 +86,15 @@ def compare(paths: Iterable[str | Path], out: str | Path | None = None, metrics:
         label = str(r.config.get("scheme", "?")) + "".join(f" {k}={r.config.get(k)}" for k in sorted(varying))
         groups[label][int(r.config["width"])].append(r.summary)
         keys |= {k for k, v in r.summary.items() if _num(v) is not None and k not in ("diverged",)}
+    unknown = sorted(set(metrics or ()) - keys)
+    if unknown:
+        raise ValueError(f"unknown metric(s) {', '.join(map(repr, unknown))}: the runs' numeric summary metrics are "
+                         + ", ".join(sorted(keys)))
     metrics = sorted(metrics or keys)
     out = Path(out) if out else Path(list(paths)[0]) / "compare"
     out.mkdir(parents=True, exist_ok=True)
     slopes: dict[str, dict[str, float]] = {}
+    fits: dict[str, str] = {}  # metric -> which slope its row holds (SLOPE_WORDS: the plot's legend says the same)
     for m in metrics:
         series = {}
         for label, by_w in sorted(groups.items()):
@@ -105,15 +111,17 @@ def compare(paths: Iterable[str | Path], out: str | Path | None = None, metrics:
             continue
         positive = all(np.nanmin(v) > 0 for _, v in series.values())
         path = out / f"{m.replace('/', '_')}.png"
-        plot_vs_width(series, path, m, f"{m} vs width", logy=positive)
-        slopes[m] = {}
+        plot_vs_width(series, path, m, f"{m} vs width ({', '.join(sorted(series))})", logy=positive)
+        slopes[m], fits[m] = {}, SLOPE_WORDS[positive]
         for label, (w, v) in series.items():
             mean = np.nanmean(np.log2(v) if positive else v, axis=1)
             ok = np.isfinite(mean)
-            slopes[m][label] = float(np.polyfit(np.log2(np.array(w)[ok]), mean[ok], 1)[0]) if ok.sum() >= 2 else float("nan")
+            slopes[m][label] = slope_per_doubling(np.array(w)[ok], mean[ok])
     labels = sorted(groups)
-    rows = [[m] + [slopes[m].get(lb, float("nan")) for lb in labels] for m in slopes]
-    table = markdown_table(["metric (slope vs log2 width)"] + labels, rows)
+    rows = [[m, fits[m]] + [slopes[m].get(lb, float("nan")) for lb in labels] for m in slopes]
+    table = markdown_table(["metric", "fit"] + labels, rows, float_fmt="+.3f")
     print(table)
+    print(f"fit: '{SLOPE_WORDS[True]}' = slope of log2(metric) against log2(width) (metric ~ width^slope; all values "
+          f"> 0); '{SLOPE_WORDS[False]}' = slope of the metric itself against log2(width)")
     print(f"plots: {out}")
     return {"slopes": slopes, "table": table, "out": str(out), "n_runs": len(recs)}

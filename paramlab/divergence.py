@@ -1,8 +1,9 @@
-"""What "diverged" means, in one place: `paramlab.train.train` and `paramlab.stacked.train_ensemble`
-both ask `diverged_reason`.
+"""What "diverged" means, in one place: the engine's loop (`paramlab.engine.loop`) asks `diverged_reason`
+for every training path (`paramlab.train`, stacked training, the LM, MAML's outer steps).
 
 A run has diverged when its loss is not finite, or when it exceeds `DIVERGE_FACTOR` times the
-initial train loss (the full-data train loss at step 0). The second rule catches runs that blow up
+initial train loss (the full-data train loss at step 0; where a loop records nothing at step 0, the LM
+and MAML, the first step's loss). The second rule catches runs that blow up
 without overflowing (Adam at a large lr ends at loss 1e6 and stays there: finite, but no result),
 which a sweep would otherwise record as "finished" and feed into its slopes and optima.
 

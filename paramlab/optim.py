@@ -57,7 +57,7 @@ from . import wrappers as W
 from .combined import Combined
 from .lion import Lion
 from .parameterize import get_plan, match_pattern
-from .schemes import MUON_ADJUST, OptimizerFamily, get_family
+from .schemes import MUON_ADJUST, OptimizerFamily, backward_signal_exponent, get_family
 
 EPS_MODES = ("gradient", "none")
 NO_DECAY_KINDS = ("bias", "norm", "embedding")
@@ -143,7 +143,7 @@ def tensor_hparams(
     W.check_not_flattened(model)
     dplan = plan.depth
     undecayed = _no_decay_rule(no_decay, [t.name for t in plan])
-    g_back = plan.scheme["output"].a + plan.scheme["output"].b  # exponent of the backward signal
+    g_back = backward_signal_exponent(plan.scheme["output"].invariants()[0])  # at init: the readout's std
     default = get_family(optimizer)
     out = {}
     for name, p in W.named_parameters(model):

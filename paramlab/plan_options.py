@@ -15,7 +15,7 @@ equals at m = 1 (the scheme then says how each piece scales with width; see `par
     mlp, cnn        the activation's He gain (`paramlab.models.activations.GAINS`: sqrt(2) for relu,
                     gelu and silu, 1 otherwise): every hidden matrix reads an activation's output
     transformer     1 (LeCun): its q/k/v matrices and MLP input read LayerNorm outputs. Kept at 1 on
-                    purpose: the documented Transformer measurements (README, tests/test_transformer.py)
+                    purpose: the documented Transformer measurements (docs/experiments.md, tests/test_transformer.py)
                     were made with it; with sqrt(2) the muP attention-logit fit changes (see that test)
     parameterize    1: it does not know your module's activations
 

@@ -10,7 +10,7 @@ its size at the base width if it is a width dim, else None. They come from
 * a `mup` `.bsh` base-shapes file (yaml; `null` = finite dim), or a model already set up by `mup`;
 
 and the role follows from which of the parameter's fan-in / fan-out dims are width dims (TP5 §J.1,
-"vector-like" / "matrix-like"; DESIGN.md §1). Where fan-in and fan-out live depends on the module
+"vector-like" / "matrix-like"; docs/theory.md §1.3). Where fan-in and fan-out live depends on the module
 that uses the tensor (`paramlab.layouts`: an nn.Embedding's (V, d) weight has fan-out d, an
 nn.Linear's (V, d) weight has fan-in d):
 
@@ -91,11 +91,6 @@ def find_uses(model: nn.Module) -> dict[str, list[Use]]:
 def param_kinds(model: nn.Module) -> dict[str, str]:
     """name -> kind of every tensor, as its first use sees it (see `find_uses` for every use)."""
     return {name: (us[0].kind if us else "other") for name, us in find_uses(model).items()}
-
-
-def param_kind(module: nn.Module, pname: str) -> str:
-    """The kind of parameter `pname` of `module` (see `paramlab.layouts`)."""
-    return layout_of(module).kind(pname)
 
 
 def infer_role(kind: str, width_dims: WidthDims) -> str | None:

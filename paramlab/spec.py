@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from .runners import SpecError, get_runner
-from .store import check_name, safe_component, to_jsonable
+from .io import to_jsonable
+from .store import check_name, safe_component
 
 __all__ = ["ENSEMBLE_MODES", "EXECUTORS", "MAX_POINTS", "SPEC_KEYS", "SweepSpec", "check_spec", "count_points",
            "describe_point", "load_spec"]

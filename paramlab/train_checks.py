@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["check_data", "check_output", "check_sizes"]
-
 
 def _int(name: str, v, low: int, allow_none: bool) -> None:
     if v is None and allow_none:

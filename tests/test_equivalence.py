@@ -1,4 +1,4 @@
-"""Schemes in one symmetry class train to the same function (THEORY.md §1.2, §7.1)."""
+"""Schemes in one symmetry class train to the same function (docs/theory.md §1.2, §7.1)."""
 
 import pytest
 import torch
@@ -48,7 +48,7 @@ def test_mf_equals_mup_adam_with_eps_scaled(name):
 
 
 def test_ntk_equals_sp_with_per_layer_sgd_lr():
-    # SP with SGD lr (1, 1/m, 1/m) on (input, hidden, output) = NTK (THEORY.md §2.5)
+    # SP with SGD lr (1, 1/m, 1/m) on (input, hidden, output) = NTK (docs/theory.md §2.5)
     sp_lr = pl.custom("sp-lr", input=(0, 0, 0, 0), hidden=(0, .5, 1, 0), output=(0, .5, 1, 0))
     a, b = run("ntk", "sgd", 0.05), run(sp_lr, "sgd", 0.05)
     assert rel(a, b) < 1e-8

@@ -149,14 +149,14 @@ def test_weight_change_spectral_norm_and_feature_metrics():
     assert kernel_change(f0["h"], 2 * f0["h"]) == pytest.approx(3.0)
 
 
-# -- feature movement vs width: THEORY.md §3.3 / DESIGN.md experiment feature_learning ---------------------
+# -- feature movement vs width: docs/theory.md §3.3, docs/experiments.md feature learning ---------------------
 
 
 @pytest.mark.slow
 def test_feature_movement_after_ten_steps_falls_for_ntk_and_not_for_mup():
     """10 full-batch SGD steps (lr 0.1) on a 2-index teacher, tanh MLP, widths 128..2048, 4 seeds:
     the hidden preactivation's relative change falls like n^(-1/2) under NTK, is flat under muP;
-    the feature kernel's change falls with slope <= -1/2 under NTK (THEORY.md §7.4)."""
+    the feature kernel's change falls with slope <= -1/2 under NTK (docs/theory.md §7.4)."""
     d, widths = 16, [128, 256, 512, 1024, 2048]
     g = gen(0)
     u = torch.linalg.qr(torch.randn(d, 2, generator=g, dtype=F64))[0].T
@@ -246,10 +246,30 @@ def test_mup_form_matches_tp4_normalization():
 
 @pytest.mark.slow
 def test_finite_linear_mup_net_converges_to_tp4_limit_like_n_to_minus_half():
-    """max_t<=6 |f_t - f_t^inf| averaged over 32 seeds, widths 64..16384: slope -1/2 (THEORY.md §3.2)."""
+    """max_t<=6 |f_t - f_t^inf| averaged over 32 seeds, widths 64..16384: slope -1/2 (docs/theory.md §3.2)."""
     widths = [64, 256, 1024, 4096, 16384]
     lim = tp4_linear_limit(XIS, YS, ETA, 6)
     errs = np.array([[np.abs(finite_run(w, s) - lim).max() for s in range(32)] for w in widths])
     slope = fit_slope(widths, errs.mean(1))[0]
     assert abs(slope + 0.5) <= 0.15, (slope, errs.mean(1))
     assert errs.mean(1)[-1] < 0.02
+
+
+def test_spectral_norm_in_k_lanczos_steps_is_a_lower_bound_within_its_stated_error():
+    """steps=k: a Ritz value (never above the norm), within 2.5% at k = 20 (the stated bound) on a
+    Gaussian matrix (clustered top of the spectrum, the hard case without a gap), a low-rank update and
+    their sum; exact when the side is <= k. Control: k = 2 misses the Gaussian's norm by more than 2.5%."""
+    n = 600
+    gauss = torch.randn(n, n, generator=gen(4)) / n ** 0.5
+    low = torch.randn(n, 8, generator=gen(5)) @ torch.randn(8, n, generator=gen(6)) / n
+    for a in (gauss, low, gauss + low, (gauss + low).double(), (gauss + low).T[:, :400]):
+        exact = float(torch.linalg.matrix_norm(a.double(), ord=2))
+        est = spectral_norm(a, exact_max=16, steps=20)
+        assert est <= exact * (1 + 1e-5)  # float32 Lanczos: a lower bound up to rounding
+        assert est >= exact * (1 - 0.025)
+    small = torch.randn(200, 12, generator=gen(7), dtype=F64)
+    assert spectral_norm(small, exact_max=4, steps=20) == pytest.approx(
+        float(torch.linalg.matrix_norm(small, ord=2)), rel=1e-10)  # 12 <= 20 steps: the whole Krylov space
+    assert spectral_norm(torch.zeros(100, 100), exact_max=4, steps=20) == 0.0
+    exact = float(torch.linalg.matrix_norm(gauss.double(), ord=2))
+    assert spectral_norm(gauss, exact_max=16, steps=2) < exact * (1 - 0.025)

@@ -8,8 +8,8 @@ import torch
 
 import paramlab as pl
 from paramlab.data.text import shakespeare_char
-from paramlab.experiments.lm_train import train_lm, train_lm_stacked
-from paramlab.stacked.functional import Stacked
+from paramlab.engine.lm import train_lm, train_lm_stacked
+from paramlab.stacked import Stacked
 
 RTOL = 1e-10
 PROTO = dict(steps=10, batch=4, context=16)

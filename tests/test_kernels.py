@@ -1,6 +1,6 @@
 """Tests for paramlab.measure.kernels: analytic NNGP/NTK of MLPs and infinite-width MSE dynamics.
 
-References checked here: THEORY.md section 6 (recursions, the worked example of 6.3, the ReLU
+References checked here: docs/theory.md section 6 (recursions, the worked example of 6.3, the ReLU
 invariant of 6.2, the NT conventions of 6.4), Gaussian quadrature for the erf closed forms, and
 Monte-Carlo estimates from explicit wide NTK-parameterized networks written below in plain torch.
 """
@@ -25,12 +25,12 @@ def _rand(*shape, seed=0):
 
 
 # --------------------------------------------------------------------------------------------------
-# THEORY.md 6.3 worked example and the 6.2 invariant
+# docs/theory.md 6.3 worked example and the 6.2 invariant
 # --------------------------------------------------------------------------------------------------
 
 
 def test_theory_worked_example():
-    """THEORY.md 6.3: one hidden ReLU layer, W_std = sqrt(2), no bias, x = (1,0,0), x' = (.6,.8,0).
+    """docs/theory.md 6.3: one hidden ReLU layer, W_std = sqrt(2), no bias, x = (1,0,0), x' = (.6,.8,0).
 
     Layers: Sigma^1 is the NNGP of the first Dense layer's pre-activations (= the readout NNGP of a
     depth-0 net); Sigma^2 and Theta are the NNGP and NTK at the readout of the depth-1 net:
@@ -50,7 +50,7 @@ def test_theory_worked_example():
     k = MLPKernel(depth=1, activation="relu", W_std=w).both(x)  # readout of the depth-1 net
     assert k.nngp[0, 1].item() == pytest.approx(0.451698, abs=5e-6)
     assert k.ntk[0, 1].item() == pytest.approx(0.733631, abs=5e-6)
-    # Same numbers from the closed forms of THEORY.md 6.2, written out independently.
+    # Same numbers from the closed forms of docs/theory.md 6.2, written out independently.
     th = math.acos(0.6)
     sig2 = 2 * (2 / 3) / (2 * math.pi) * (math.sin(th) + (math.pi - th) * 0.6)
     assert k.nngp[0, 1].item() == pytest.approx(sig2, rel=1e-12)

@@ -1,7 +1,7 @@
 """The lr_transfer summary's robust optimum on synthetic grids with a known answer: the digits failure
 mode (a train loss that falls until a divergence edge that does not move with width) reads no shift
 from the train loss, while the held-out test loss's interior optimum gives the true shift (the headline).
-The real digits numbers (3 seeds: SP -2.58 +- 0.29, muP -0.10 +- 0.26 steps) are in the README."""
+The real digits numbers (3 seeds: SP -2.58 +- 0.29, muP -0.10 +- 0.26 steps) are in docs/experiments.md."""
 
 import math
 

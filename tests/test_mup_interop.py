@@ -1,4 +1,4 @@
-"""paramlab's muP against the `mup` package (THEORY.md §4, §7.2), and roles read from mup."""
+"""paramlab's muP against the `mup` package (docs/theory.md §4, §7.2), and roles read from mup."""
 
 import mup
 import pytest

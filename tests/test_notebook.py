@@ -16,6 +16,8 @@ def test_tour_notebook_runs(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     cells = [c for c in json.loads(NB.read_text())["cells"] if c["cell_type"] == "code"]
     assert len(cells) >= 5
+    # figures show inline in Jupyter: no cell forces a headless backend (the test sets one through MPLBACKEND)
+    assert not any("matplotlib.use" in "".join(c["source"]) for c in cells)
     ns: dict = {"__name__": "__tour__"}
     for i, cell in enumerate(cells):
         src = "".join(cell["source"])
@@ -25,3 +27,8 @@ def test_tour_notebook_runs(monkeypatch, tmp_path):
             raise AssertionError(f"notebook cell {i} failed: {e!r}\n{src}") from e
     assert ns["summary"]["verdicts"]["mup"]["gain"]
     assert os.path.exists(ns["summary"]["figures"]["transfer"])
+    # the verdicts print as a table (3 decimals), and in words
+    assert ns["table"].splitlines()[0].startswith("scheme") and any(line.startswith("mup ") for line in ns["table"].splitlines())
+    assert "Predicted" in ns["summary"]["verdicts"]["mup"]["words"]
+    assert ns["check"].fits  # the own module's coordinate check ran (its pass/fail is printed, not asserted here:
+    # tests/test_readme.py asserts the README's check passes under muP and fails under SP)

@@ -170,7 +170,7 @@ def test_ntk_change_between_checkpoints():
 @pytest.mark.slow
 def test_entk_of_wide_ntk_relu_mlp_matches_analytic_ntk():
     """paramlab's ntk scheme at width 4096, NT-convention weights: within 5% of the analytic NTK
-    (relative Frobenius, trace over outputs, mean over 4 seeds). THEORY.md §6.4, §7.6."""
+    (relative Frobenius, trace over outputs, mean over 4 seeds). docs/theory.md §6.4, §7.6."""
     kernels = pytest.importorskip("paramlab.measure.kernels")
     gain = math.sqrt(2.0)
     g = torch.Generator().manual_seed(0)

@@ -1,4 +1,4 @@
-"""Width exponents after one SGD step on one example (THEORY.md §3.3): the core prediction.
+"""Width exponents after one SGD step on one example (docs/theory.md §3.3): the core prediction.
 
 Widths 256..4096 (base 64), 6 seeds, tanh MLP with 2 hidden layers, float64, lr small enough for
 linear response. Finite widths bend every curve a little, so the kernel-regime prediction is

@@ -1,4 +1,4 @@
-"""A private Ray instance listens on loopback only and ends with its driver, even a SIGKILLed one (#14 item 5)."""
+"""A private Ray instance listens on loopback only and ends with its driver, even a SIGKILLed one."""
 
 import os
 import shutil

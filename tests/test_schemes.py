@@ -11,7 +11,7 @@ def inv(name, key):
     return tuple(s[r][key] for r in COLS)
 
 
-# DESIGN.md §1 invariant table (exponents of 1/m: [input, hidden, output]).
+# docs/theory.md §2.5 invariant table (exponents of 1/m: [input, hidden, output]).
 @pytest.mark.parametrize("name,std,sgd,adam", [
     ("sp", (0, .5, .5), (0, 0, 0), (0, 0, 0)),
     ("ntk", (0, .5, .5), (0, 1, 1), (.5, 1.5, 1)),
@@ -52,7 +52,7 @@ def test_symmetry_and_canonical_form(name):
 
 
 def test_predicted_feature_update_exponent_tp4_table1():
-    # TP4 Table 1 / THEORY.md §3.1 worked values of r
+    # TP4 Table 1 / docs/theory.md §3.1 worked values of r
     assert {n: get_scheme(n).predicted_r() for n in PRESETS} == {
         "sp": -1, "sp-stable": .5, "ntk": .5, "mf": 0, "mup": 0}
 

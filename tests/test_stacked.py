@@ -102,8 +102,8 @@ def test_adam_equals_sequential(task, opt):
 @pytest.mark.parametrize("opt", ["adam", "adamw"])
 def test_unfused_adam_and_chunked_evaluation_equal_sequential(task, opt, monkeypatch):
     """The elementwise Adam (devices without torch's fused kernel) and evaluation in several chunks."""
-    import paramlab.stacked.optim as so
-    import paramlab.stacked.train as st
+    import paramlab.engine.update as so
+    import paramlab.engine.supervised as st
 
     monkeypatch.setattr(so, "_FUSED_DEVICES", ())
     monkeypatch.setattr(st, "_EVAL_ELEMENTS", 3 * 64 * 50)  # 50 rows per chunk: 128 test rows in 3

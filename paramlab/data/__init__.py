@@ -1,4 +1,4 @@
-"""Tasks for the width-parameterization experiments (DESIGN.md section 3).
+"""Tasks for the width-parameterization experiments (what each experiment shows: docs/experiments.md).
 
 Every supervised task is a :class:`Task`: float32 inputs, a train/test split, and enough metadata
 (``kind``, ``n_classes``, ``d_in``, ``d_out``, ``meta``) for an experiment to build a model and choose

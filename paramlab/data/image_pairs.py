@@ -2,7 +2,7 @@
 
 Each factory returns (A, B): A a classification `Task` to pretrain on, B an `Episodes` pool. Inputs
 are standardized with A's training statistics only; no item of B (shots or test) is ever in A's
-training set. Designs were fixed before any width/seed run (issue #16's research notes).
+training set. Each design is fixed before any width/seed run, so no result chose it.
 
 ``mnist1d_disjoint``  A: mnist1d classes 0-4 (their ~2000 training signals).
                       B: classes 5-9; `k` shots per class from their training signals, tested on
@@ -13,7 +13,7 @@ training set. Designs were fixed before any width/seed run (issue #16's research
                       from the other 1000 training signals; test: the 1000 test signals. 2-way.
 ``digits_disjoint``   A: scikit-learn digits 0-4 (training split). B: digits 5-9, `k` shots per
                       class from their training split, tested on their test split. (Kept because it
-                      is the image pair where the predicted gap did *not* show; README.)
+                      is the image pair where the predicted gap did *not* show; docs/experiments.md.)
 
 mnist1d is the canonical 5000-signal draw (4000 train / 1000 test, generator seed 42).
 """

@@ -17,8 +17,8 @@ rule the optimum drifts to smaller lr as depth grows; with either rule it stays 
 Optimum: the robust optimum of `paramlab.measure.optimum` (a parabola in log-loss around the grid
 point of least seed-mean loss, bootstrap over seeds), beside the grid argmin; an optimum on the grid
 edge is flagged. The transformer does not separate the rules at CPU sizes
-(research round: d_model 64, L = 2..16, 300 steps; every optimum within one step, basin flat to
-0.01-0.03 nats; see README), so it is not an option here.
+(measured: d_model 64, L = 2..16, 300 steps; every optimum within one step, basin flat to
+0.01-0.03 nats; see docs/experiments.md), so it is not an option here.
 """
 
 from __future__ import annotations
@@ -35,11 +35,11 @@ from ..measure.fit import slope_where_positive
 from ..measure.lazy import LazinessProbe
 from ..measure.optimum import robust_optimum
 from ..models.mlp import mlp
-from ..report import pyplot, save_figure
+from ..report import color, legend_outside, log_ticks, pyplot, save_figure, width_colors
 from ..train import train
-from . import command
-from .experiment import Experiment
-from .summary import Summary
+from ..kit import command
+from ..kit.experiment import Experiment
+from ..kit.summary import Summary
 
 NAME = "depth_transfer"
 RULES = ("none", "depth-mup", "completep")
@@ -51,7 +51,7 @@ SIZES = {
     "quick": {**_BASE, "rules": list(RULES), "depths": [2, 4, 8, 16], "seeds": 1, "steps": 150,
               "log2_lrs": list(range(-13, -5))},
     # one seed and 7 lrs keep it near 15 min on 2 cores (the cost grows like the sum of the depths); every optimum
-    # measured so far (research round, 2 seeds, L = 2..32) lay in -11..-8
+    # measured (2 seeds, L = 2..32) lies in -11..-8
     "default": {**_BASE, "rules": list(RULES), "depths": [2, 4, 8, 16, 32], "seeds": 1, "steps": 300,
                 "log2_lrs": list(range(-12, -5))},
 }
@@ -116,7 +116,7 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
     plt = pyplot()
     n = len(p["rules"])
     fig, axes = plt.subplots(1, n + 1, figsize=(4.6 * (n + 1), 3.8))
-    cmap = plt.get_cmap("viridis")
+    depth_colors = width_colors(len(depths))
     rows, verdicts, lazy_best, lazy_l0 = [], {}, {}, {}
     for ax, rule in zip(axes, p["rules"]):
         grid, fine, edges, best_loss, lz_b, lz_0 = [], [], [], [], [], []
@@ -130,16 +130,17 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
             l0_best = g if l0_best is None else l0_best
             lz_b.append(pick(rule, L, g, "laziness") if np.isfinite(g) else np.nan)
             lz_0.append(pick(rule, L, l0_best, "laziness"))
-            color = cmap(i / max(1, len(depths) - 1))
-            ax.plot(lrs, np.where(np.isfinite(c), c, np.nan), "o-", ms=3, color=color, label=f"L = {L}")
+            dc = depth_colors[i]
+            ax.plot(lrs, np.where(np.isfinite(c), c, np.nan), "o-", ms=3, color=dc, label=f"L = {L}")
             if np.isfinite(g):
-                ax.plot([g], [c[j]], "*", ms=12, color=color)
+                ax.plot([g], [c[j]], "*", ms=12, color=dc)
         shift, spread = grid[-1] - grid[0], float(np.nanmax(grid) - np.nanmin(grid))
         fshift = fine[-1] - fine[0]
-        ax.set_title(f"{rule}: optimum log2 lr {grid[0]:g} -> {grid[-1]:g}")
-        ax.set_xlabel("log2 base learning rate")
+        ax.set_title(f"{rule}: optimum log2 lr {grid[0]:g} -> {grid[-1]:g}", fontsize=9)
+        ax.set_xlabel("log2 base learning rate (stars: optima)")
         ax.set_yscale("log")
         ax.grid(alpha=0.3)
+        log_ticks(ax, "y")
         lz_slope = slope_where_positive(depths, np.array(lz_b))
         lz0_slope = slope_where_positive(depths, np.array(lz_0))
         rows.append([rule] + grid + [shift, round(fshift, 2), spread, any(edges), best_loss[0], best_loss[-1],
@@ -150,19 +151,23 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
                           "laziness_slope_at_L0_best": lz0_slope}
         lazy_best[rule], lazy_l0[rule] = lz_b, lz_0
     axes[0].set_ylabel(f"{metric} after {p['steps']} steps")
-    axes[0].legend(fontsize=8)
+    legend_outside(axes[0], below=True)
     ax = axes[-1]
-    for rule, color in zip(p["rules"], ("tab:blue", "tab:orange", "tab:green")):
-        ax.plot(depths, lazy_l0[rule], "o-", color=color,
-                label=f"{rule} ({verdicts[rule]['laziness_slope_at_L0_best']:+.2f})")
+    for rule in p["rules"]:
+        ax.plot(depths, lazy_l0[rule], "o-", color=color(rule),
+                label=f"{rule} (slope vs L {verdicts[rule]['laziness_slope_at_L0_best']:+.2f})")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("depth L (residual blocks)")
-    ax.set_title("laziness at L0's best lr (legend: slope)")
+    ax.set_title("laziness at L0's best lr", fontsize=9)
     ax.set_ylabel("||G_T - G_lin|| / ||G_T - G_0||")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    log_ticks(ax, "x", depths)
+    log_ticks(ax, "y")
+    legend_outside(ax, below=True)
+    fig.suptitle(f"depth transfer, residual MLP width {p['width']} on {p['task']}, {p['optimizer']}: {metric} vs lr per "
+                 f"depth and rule (rules {', '.join(p['rules'])}; depths {depths[0]}-{depths[-1]}; {p['seeds']} seed(s); "
+                 f"{p['steps']} steps)", fontsize=10)
     path = save_figure(fig, out_dir / "depth_transfer.png")
     # runs at L0 are one network under every rule: their losses must agree
     l0 = {rule: [pick(rule, depths[0], lr, metric) for lr in p["log2_lrs"]] for rule in p["rules"]}

@@ -10,7 +10,7 @@ multi-index teacher y = g(U x), then measure on a fixed probe batch:
 
 Fit the width exponent of each quantity and compare it with TP4's prediction: features move like
 width^-r, with r = 1/2 for NTK and SP-with-stable-LR (kernel regime) and r = 0 for muP and MF
-(feature learning); the kernel-regime kernels move at least as fast to 0 (THEORY.md §3.3).
+(feature learning); the kernel-regime kernels move at least as fast to 0 (docs/theory.md §3.3).
 
 The base LR (0.5 at base width 64) is large on purpose, as in a coordinate check: muP's kernel
 movement has a deterministic part that grows with lr*steps and a finite-width fluctuation part that
@@ -32,12 +32,12 @@ from ..measure.weights import subspace_fraction, weight_change
 from ..measure.fit import slope_where_positive
 from ..measure.ntk import ntk_change
 from ..models.mlp import mlp
-from ..report import plot_vs_width, pyplot, save_figure
+from ..report import describe_size, plot_vs_width, pyplot, save_figure
 from ..schemes import get_scheme
 from ..train import train
-from . import command
-from .experiment import Experiment
-from .summary import Summary, by_width
+from ..kit import command
+from ..kit.experiment import Experiment
+from ..kit.summary import Summary, by_width
 
 NAME = "feature_learning"
 _BASE = dict(n_train=1024, d=32, k=2, link="tanh_prod", depth=2, activation="tanh", base_width=64, optimizer="sgd",
@@ -101,9 +101,13 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
     slopes = {}
     for ax, (key, (label, _)) in zip(axes, QUANTITIES.items()):
         t = by_width(results, schemes, widths, key)
-        plot_vs_width({s: (widths, t[s]) for s in schemes}, None, label, label, ax=ax)
+        # the feature movement's predicted exponent (-r) as guide lines; the kernels have only a bound
+        guides = {s: -get_scheme(s).predicted_r() for s in schemes} if key == next(iter(QUANTITIES)) else None
+        plot_vs_width({s: (widths, t[s]) for s in schemes}, None, label, label, ax=ax, legend="below", guides=guides)
         for s in schemes:
             slopes.setdefault(s, {})[key] = slope_where_positive(widths, t[s])
+    fig.suptitle(f"feature learning, {p['depth']}-hidden-layer {p['activation']} MLP, {p['optimizer']} lr {p['lr']}: "
+                 f"feature and kernel movement vs width ({describe_size(p)}; dashed: predicted -r)", fontsize=10)
     path = save_figure(fig, out_dir / "feature_movement_vs_width.png")
     rows, verdicts = [], {}
     for s in schemes:

@@ -39,11 +39,11 @@ from ..measure.fit import slope_where_positive
 from ..measure.kernel_regression import gd_mse_prediction, kernel_regression
 from ..measure.kernels import MLPKernel
 from ..models.mlp import mlp
-from ..report import plot_vs_width, pyplot, save_figure
+from ..report import describe_size, plot_vs_width, pyplot, save_figure
 from ..train import train
-from . import command
-from .experiment import Experiment
-from .summary import Summary, by_width
+from ..kit import command
+from ..kit.experiment import Experiment
+from ..kit.summary import Summary, by_width
 
 NAME = "kernel_limit"
 _BASE = dict(n_train=256, n_test=512, d=32, k=2, link="tanh_prod", depth=1, gain=math.sqrt(2.0), base_width=64,
@@ -120,10 +120,14 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
     base = kernel_models(p)
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    # predicted: an NTK net approaches its kernel like width^-1/2 (a guide line); muP has no kernel to approach
     plot_vs_width({s: (widths, dist[s]) for s in schemes}, None, "RMS(f_net - f_NTK) / RMS(y)  (test)",
-                  "distance to the infinite-width NTK prediction", ax=axes[0])
+                  "distance to the infinite-width NTK prediction", ax=axes[0], legend="below",
+                  guides={"ntk": -0.5} if "ntk" in schemes else None)
     plot_vs_width({s: (widths, mse[s]) for s in schemes}, None, "test MSE", "test loss vs kernel models",
-                  ax=axes[1], hlines=base)
+                  ax=axes[1], hlines=base, legend="below")
+    fig.suptitle(f"kernel limit, 1-hidden-layer ReLU MLP, GD: distance to the NTK prediction and test MSE ("
+                 f"{describe_size(p)})", fontsize=10)
     path = save_figure(fig, out_dir / "kernel_limit.png")
     rows, verdicts = [], {}
     for s in schemes:

@@ -14,10 +14,10 @@ at init (h_0) and after training (h_T), per block output:
                        (the residual stream's norm grows in training and inflates both plain measures)
 
 and fits the width exponent of each (log2-log2 least squares over widths, seeds in log space:
-measure.fit.fit_slope). Prediction (TP4 Def. 3.2 with THEORY.md's Adam rows; `Scheme.predicted_r`):
+measure.fit.fit_slope). Prediction (TP4 Def. 3.2 with docs/theory.md's Adam rows; `Scheme.predicted_r`):
 NTK features move like width^-1/2 (kernel regime) and its kernels fall at least as fast; muP features
-move like width^0 (feature learning). At CPU widths (<= 512) the research round measured the NTK slope
-still steepening towards -1/2 from a small base width and muP's still flattening towards 0.
+move like width^0 (feature learning). At CPU widths (<= 512) the measured NTK slope is still
+steepening towards -1/2 from a small base width and muP's still flattening towards 0.
 """
 
 from __future__ import annotations
@@ -30,13 +30,13 @@ import numpy as np
 from ..measure.capture import features
 from ..measure.features import kernel_change, linear_cka, rel_change
 from ..measure.fit import fit_slope
-from ..report import pyplot, save_figure
+from ..report import color, describe_size, legend_outside, log_ticks, pyplot, save_figure
 from ..schemes import get_scheme
-from . import command
-from .experiment import Experiment
-from .lm_common import OnDevice, check_task, lm_model, lm_task, protocol
-from .lm_train import train_lm
-from .summary import Summary, by_width
+from ..engine.lm import train_lm
+from ..kit import command
+from ..kit.experiment import Experiment
+from ..kit.lm import OnDevice, check_task, lm_model, lm_task, protocol
+from ..kit.summary import Summary, by_width
 
 NAME = "lm_feature_learning"
 _BASE = dict(task="shakespeare_char", depth=2, n_heads=4, base_width=32, context=32, batch=16, n_eval=128,
@@ -103,16 +103,21 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.9))
     for ax, m in zip(axes, ("feat", "cos_kernel")):
-        for s, style in zip(schemes, ("o-", "s--", "^-.", "d:")):
-            for n in names:
+        # colour = scheme (the palette), line style and marker = block
+        for s in schemes:
+            for n, style in zip(names, ("o-", "s--", "^-.", "d:", "v-", "P--")):
                 t = by_width(results, [s], widths, f"{n}/{m}")[s]
-                ax.plot(widths, np.exp(np.log(t).mean(1)), style, ms=4, label=f"{s} {n}")
+                ax.plot(widths, np.exp(np.log(t).mean(1)), style, ms=4, color=color(s), label=f"{s} {n}")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("d_model")
         ax.set_title(MEASURES[m], fontsize=10)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+        log_ticks(ax, "x", widths)
+        log_ticks(ax, "y")
+    legend_outside(axes[-1], fontsize=7)
+    fig.suptitle(f"LM feature learning, Transformer on tiny Shakespeare: movement per block vs d_model "
+                 f"({describe_size(p)})", fontsize=10)
     path = save_figure(fig, Path(out_dir) / "lm_feature_movement_vs_width.png")
     cols = ["scheme", "block", "measure", "predicted exponent"] + [f"w={w}" for w in widths] + ["fitted exponent"]
     notes = (f"Transformer LM on tiny Shakespeare, depth {p['depth']}, {p['n_heads']} heads, {p['steps']} Adam steps at "

@@ -16,29 +16,34 @@ optimum falls with width ("wider is better"); under SP (Adam) the optimum drifts
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from ..engine.lm import sample, train_lm, train_lm_stacked
+from ..engine.stack import stacking_pays
+from ..measure.fit import slope_per_doubling
 from ..measure.optimum import align_shift, robust_optimum
-from ..report import pyplot, save_figure
-from . import command
-from .experiment import LR_AXES, Batch, Experiment
-from .lm_common import OnDevice, check_optimizer, check_task, lm_model, lm_task, protocol
-from .lm_train import sample, train_lm, train_lm_stacked
-from .summary import Summary
+from ..report import color, describe_size, legend_outside, log_ticks, pyplot, save_figure, width_colors
+from ..runners import BatchKey
+from ..kit import command
+from ..kit.experiment import LR_AXES, Batch, Experiment
+from ..kit.lm import OnDevice, check_optimizer, check_task, lm_model, lm_task, protocol
+from ..kit.summary import Summary
 
 NAME = "lm_lr_transfer"
 _BASE = dict(task="shakespeare_char", depth=2, n_heads=4, base_width=32, context=32, batch=16, n_eval=256,
              eval_seed=0, betas=[0.9, 0.999], eps=1e-8, dtype="float32", device="cpu", sample_chars=300,
              optimizer="adam")
-# Sizes from the issue-#12 research round (2-core CPU, 1 thread per run). Widths span 8x from the base
+# Sizes measured on a 2-core CPU, 1 thread per run. Widths span 8x from the base
 # width (the smallest width, where every scheme is the same network).
 SIZES = {
     "tiny": {**_BASE, "schemes": ["sp", "mup"], "widths": [32, 64], "log2_lrs": [-10, -8, -6, -4], "seeds": 1,
              "steps": 20, "n_eval": 32, "sample_chars": 40},
-    # the issue's setting: 150 steps of 16 x 32 tokens (77k tokens per run), 1 seed
+    # 150 steps of 16 x 32 tokens (77k tokens per run), 1 seed
     "quick": {**_BASE, "schemes": ["sp", "mup"], "widths": [32, 64, 128, 256], "log2_lrs": list(range(-11, -3)),
               "seeds": 1, "steps": 150},
     # 250 steps (128k tokens), 3 seeds, two spare grid points on each side of both optima
@@ -49,10 +54,6 @@ SIZES = {
             "seeds": 2, "steps": 1000, "depth": 4, "base_width": 64, "context": 128, "batch": 32, "n_eval": 512,
             "device": "cuda"},
 }
-# Stack the lrs and seeds of one (scheme, width) only where benchmarks/stacked_transformer.py measured a
-# gain for the generic vmap path (K = 8, batch 16 x 32, 1 thread, load 1.3-1.5: 1.23-1.25x at d_model 32,
-# 0.95-0.97x at 64; see benchmarks/README.md): up to this d_model, on the CPU only (not measured on CUDA).
-STACK_MAX_WIDTH = 32
 
 
 def _summary(res, cfg: dict) -> dict:
@@ -70,17 +71,25 @@ def run_one(cfg: dict, log) -> dict:
     return _summary(res, cfg)
 
 
-_PER_MODEL = ("log2_lr", "seed")  # what the models of one stack may differ in
-
-
-def batch_key(cfg: dict):
-    """Grid points that differ only in lr and seed may train as one stack (one scheme and width)."""
-    return tuple(sorted((k, repr(v)) for k, v in cfg.items() if k not in _PER_MODEL))
+# grid points that differ only in lr and seed may train as one stacked ensemble
+batch_key = BatchKey(("log2_lr", "seed"))
 
 
 def batch_pays(cfg: dict) -> bool:
-    """The measured rule (`STACK_MAX_WIDTH`): stack only where the benchmark saw a gain."""
-    return cfg["device"] == "cpu" and cfg["width"] <= STACK_MAX_WIDTH and cfg.get("optimizer", "adam") == "adam"
+    """The engine's measured rule (`paramlab.engine.stack.stacking_pays`, K = 8 as benchmarked) on the grid
+    point's model and batch: on CPU it stacks d_model 32 (9.1e7 FLOPs per model step at batch 16 x 32), not
+    64 (3.3e8); the vmap path is not measured on CUDA and does not stack there."""
+    if cfg.get("optimizer", "adam") != "adam":  # the stacked pass trains Adam only
+        return False
+    return _pays(*(cfg[k] for k in ("task", "width", "depth", "n_heads", "base_width", "context", "batch",
+                                    "dtype", "device")))
+
+
+@functools.lru_cache(maxsize=64)
+def _pays(task_name, width, depth, n_heads, base_width, context, batch, dtype, device) -> bool:
+    cfg = dict(width=width, depth=depth, n_heads=n_heads, scheme="sp", base_width=base_width, context=context,
+               seed=0, dtype=dtype, device="cpu")  # the FLOP count needs the shapes only: built on the CPU
+    return stacking_pays(lm_model(cfg, lm_task(task_name)), torch.zeros(batch, context, dtype=torch.long), 8, device)
 
 
 def run_batch(cfgs: list[dict], logs: list) -> list[dict]:
@@ -125,12 +134,11 @@ def shift_table(results, p: dict, metric: str = "val/loss") -> dict:
         b, t = per[0], per[-1]
         cb, ct = curves(results, s, widths[0], lrs, metric), curves(results, s, widths[-1], lrs, metric)
         i0 = lrs.index(b["grid"]) if np.isfinite(b["grid"]) else None
-        lw = np.log2(widths)
         out[s] = dict(per_width=per, shift_grid=t["grid"] - b["grid"], shift_robust=t["robust"] - b["robust"],
                       shift_se=float(np.hypot(b["se"], t["se"])),
                       shift_status="ok" if b["status"] == t["status"] == "ok" else f"{b['status']}/{t['status']}",
                       shift_align=align_shift(x, cb, ct),
-                      slope_per_doubling=float(np.polyfit(lw, [r["robust"] for r in per], 1)[0]),
+                      slope_per_doubling=slope_per_doubling(widths, [r["robust"] for r in per]),
                       best_loss_by_width=[r["best_loss"] for r in per],
                       widest_loss_at_base_lr=float(ct.mean(0)[i0]) if i0 is not None else float("nan"))
     return out
@@ -153,11 +161,11 @@ def _plot(table: dict, p: dict, out_dir: Path) -> Path:
     plt = pyplot()
     schemes, widths, x = list(table), p["widths"], np.array(p["log2_lrs"], dtype=float)
     fig, axes = plt.subplots(1, len(schemes) + 1, figsize=(4.6 * (len(schemes) + 1), 3.8))
-    cmap = plt.get_cmap("viridis")
+    cols = width_colors(len(widths))
     lo = min(min(t["best_loss_by_width"]) for t in table.values())
     for ax, s in zip(axes, schemes):
         for i, r in enumerate(table[s]["per_width"]):
-            col = cmap(i / max(1, len(widths) - 1))
+            col = cols[i]
             m = np.array(r["mean_curve"])
             ax.plot(x, np.where(np.isfinite(m), m, np.nan), "o-", ms=3, color=col, label=f"d_model {r['width']}")
             if r["status"] == "ok":
@@ -168,15 +176,18 @@ def _plot(table: dict, p: dict, out_dir: Path) -> Path:
         ax.set_ylim(lo - 0.05, lo + 1.2)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"val loss (nats/char) after {p['steps'] * p['batch'] * p['context']} tokens")
-    axes[0].legend(fontsize=8)
+    legend_outside(axes[0], below=True)
     ax = axes[-1]
     for s in schemes:
-        ax.plot(widths, table[s]["best_loss_by_width"], "o-", label=f"{s} (its best lr per width)")
+        ax.plot(widths, table[s]["best_loss_by_width"], "o-", color=color(s), label=f"{s} (its best lr per width)")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("d_model")
     ax.set_title("best val loss vs width", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    log_ticks(ax, "x", widths)
+    legend_outside(ax, below=True)
+    fig.suptitle(f"LM lr transfer, Transformer on tiny Shakespeare: val loss vs lr per d_model ({describe_size(p)}; "
+                 "dotted: robust optima)", fontsize=10)
     return save_figure(fig, out_dir / "lm_loss_vs_lr.png")
 
 

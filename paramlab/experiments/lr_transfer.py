@@ -17,12 +17,13 @@ import torch
 from .. import data as D
 from ..measure.optimum import robust_optimum
 from ..models.mlp import mlp
-from ..report import pyplot, save_figure
-from ..stacked import train_ensemble, use_ensemble
+from ..report import describe_size, legend_outside, log_ticks, pyplot, save_figure, width_colors
+from ..runners import BatchKey
+from ..engine.supervised import train_stack, use_ensemble
 from ..train import train
-from . import command
-from .experiment import LR_AXES, Batch, Experiment
-from .summary import Summary
+from ..kit import command
+from ..kit.experiment import LR_AXES, Batch, Experiment
+from ..kit.summary import Summary
 
 NAME = "lr_transfer"
 _BASE = dict(task="mnist1d", depth=2, activation="relu", base_width=64, optimizer="adam", batch_size=128,
@@ -61,24 +62,20 @@ def run_one(cfg: dict, log) -> dict:
     return _summary(res)
 
 
-_PER_MODEL = ("log2_lr", "seed")  # what the models of one stacked ensemble may differ in
-
-
-def batch_key(cfg: dict):
-    """Grid points that differ only in lr and seed may train as one stacked ensemble."""
-    return tuple(sorted((k, repr(v)) for k, v in cfg.items() if k not in _PER_MODEL))
+# grid points that differ only in lr and seed may train as one stacked ensemble
+batch_key = BatchKey(("log2_lr", "seed"))
 
 
 def batch_pays(cfg: dict) -> bool:
-    """Stack where one model's step is overhead-bound (`paramlab.stacked.use_ensemble`: small widths)."""
+    """Stack where one model's step is overhead-bound (the engine's rule for MLPs, `use_ensemble`: small widths)."""
     task = _task(cfg["task"])
     return use_ensemble(cfg["width"], cfg["depth"], task.d_in, task.d_out, cfg["batch_size"], 8)
 
 
 def run_batch(cfgs: list[dict], logs: list) -> list[dict]:
-    """`run_one` for each config, as one `train_ensemble` pass (the same numbers up to float rounding)."""
+    """`run_one` for each config, as one `train_stack` pass (the same numbers up to float rounding)."""
     task, c0 = _task(cfgs[0]["task"]), cfgs[0]
-    res = train_ensemble([_model(c, task) for c in cfgs], task, optimizer=c0["optimizer"],
+    res = train_stack([_model(c, task) for c in cfgs], task, optimizer=c0["optimizer"],
                          lr=[2.0 ** c["log2_lr"] for c in cfgs], seed=[c["seed"] for c in cfgs], steps=c0["steps"],
                          batch_size=c0["batch_size"], log=logs, eval_every=max(1, c0["steps"] // 4))
     return [_summary(r) for r in res]
@@ -87,7 +84,7 @@ def run_batch(cfgs: list[dict], logs: list) -> list[dict]:
 BATCH = Batch(batch_key, run_batch, batch_pays)
 
 
-def optimum(log2_lrs, losses) -> float:
+def grid_argmin(log2_lrs, losses) -> float:
     """log2 lr of the smallest finite mean loss (nan if all diverged): the grid argmin."""
     losses = np.where(np.isfinite(losses), losses, np.inf)
     return float(log2_lrs[int(np.argmin(losses))]) if np.isfinite(losses).any() else float("nan")
@@ -123,8 +120,8 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
 
     Why the held-out loss: on a task a width can memorize (digits), the train loss saturates and falls
     until the divergence edge, which barely moves with width, so its minimum (argmin or robust) is pinned
-    there and reports no shift; the test loss has an interior optimum set by generalization (measured in
-    the #12 research round: SP -2.58 +- 0.29 steps, muP -0.10 +- 0.26 over 8x width, 3 seeds)."""
+    there and reports no shift; the test loss has an interior optimum set by generalization (measured on
+    digits: SP -2.58 +- 0.29 steps, muP -0.10 +- 0.26 over 8x width, 3 seeds)."""
     lrs, widths, metric = np.array(p["log2_lrs"], dtype=float), p["widths"], p["metric"]
 
     def curve(s, w):  # mean over seeds of the metric per lr (inf where diverged)
@@ -136,33 +133,41 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
         flag = "" if rs["shift_status"] == "ok" else f" ({rs['shift_status']})"
         return f"{rs['shift']:+.2f} ± {rs['shift_se']:.2f}{flag}"
 
+    def headline_curve(s, w):  # what the figure shows: the headline metric, seed mean (nan where diverged)
+        vals = [[r.get(HEADLINE, np.nan) if not r.get("diverged") else np.nan for c, r in results
+                 if c["scheme"] == s and c["width"] == w and c["log2_lr"] == lr] for lr in p["log2_lrs"]]
+        return np.array([np.mean(v) if v else np.nan for v in vals])
+
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(p["schemes"]), figsize=(5 * len(p["schemes"]), 3.8), sharey=True)
+    fig, axes = plt.subplots(1, len(p["schemes"]), figsize=(4.6 * len(p["schemes"]) + 1.4, 3.8), sharey=True)
     rows, verdicts = [], {}
-    cmap = plt.get_cmap("viridis")
+    colors = width_colors(len(widths))
     for ax, s in zip(np.atleast_1d(axes), p["schemes"]):
-        opts = []
-        for i, w in enumerate(widths):
-            c = curve(s, w)
-            opt = optimum(lrs, c)
-            opts.append(opt)
-            shown = np.where(np.isfinite(c), c, np.nan)
-            ax.plot(lrs, shown, "o-", ms=3, color=cmap(i / max(1, len(widths) - 1)), label=f"width {w}")
-            if np.isfinite(opt):
-                ax.plot([opt], [c[list(lrs).index(opt)]], "*", ms=12, color=cmap(i / max(1, len(widths) - 1)))
-        ax.set_title(f"{s}: optimum log2 lr {opts[0]:g} -> {opts[-1]:g}")
-        ax.set_xlabel("log2 base learning rate")
-        ax.set_yscale("log")
-        ax.grid(alpha=0.3)
+        opts = [grid_argmin(lrs, curve(s, w)) for w in widths]
         shift = opts[-1] - opts[0]
         spread = float(np.nanmax(opts) - np.nanmin(opts))
         rob = robust_shift(results, p, s, metric)
         head = rob if metric == HEADLINE else robust_shift(results, p, s, HEADLINE)
+        for i, w in enumerate(widths):
+            ax.plot(lrs, headline_curve(s, w), "o-", ms=3, color=colors[i], label=f"width {w}")
+            if np.isfinite(head["optima"][i]):
+                ax.axvline(head["optima"][i], color=colors[i], lw=0.8, ls=":")
+        ax.set_title(f"{s}: robust optimum shift {fmt(head)} log2 steps", fontsize=9)
+        ax.set_xlabel("log2 base learning rate (dotted: robust optima)")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        log_ticks(ax, "y")
         rows.append([s] + opts + [shift, spread, fmt(rob), fmt(head)])
+        # the prediction as yes/no (on the headline robust shift; an edge-pinned fit is no answer): muP
+        # within 1 grid step, SP at least 2
+        ok = head["shift_status"] == "ok"
         verdicts[s] = {"optima": opts, "shift_steps": shift, "spread_steps": spread, "robust": rob,
-                       "robust_headline": head}
-    np.atleast_1d(axes)[0].set_ylabel(f"{metric} after {p['steps']} steps")
-    np.atleast_1d(axes)[0].legend(fontsize=8)
+                       "robust_headline": head, "shift_within_1_step": bool(ok and abs(head["shift"]) <= 1.0),
+                       "shift_at_least_2_steps": bool(ok and abs(head["shift"]) >= 2.0)}
+    np.atleast_1d(axes)[0].set_ylabel(f"{HEADLINE} after {p['steps']} steps")
+    legend_outside(np.atleast_1d(axes)[-1])
+    fig.suptitle(f"LR transfer, {p['task']} MLP, {p['optimizer']}: {HEADLINE} (the headline) vs lr per width "
+                 f"({describe_size(p)})", fontsize=10)
     path = save_figure(fig, out_dir / "loss_vs_lr.png")
     cols = (["scheme"] + [f"best log2 lr w={w} (grid)" for w in widths]
             + ["shift (grid steps)", "max spread", f"robust shift ({metric})", f"robust shift ({HEADLINE}, headline)"])

@@ -2,7 +2,7 @@
 
 TP4's protocol (arXiv 2011.14522, §9: first-order MAML on Omniglot, 1-shot 5-way: muP 66.4% vs
 NTK 47.8% and NNGP 47.6%) at CPU size, on mnist1d. An MLP (depth 2, ReLU, `n_way` outputs) of each
-scheme and width is meta-trained by first-order MAML (`paramlab.meta`) on N-way K-shot episodes of
+scheme and width is meta-trained by first-order MAML (`paramlab.engine.maml`) on N-way K-shot episodes of
 classes 0-4 and meta-tested on episodes of classes 5-9, the disjoint split of
 `paramlab.data.image_pairs.mnist1d_disjoint` (meta-test draws = that pair's B draws, so the kernel
 baselines and the transfer pair see the same shots).
@@ -38,33 +38,32 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from .. import live
 from ..data.episodes import k_shot_episodes
 from ..data.image_pairs import mnist1d_disjoint
-from ..measure.fit import mean_ci
+from ..engine.maml import adapt, inner_lrs, meta_params
+from ..engine.maml import meta_train as fomaml_train
+from ..measure.fit import mean_ci, slope_per_doubling
 from ..measure.kernels import MLPKernel
 from ..measure.probe import kernel_ridge_loo
-from ..meta import adapt, fomaml_grads, inner_lrs, meta_params
 from ..models.activations import GAINS
 from ..models.mlp import mlp
-from ..optim import optimizer as make_optimizer
-from ..report import pyplot, save_figure
+from ..report import color, describe_size, pyplot, save_figure
 from ..runners import positive
 from ..schemes import get_scheme
-from . import command
-from .experiment import Experiment
-from .summary import Summary, by_width
-from .transfer_episodes import CHECKS as EPISODE_CHECKS
-from .transfer_episodes import fmt_ci, kernel_lines, paired_gaps, prediction, width_axes
+from ..kit import command
+from ..kit.experiment import Experiment
+from ..kit.summary import Summary, by_width
+from ..kit.transfer_episodes import CHECKS as EPISODE_CHECKS
+from ..kit.transfer_episodes import fit_indices, fmt_ci, kernel_lines, paired_gaps, prediction, width_axes
 
-__all__ = ["EXPERIMENT", "RUNNER", "SIZES", "Episode", "kernel_baselines", "meta_test", "meta_train", "run_one",
-           "summarize", "test_episodes", "train_episodes"]
 
 NAME = "maml"
 N_CLASSES = 5  # mnist1d_disjoint: classes 0-4 meta-train, 5-9 meta-test
 _SCHEMES = ["sp-stable", "ntk", "mf", "mup"]
 # inner_lr and lr: chosen once at the base width 64 (every scheme is the same network there) by the lowest
 # meta-validation query loss (classes 0-4, held-out signals) over inner_lr x lr in {0.1, 0.3, 1} x {0.1, 0.3, 1}
-# (README, "Few-shot learning by MAML"); the meta-test classes were never looked at for it.
+# (docs/experiments.md, "Few-shot learning by first-order MAML"); the meta-test classes were never looked at for it.
 _BASE = dict(depth=2, activation="relu", base_width=64, n_way=5, shots=[1, 5], n_query=15, inner_steps=5,
              inner_lr=0.1, optimizer="sgd", lr=0.3, meta_batch=4, meta_steps=1000, n_episodes=50,
              n_val_episodes=50, data_seed=0, dtype="float32")
@@ -193,26 +192,12 @@ def _batch(x, y, ep: Episode, dtype):
 
 
 def meta_train(model: nn.Module, x, y, episodes: list, cfg: dict, log=None) -> list:
-    """First-order MAML on `episodes`, `meta_batch` per outer step; returns the outer steps' query losses."""
-    lrs = inner_lrs(model, cfg["inner_lr"])
-    opt = make_optimizer(model, cfg["optimizer"], cfg["lr"])
+    """First-order MAML on `episodes`, `meta_batch` per outer step (`paramlab.engine.maml.meta_train`);
+    returns the outer steps' query losses."""
     dtype = next(model.parameters()).dtype
-    mb, losses = cfg["meta_batch"], []
-    every = max(1, len(episodes) // mb // 10)
-    for t in range(len(episodes) // mb):
-        batch = [_batch(x, y, ep, dtype) for ep in episodes[t * mb:(t + 1) * mb]]
-        grads, loss = fomaml_grads(model, batch, lrs, cfg["inner_steps"])
-        if not np.isfinite(loss):
-            losses.append(float("nan"))
-            break
-        for n, p in model.named_parameters():
-            p.grad = grads[n]
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(loss)
-        if log is not None and (t + 1) % every == 0:
-            log({"meta_train/query_loss": float(np.mean(losses[-every:]))}, t + 1)
-    return losses
+    return fomaml_train(model, episodes, inner_lrs(model, cfg["inner_lr"]), cfg["inner_steps"],
+                        meta_batch=cfg["meta_batch"], prepare=lambda ep: _batch(x, y, ep, dtype),
+                        optimizer=cfg["optimizer"], lr=cfg["lr"], log=log)
 
 
 @torch.no_grad()
@@ -243,12 +228,20 @@ def _model(cfg: dict) -> nn.Module:
 def run_one(cfg: dict, log) -> dict:
     """One (scheme, width, seed): per shot count k, meta-train a fresh network and meta-test it and its init."""
     out: dict = {"diverged": 0}
+    done = 0  # outer steps of the earlier shot counts: the live (wandb) step keeps growing across them
     for k in cfg["shots"]:
         (xa, ya), (xb, yb), meta_tr, meta_val, meta_te = _pools(cfg, k)
         model = _model(cfg)
         init = copy.deepcopy(model)
-        klog = (lambda m, s, k=k: log({f"k{k}/{n}": v for n, v in m.items()}, s)) if log is not None else None
+
+        def klog(m, s, k=k, base=done):
+            point = {f"k{k}/{n}": v for n, v in m.items()}
+            live.emit(point, base + s)
+            if log is not None:
+                log(point, s)
+
         losses = meta_train(model, xa, ya, meta_tr, cfg, klog)
+        done += len(losses)
         if losses and not np.isfinite(losses[-1]):
             return {**out, "diverged": 1}
         a0, _ = meta_test(init, xb, yb, meta_te, cfg)
@@ -308,8 +301,7 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
     widths, schemes = p["widths"], p["schemes"]
     kern = kernel_baselines(p)
     variants = [f"k{k}" for k in p["shots"]]
-    fit = [i for i, w in enumerate(widths) if w > p["base_width"]]  # above the base width schemes differ
-    fit = fit if len(fit) >= 2 else list(range(len(widths)))
+    fit = fit_indices(widths, p["base_width"])
     rows, verdicts, gap_notes = [], {}, []
     plt = pyplot()
     fig, axes = plt.subplots(len(variants), 3, figsize=(16, 3.8 * len(variants)), squeeze=False)
@@ -326,7 +318,7 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
             im, ih = mean_ci(at_init[s])
             vm, vh = mean_ci(val_acc[s])
             over = mean_ci(acc[s][-1:] - best_kernel)
-            slope = float(np.polyfit(np.log2(np.array(widths)[fit]), gm[fit], 1)[0]) if len(widths) > 1 else float("nan")
+            slope = slope_per_doubling(np.array(widths)[fit], gm[fit])
             regime = "feature learning" if get_scheme(s).predicted_r() == 0 else "kernel"
             vv["schemes"][s] = {"regime": regime, "gain": gm.tolist(), "gain_ci95": gh.tolist(), "acc": am.tolist(),
                                 "acc_ci95": ah.tolist(), "acc_init": im.tolist(), "acc_init_ci95": ih.tolist(),
@@ -339,7 +331,7 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
             rows.append([v, s] + [fmt_ci(m, h) for m, h in zip(am, ah)] + [fmt_ci(m, h) for m, h in zip(gm, gh)]
                         + [round(slope, 4), fmt_ci(im[-1], ih[-1]), fmt_ci(over[0][0], over[1][0])]
                         + [fmt_ci(m, h) for m, h in zip(vm, vh)])
-            style = {"marker": "o", "capsize": 3, **_STYLE.get(s, {})}
+            style = {"marker": "o", "capsize": 3, "color": color(s), **_STYLE.get(s, {})}
             axes[row][0].errorbar(widths, gm, yerr=np.nan_to_num(gh), label=f"{s} ({regime})", **style)
             line = axes[row][1].errorbar(widths, am, yerr=np.nan_to_num(ah), label=s, **style)
             axes[row][1].plot(widths, im, ls=":", marker=".", color=line[0].get_color(), label=f"{s}, adapted from init")
@@ -359,6 +351,8 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
             vv["meta_val_gap_at_largest"] = paired_gaps(vv["schemes"], val_acc)
             gap_notes.append(f"{v}: " + ", ".join(f"{k} {fmt_ci(*g)}" for k, g in gaps.items()))
         verdicts[v] = vv
+    fig.suptitle(f"first-order MAML on mnist1d: gain, meta-test and meta-val accuracy vs width ({describe_size(p)})",
+                 fontsize=10)
     path = save_figure(fig, out_dir / "maml_mnist1d.png")
     cols = (["K", "scheme"] + [f"acc w={w}" for w in widths] + [f"gain w={w}" for w in widths]
             + ["gain per 2x width", f"acc from init at w={widths[-1]}", f"acc - best kernel at w={widths[-1]}"]

@@ -1,11 +1,13 @@
 """One optimizer step on one example, measured across widths: the cleanest test of a scheme's
-width exponents (THEORY.md §3.3: batch 1, one step, linear response). `paramlab demo` draws it;
-tests/test_width_scaling.py checks its slopes."""
+width exponents (docs/theory.md §3.3: batch 1, one step, linear response). `paramlab demo` draws it;
+tests/test_one_step.py checks its slopes."""
 
 from __future__ import annotations
 
 import torch
 
+from ..engine.step import train_step
+from ..engine.update import TorchUpdate
 from ..measure.fit import fit_slope
 from ..models.mlp import mlp
 from ..optim import optimizer as make_optimizer
@@ -38,9 +40,7 @@ def one_step_response(scheme, width: int, *, base_width: int = 64, seed: int = 0
 
     opt = make_optimizer(model, optimizer, lr=lr)
     f0, before = run()
-    loss = 0.5 * ((f0 - y) ** 2).sum()
-    loss.backward()
-    opt.step()
+    train_step(TorchUpdate(opt), 0.5 * ((f0 - y) ** 2).sum())
     with torch.no_grad():
         f1, after = run()
     res = {f"R/{n}": float((after[n] - before[n]).norm() / before[n].norm()) for n in names}

@@ -15,7 +15,7 @@ Prediction (TP4; the seed post "NTK/GP models of neural nets can't learn feature
 Default task: a multi-index teacher. A is y = g_A(U x) and B is y = g_B(U x), with the same rank-2
 subspace U in d = 32 and 64 examples for B.
 
-Real-data pairs (``--set task=NAME``; `paramlab.data.EPISODE_PAIRS`, issue #16): B is a pool with
+Real-data pairs (``--set task=NAME``; `paramlab.data.EPISODE_PAIRS`): B is a pool with
 `n_episodes` few-shot draws for each shot count in `shots`. One network trained on A is probed on
 every draw (features of the pool once at init, once trained; one ridge solve per draw); a run
 reports the mean over draws, the summary gives 95% t-intervals over seeds. The NNGP / NTK kernel
@@ -24,7 +24,7 @@ and steps chosen on A at the base width only), which `--set task=NAME` selects b
   mnist1d_disjoint   MLP on mnist1d classes 0-4 -> 1 / 5 shots of classes 5-9
   mnist1d_compose    MLP on 10-way mnist1d -> "is the digit in S" for a random half S of the classes
   shakespeare_w2v    CBOW word model (`models.cbow`) on tiny Shakespeare -> category of held-out words
-  digits_disjoint, shakespeare_plays: pairs where the gap did not show (README).
+  digits_disjoint, shakespeare_plays: pairs where the gap did not show (docs/experiments.md).
 Token-id tasks get the CBOW model and bag-of-words kernels (a 1-hidden-layer linear net, TP4 §9).
 """
 
@@ -38,18 +38,20 @@ import numpy as np
 import torch
 
 from .. import data as D
+from .. import live
+from ..measure.fit import slope_per_doubling
 from ..measure.kernels import MLPKernel
 from ..measure.probe import kernel_ridge_loo, linear_probe, score
 from ..models.mlp import mlp
 from ..models.activations import GAINS
-from ..report import plot_vs_width, pyplot, save_figure
+from ..report import describe_size, plot_vs_width, pyplot, save_figure
 from ..runners import Option
 from ..train import train
-from . import command
-from . import transfer_episodes as TE
-from .checks import check_transfer_pair
-from .experiment import Experiment
-from .summary import Summary, by_width
+from ..kit import command
+from ..kit import transfer_episodes as TE
+from ..kit.checks import check_transfer_pair
+from ..kit.experiment import Experiment
+from ..kit.summary import Summary, by_width
 
 NAME = "transfer"
 _BASE = dict(task="multi_index", depth=2, activation="relu", base_width=64, optimizer="sgd", lr=0.1,
@@ -88,8 +90,9 @@ def _finetune(model, B, p: dict) -> float:
     B's size under the same names, so they keep the output role's plan (multiplier, lr scaling)."""
     model = copy.deepcopy(model)
     TE.fresh_readout(model, B.d_out)
-    res = train(model, B, optimizer=p["optimizer"], lr=p["lr"] * p["ft_lr_ratio"], steps=p["ft_steps"], loss="mse",
-                seed=p["seed"])
+    with live.sending_to([]):  # a measurement, not the run's training: its points are not the run's
+        res = train(model, B, optimizer=p["optimizer"], lr=p["lr"] * p["ft_lr_ratio"], steps=p["ft_steps"],
+                    loss="mse", seed=p["seed"])
     if res.diverged:
         return float("nan")
     with torch.no_grad():
@@ -145,31 +148,71 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
     plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     plot_vs_width({s: (widths, gains[s]) for s in schemes}, None, f"probe gain on B ({key}, trained - init)",
-                  "transfer gain of a linear probe", ax=axes[0], logy=False)
+                  "transfer gain of a linear probe", ax=axes[0], logy=False, legend="below")
     axes[0].axhline(0, color="k", lw=0.8)
     plot_vs_width({**{s: (widths, probe[s]) for s in schemes}, "init features": (widths, init_probe)}, None,
                   f"probe {key} on B", "few-shot B: probe vs kernel baselines", ax=axes[1], logy=False,
-                  hlines={f"{k.upper()} kernel": v for k, v in kern.items()})
+                  hlines={f"{k.upper()} kernel": v for k, v in kern.items()}, legend="below")
     plot_vs_width({s: (widths, ft_gain[s]) for s in schemes}, None, f"fine-tune gain on B ({key})",
-                  "transfer gain of low-LR fine-tuning", ax=axes[2], logy=False)
+                  "transfer gain of low-LR fine-tuning", ax=axes[2], logy=False, legend="below")
     axes[2].axhline(0, color="k", lw=0.8)
+    fig.suptitle(f"transfer, {p['task']}: pretrain on A, few-shot B; gain = {key} of trained - initial features "
+                 f"({describe_size(p)})", fontsize=10)
     path = save_figure(fig, out_dir / "transfer_gain_vs_width.png")
 
     rows, verdicts = [], {}
     for s in schemes:
         g = np.nanmean(gains[s], axis=1)
-        per_doubling = float(np.polyfit(np.log2(widths), g, 1)[0]) if len(widths) > 1 else float("nan")
-        rows.append([s] + [float(x) for x in g] + [per_doubling, float(np.nanmean(probe[s][-1]))])
+        per_doubling = slope_per_doubling(widths, g)
+        rows.append([s] + [f"{x:+.3f}" for x in g] + [f"{per_doubling:+.3f}", f"{np.nanmean(probe[s][-1]):.3f}"])
         verdicts[s] = {"gain": [float(x) for x in g], "gain_per_doubling": per_doubling,
                        "positive_everywhere": bool(np.all(g > 0)), "probe_at_largest": float(np.nanmean(probe[s][-1]))}
+    words = verdict_words(verdicts, widths, kern)
+    for s, line in words.items():
+        verdicts[s]["words"] = line
     cols = ["scheme"] + [f"gain w={w}" for w in widths] + ["gain change per 2x width", f"probe {key} at w={widths[-1]}"]
     kern_note = ", ".join(f"{k.upper()} kernel {v:.3f}" for k, v in kern.items())
     notes = (f"task {p['task']}: pretrain on A for {p['steps']} {p['optimizer']} steps (lr {p['lr']} at base width "
              f"{p['base_width']}), probe on few-shot B. Baselines on B: {kern_note}; probe on initial features at "
-             f"w={widths[-1]}: {np.nanmean(init_probe[-1]):.3f}.")
+             f"w={widths[-1]}: {np.nanmean(init_probe[-1]):.3f}.\nVerdicts (TP4's predictions, read off the numbers):\n"
+             + "\n".join(f"- {line}" for line in words.values()))
     return Summary("Transfer: probe gain on few-shot task B vs width", cols, rows, {"transfer": path},
                    extra={"verdicts": verdicts, "kernel_baselines": kern, "params": p}, notes=notes)
 
+
+
+FLAT = 0.02  # |gain change per 2x width| within this counts as "not shrinking" for a feature-learning scheme
+
+
+def verdict_words(verdicts: dict, widths, kern: dict) -> dict:
+    """scheme -> one sentence: its regime (`Scheme.predicted_r`), what TP4 predicts for its gain, the
+    numbers, and whether the prediction holds. Feature learning (r = 0): the gain is positive at every
+    width and does not shrink (change per 2x width > -FLAT). Kernel regime (r > 0): the gain falls with
+    width and ends below every feature-learning scheme's."""
+    from ..schemes import get_scheme
+
+    r = {s: get_scheme(s).predicted_r() for s in verdicts}
+    fl_end = [v["gain"][-1] for s, v in verdicts.items() if r[s] == 0]
+    best_kernel = max(kern.values()) if kern else float("nan")
+    out = {}
+    for s, v in verdicts.items():
+        g, d = v["gain"], v["gain_per_doubling"]
+        nums = (f"gain {g[0]:+.3f} at width {widths[0]} -> {g[-1]:+.3f} at {widths[-1]}, {d:+.3f} per 2x width, "
+                f"probe {v['probe_at_largest']:.3f} at {widths[-1]}")
+        if r[s] == 0:
+            holds = v["positive_everywhere"] and d > -FLAT
+            beats = f"; beats the best kernel ({best_kernel:.3f})" if v["probe_at_largest"] > best_kernel else \
+                f"; does not beat the best kernel ({best_kernel:.3f})"
+            out[s] = (f"{s} (feature learning, r = 0): {nums}. Predicted: positive at every width, not shrinking: "
+                      + ("HOLDS" if holds else "does NOT hold") + (beats if kern else "") + ".")
+        elif r[s] > 0:
+            holds = d < 0 and (not fl_end or g[-1] < min(fl_end))
+            out[s] = (f"{s} (kernel regime, r = {r[s]:g}): {nums}. Predicted: falls towards 0 with width"
+                      + (" and ends below the feature-learning schemes" if fl_end else "") + ": "
+                      + ("HOLDS" if holds else "does NOT hold") + ".")
+        else:
+            out[s] = f"{s} (unstable, r = {r[s]:g}): {nums}. No prediction at a fixed lr."
+    return out
 
 
 class _Transfer(Experiment):

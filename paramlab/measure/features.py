@@ -5,7 +5,7 @@ Conventions (all results are Python floats computed in float64):
 
 * A *feature matrix* is a module output on a fixed probe batch, flattened to ``(N, p)`` (N examples,
   p = everything else).
-* ``rel_change(new, old) = ||new - old||_F / ||old||_F`` (THEORY.md §3.3's ``R_l`` when applied to
+* ``rel_change(new, old) = ||new - old||_F / ||old||_F`` (docs/theory.md §3.3's ``R_l`` when applied to
   preactivations: the same as the ratio of coordinate RMS).
 * Feature kernel ``F = X X^T / p`` and its change ``||F_t - F_0||_F / ||F_0||_F`` (TP4 Def. 3.5's
   feature kernel, on the probe batch).

@@ -1,7 +1,7 @@
 """Exact infinite-width limits that finite networks can be checked against.
 
 `tp4_linear_limit`: the muP limit of a one-hidden-layer *linear* network with scalar input and
-output trained by SGD (Yang & Hu 2021, "Tensor Programs IV", Thm 6.1 / Cor. 6.2; THEORY.md §3.2).
+output trained by SGD (Yang & Hu 2021, "Tensor Programs IV", Thm 6.1 / Cor. 6.2; docs/theory.md §3.2).
 
 The network and its normalization (TP4's muP = mean-field form for one hidden layer):
 

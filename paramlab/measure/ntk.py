@@ -11,7 +11,7 @@ tensor sees.
 Weights
 -------
 * ``weights="lr"``: the LR-weighted kernel ``sum_p lr_mult_p J_p J_p^T`` from the model's plan
-  (THEORY.md §3.3's ``Theta_eta``: what enters ``f_{t+1} = f_t - lr * Theta_eta chi`` for SGD).
+  (docs/theory.md §3.3's ``Theta_eta``: what enters ``f_{t+1} = f_t - lr * Theta_eta chi`` for SGD).
 * ``weights="nt"`` or `nt_weights(model, W_std, b_std)`: neural-tangents' ``'ntk'`` convention. NT
   trains standardized parameters ``theta ~ N(0, 1)`` with ``W_eff = (W_std / sqrt(fan_in)) theta``;
   paramlab trains ``w`` with ``W_eff = mult * w``. Both describe the same ``W_eff``, so

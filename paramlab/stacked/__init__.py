@@ -1,16 +1,18 @@
-"""Stacked training: K paramlab MLPs of one width trained in one pass (seeds, learning rates, schemes).
+"""Stacked training of K models, as the engine provides it (`paramlab.engine`): this package keeps the
+names users import.
 
-model   MLPEnsemble: the K models' weights as (K, ...) tensors, a batched forward with each model's
-        own multipliers
-optim   StackedOptimizer: SGD / Adam / AdamW over the stacked tensors, per-model hyperparameters
-train   train_ensemble (the K-model `paramlab.train.train`), train_sequential (the reference, one
-        model after another), train_many and use_ensemble (stack only where it pays), step_flops
+MLPEnsemble       the MLP fast path of the one stacking interface (`paramlab.engine.mlp_stack.MLPStack`)
+Stacked           the generic vmap stack (`paramlab.engine.stack`)
+StackedOptimizer  the stacked update (`paramlab.engine.update.StackedUpdate`)
+train_ensemble    K models trained as one stack (`paramlab.engine.supervised.train_stack`); train_sequential
+                  (the reference, one model after another), train_many and use_ensemble (stack where it pays)
 """
 
-from .model import MLPEnsemble
-from .optim import StackedOptimizer
-from .train import (ENSEMBLE_MAX_FLOPS_CPU, ENSEMBLE_MAX_FLOPS_CUDA, step_flops, train_ensemble, train_many,
-                    train_sequential, use_ensemble)
+from ..engine.mlp_stack import MLPStack as MLPEnsemble
+from ..engine.stack import Stacked
+from ..engine.supervised import step_flops, train_many, train_sequential, use_ensemble
+from ..engine.supervised import train_stack as train_ensemble
+from ..engine.update import StackedUpdate as StackedOptimizer
 
-__all__ = ["ENSEMBLE_MAX_FLOPS_CPU", "ENSEMBLE_MAX_FLOPS_CUDA", "MLPEnsemble", "StackedOptimizer", "step_flops",
-           "train_ensemble", "train_many", "train_sequential", "use_ensemble"]
+__all__ = ["MLPEnsemble", "Stacked", "StackedOptimizer", "step_flops", "train_ensemble", "train_many",
+           "train_sequential", "use_ensemble"]

@@ -1,5 +1,15 @@
-"""Stacked ensembles of ANY paramlab model: K copies of one architecture (differing in init, batch seed
-and learning rate) trained as one vectorized pass with `torch.func`.
+"""The one stacking interface: K models of one architecture as (K, ...) leaf tensors with a forward that
+returns (K, B, ...), and the one rule that decides when stacking pays.
+
+`stack(models)` returns the fastest stack that computes exactly what the models compute: paramlab MLPs
+get `MLPStack` (`paramlab.engine.mlp_stack`: one batched matmul per layer, each model's own
+multipliers, so schemes may mix); any other paramlab model gets `Stacked`, the generic vmap path below.
+`Single` is the K = 1 case over the model's own parameters (plain training). Every stack has `models`,
+`names`, `params` (name -> (K, ...) leaf), `forward(x, per_model)`, `keep(rows)` and
+`write_back(which, rows)`; the engine's loop and `StackedUpdate` use only these.
+
+The generic path trains K copies of any paramlab model (differing in init, batch seed and learning
+rate) as one vectorized pass with `torch.func`:
 
     params   = stack_module_state(models)            name -> (K, *shape) leaves (a tied tensor once)
     out[k]   = functional_call(base, params[k], x_k)  vmap over k; base = a deep copy of models[0]
@@ -11,15 +21,20 @@ functional_call runs the module's own forward, so paramlab's multipliers (the `I
 (floats on modules) apply inside the vmapped call exactly as in a plain call. Those numbers are shared
 by the K rows, so the K models must agree on them: `forward_constants` collects every plain number on
 every module and hook, and a mix of schemes, widths or base widths is refused ("group the grid by
-(scheme, width)"). A `Stacked` has the `models` / `names` / `params` of an `MLPEnsemble`, so the stacked
-optimizer of `paramlab.stacked.optim` (per-model, per-tensor lr / wd / eps from `paramlab.param_groups`,
-torch's fused Adam) steps it: stacked == one by one up to float rounding (tests/test_functional_stack.py,
-float64, rtol 1e-10, with a 0.1% lr change as the negative control).
+(scheme, width)"). `paramlab.engine.update.StackedUpdate` (per-model, per-tensor lr / wd / eps from
+`paramlab.param_groups`, torch's fused Adam) steps it: stacked == one by one up to float rounding
+(tests/test_functional_stack.py, float64, rtol 1e-10, with a 0.1% lr change as the negative control).
 
-Speed (benchmarks/stacked_transformer.py): on CPU this generic path is not faster than one model after
-another for a Transformer at d_model 64 (SDPA has no vmap batching rule and falls back to a loop), so
-`lm_lr_transfer` stacks only where the benchmark measured a gain. The MLP-only `MLPEnsemble` is the fast
-path for MLPs.
+When stacking pays (`stacking_pays`): a small model leaves a CPU core (or a GPU) waiting on Python and
+kernel launches; stacking K models amortizes that overhead, while at large sizes the matmuls dominate and
+stacking gains nothing (and holds K models in memory). The rule compares one model's training FLOPs per
+step, 6 x (rows of the batch) x (weights of its matrices), with a threshold per (path, device) measured
+by the benchmarks (`STACK_MAX_FLOPS`). On CPU both paths turn at ~1e8 FLOPs per model step:
+benchmarks/ensemble_vs_sequential.py (K = 8, Adam, batch 128, depth-2 MLP on 32-dim inputs, 1 thread):
+3.4-4.3x at width 64 (6e6), 1.15-1.9x at width 256 (5.7e7), 0.9-0.95x at width 512 (2.1e8) and 1024
+(8.3e8); benchmarks/stacked_transformer.py (K = 8, batch 16 x 32 tokens, 1 thread): 1.23-1.25x at
+d_model 32 (9.1e7), 0.95-0.97x at d_model 64 (3.3e8; SDPA has no vmap batching rule and loops over K).
+On a GPU the MLP path stacks up to 5e10; the vmap path has not been measured there and does not stack.
 """
 
 from __future__ import annotations
@@ -36,8 +51,9 @@ from .. import audit
 from ..depth import BranchScale
 from ..multipliers import HOOK_TYPES
 from ..parameterize import get_plan
+from .mlp_stack import MLPStack, write_rows
 
-__all__ = ["Stacked", "forward_constants"]
+__all__ = ["STACK_MAX_FLOPS", "Single", "Stacked", "forward_constants", "model_step_flops", "stack", "stacking_pays"]
 
 _SCALAR = (bool, int, float, str, type(None))
 # the hooks a stacked forward replays: each is a pure function of its module's output and its own plain numbers
@@ -112,6 +128,14 @@ class Stacked:
     def k(self) -> int:
         return next(iter(self.params.values())).shape[0]
 
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.params.values())).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(iter(self.params.values())).dtype
+
     def _call(self, params, x):
         return functional_call(self.base, params, (x,))
 
@@ -127,9 +151,71 @@ class Stacked:
         idx = torch.as_tensor(list(rows), dtype=torch.long)
         self.params = {n: p.detach()[idx].requires_grad_(True) for n, p in self.params.items()}
 
-    @torch.no_grad()
-    def write_back(self, models: Sequence[nn.Module], rows: Sequence[int]) -> None:
-        """Copy stack row r into models[i] for each pair (i, r) of (models, rows)."""
-        for m, r in zip(models, rows):
-            for n, p in m.named_parameters():
-                p.copy_(self.params[n][r])
+    def write_back(self, which: Sequence[int] | None = None, rows: Sequence[int] | None = None) -> None:
+        """Copy stack row rows[j] into model which[j] (default: every row into its model)."""
+        write_rows(self.models, self.params, which, rows)
+
+
+class Single:
+    """One model as a stack of K = 1 over its own parameters (plain training: nothing is copied).
+
+    forward(x) is `forward(x)` of the model (or of the `forward` callable given, e.g. under autocast):
+    the output has no model dimension; the loop's loss adds it."""
+
+    def __init__(self, model: nn.Module, forward=None):
+        self.models = [model]
+        self.forward = model if forward is None else forward
+        self.names = [n for n, _ in model.named_parameters()]
+        self.params = dict(model.named_parameters())
+
+    def __call__(self, x, per_model: bool = False):
+        return self.forward(x)
+
+    def keep(self, rows: Sequence[int]) -> None:
+        """Nothing to rebuild: keeping no row ends training."""
+
+    def write_back(self, which=None, rows=None) -> None:
+        """The model trains its own parameters: nothing to copy."""
+
+
+def stack(models: Sequence[nn.Module], device=None):
+    """The stack for `models`: `MLPStack` (batched matmuls) for paramlab MLPs, else the vmap `Stacked`."""
+    from ..models.mlp import MLP
+
+    models = list(models)
+    if models and all(isinstance(m, MLP) for m in models):
+        return MLPStack(models, device=device)
+    if device is not None:
+        for m in models:
+            m.to(device)
+    return Stacked(models)
+
+
+# ----------------------------------------------------------------------------------------------
+# when stacking pays
+
+# One model's training FLOPs per step up to which stacking K >= 2 pays, per (path, device type): measured
+# by benchmarks/ensemble_vs_sequential.py (path "mlp") and benchmarks/stacked_transformer.py ("vmap"), see
+# the module docstring. A missing entry: not measured, do not stack.
+STACK_MAX_FLOPS = {("mlp", "cpu"): 1e8, ("mlp", "cuda"): 5e10, ("vmap", "cpu"): 1e8}
+
+
+def model_step_flops(model: nn.Module, x: torch.Tensor) -> float:
+    """Training FLOPs of one step of `model` on batch `x`: 6 x rows x (weights of its >= 2-d tensors).
+
+    Rows: x.shape[0] for a float input (B, d_in); every token, x.numel(), for integer token ids (B, T).
+    For an MLP this is 6 * batch * (d_in w + (L - 1) w^2 + w d_out)."""
+    rows = x.numel() if not x.dtype.is_floating_point else x.shape[0]
+    return 6.0 * rows * sum(p.numel() for p in model.parameters() if p.dim() >= 2)
+
+
+def stacking_pays(model: nn.Module, x: torch.Tensor, k: int, device=None) -> bool:
+    """The one rule: stack K >= 2 copies of `model` when one model's step on `x` is small enough to be
+    overhead-bound (`STACK_MAX_FLOPS` for the path `stack` would take on `device`)."""
+    from ..models.mlp import MLP
+
+    if k < 2:
+        return False
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    limit = STACK_MAX_FLOPS.get(("mlp" if isinstance(model, MLP) else "vmap", dev.type))
+    return limit is not None and model_step_flops(model, x) <= limit

@@ -5,10 +5,6 @@ from __future__ import annotations
 
 from ..runners import non_negative, positive
 
-__all__ = ["CHECKS", "check_activation", "check_betas", "check_device", "check_dtype", "check_link",
-           "check_optimizer", "check_scheme", "check_task", "check_transfer_pair", "check_widths", "non_negative",
-           "positive"]
-
 
 def check_scheme(v) -> str | None:
     from ..schemes import get_scheme

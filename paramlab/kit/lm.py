@@ -9,8 +9,6 @@ import torch
 
 from ..models.transformer import transformer
 
-__all__ = ["OnDevice", "check_task", "eval_xy", "lm_model", "lm_task", "protocol"]
-
 
 @functools.lru_cache(maxsize=2)
 def lm_task(name: str):
@@ -46,7 +44,7 @@ def lm_model(cfg: dict, task):
 
 
 def protocol(cfg: dict) -> dict:
-    """The keyword arguments of `lm_train.train_lm` / `train_lm_stacked` for the grid point."""
+    """The keyword arguments of `paramlab.engine.lm.train_lm` / `train_lm_stacked` for the grid point."""
     return dict(steps=cfg["steps"], batch=cfg["batch"], context=cfg["context"], betas=cfg["betas"], eps=cfg["eps"],
                 optimizer=cfg.get("optimizer", "adam"),
                 eval_xy=eval_xy(cfg["task"], cfg["n_eval"], cfg["context"], cfg["eval_seed"], cfg["device"]))

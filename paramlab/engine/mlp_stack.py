@@ -1,4 +1,5 @@
-"""K paramlab MLPs of one architecture as stacked (K, ...) tensors, with each model's own multipliers.
+"""The fast path of `paramlab.engine.stack` for paramlab MLPs: K MLPs of one architecture as stacked
+(K, ...) tensors, with each model's own multipliers (so the K models may differ in scheme).
 
 The weights are stacked with `torch.func.stack_module_state` and the forward runs as one `baddbmm`
 per layer, with each model's forward multipliers (read from the paramlab hooks on its layers, so the
@@ -17,7 +18,7 @@ from torch import nn
 from ..models.mlp import MLP
 from ..parameterize import InputScale, OutputAffine, get_plan
 
-__all__ = ["MLPEnsemble"]
+__all__ = ["MLPStack", "write_rows"]
 
 # Per-model weight size from which batched matmuls run as one GEMM per model (CPU GEMM libraries
 # block one large matrix better than a batch of them; small ones are faster batched).
@@ -67,6 +68,17 @@ class _BatchedLinear(torch.autograd.Function):
 # stacked MLPs
 
 
+@torch.no_grad()
+def write_rows(models: Sequence[nn.Module], params: dict, which: Iterable[int] | None = None,
+               rows: Sequence[int] | None = None) -> None:
+    """Copy stack row rows[j] of `params` (name -> (K, ...)) into models[which[j]] (default: row i into model i)."""
+    which = list(range(len(models))) if which is None else list(which)
+    rows = list(range(len(which))) if rows is None else list(rows)
+    for mi, r in zip(which, rows):
+        for n, p in models[mi].named_parameters():
+            p.copy_(params[n][r].to(p.device))
+
+
 @dataclass
 class _Layer:
     weight: str
@@ -82,12 +94,12 @@ def _layer_coeffs(mod: nn.Linear) -> tuple[float, float, float]:
     for h in mod._forward_pre_hooks.values():
         if not isinstance(h, InputScale):
             raise ValueError(f"the ensemble cannot replay a forward pre-hook of type {type(h).__name__}: "
-                             "train models with extra hooks with paramlab.train.train")
+                             "train models with extra hooks one by one (paramlab.train)")
         s_in *= h.scale
     for h in mod._forward_hooks.values():
         if not isinstance(h, OutputAffine):
             raise ValueError(f"the ensemble cannot replay a forward hook of type {type(h).__name__}: "
-                             "train models with extra hooks with paramlab.train.train")
+                             "train models with extra hooks one by one (paramlab.train)")
         if s_out != 1.0 or c_b != 0.0:
             raise ValueError("more than one OutputAffine hook on a layer")
         s_out = h.w_mult
@@ -96,7 +108,7 @@ def _layer_coeffs(mod: nn.Linear) -> tuple[float, float, float]:
     return s_in, s_out, c_b
 
 
-class MLPEnsemble:
+class MLPStack:
     """K paramlab MLPs of one architecture as stacked (K, ...) tensors.
 
     `params[name]` are leaf tensors (requires_grad) in `named_parameters` order; `forward(x)` takes
@@ -110,13 +122,14 @@ class MLPEnsemble:
         for m in models:
             if not isinstance(m, MLP):
                 raise TypeError(
-                    f"train_ensemble stacks paramlab MLPs (paramlab.mlp); got {type(m).__name__}. "
-                    "Train other models with paramlab.train.train (or train_many(mode='sequential'))"
+                    f"MLPStack stacks paramlab MLPs (paramlab.mlp); got {type(m).__name__}. "
+                    "Stack other paramlab models with paramlab.engine.stack.stack (the vmap path), or train "
+                    "them one by one (paramlab.train, or train_many(mode='sequential'))"
                 )
             get_plan(m)  # raises a clear error if not parameterized
             if any(mod._forward_hooks or mod._forward_pre_hooks for mod in (m, m.act, m.layers)):
                 raise ValueError("the ensemble cannot replay forward hooks on the model or its activation: "
-                                 "train models with extra hooks with paramlab.train.train")
+                                 "train models with extra hooks one by one (paramlab.train)")
         ref = models[0]
         shapes = [(n, tuple(p.shape), p.dtype) for n, p in ref.named_parameters()]
         for i, m in enumerate(models[1:], 1):
@@ -141,7 +154,8 @@ class MLPEnsemble:
             bias = f"{pre}.bias" if f"{pre}.bias" in self.params else None
             self.layers.append(_Layer(f"{pre}.weight", bias, col(0, 1.0), col(1, 1.0), col(2, 0.0)))
 
-    def forward(self, x: torch.Tensor, params: dict | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, params: dict | None = None, per_model: bool | None = None) -> torch.Tensor:
+        """(K, B, d_out) from x (B, d_in) or (K, B, d_in) (the shape says which: `per_model` is not needed)."""
         p = self.params if params is None else params
         h = x
         last = len(self.layers) - 1
@@ -185,17 +199,13 @@ class MLPEnsemble:
 
     __call__ = forward
 
-    @torch.no_grad()
     def write_back(self, which: Iterable[int] | None = None, rows: Sequence[int] | None = None) -> None:
         """Copy the stacked weights into the models (row `rows[j]` into model `which[j]`)."""
-        which = list(range(self.k)) if which is None else list(which)
-        rows = list(range(len(which))) if rows is None else list(rows)
-        for mi, r in zip(which, rows):
-            for n, p in self.models[mi].named_parameters():
-                p.copy_(self.params[n][r].to(p.device))
+        write_rows(self.models, self.params, which, rows)
 
-    def keep(self, rows: torch.Tensor) -> None:
+    def keep(self, rows) -> None:
         """Keep only the models at `rows` of the stack (after some diverged)."""
+        rows = torch.as_tensor(rows, dtype=torch.long, device=self.device)
         self.params = {n: t.detach()[rows].requires_grad_(True) for n, t in self.params.items()}
         for L in self.layers:
             for f in ("s_in", "s_out", "c_b"):

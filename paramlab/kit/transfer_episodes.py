@@ -29,29 +29,27 @@ import torch
 from torch import nn
 
 from ..data import EPISODE_PAIRS, transfer_episodes
-from ..measure.fit import mean_ci
+from ..measure.fit import mean_ci, slope_per_doubling
 from ..measure.kernels import MLPKernel
 from ..measure.probe import kernel_ridge_loo, linear_probe
 from ..models.activations import GAINS
 from ..models.cbow import cbow
 from ..models.mlp import mlp
-from ..report import pyplot, save_figure
+from ..report import color, describe_size, legend_outside, log_ticks, pyplot, save_figure
 from ..runners import non_negative
 from ..schemes import get_scheme
 from ..train import train
 from .summary import Summary, by_width
 
-__all__ = ["CHECKS", "PAIR_SIZES", "fmt_ci", "fresh_readout", "is_episode_pair", "kernel_baselines", "kernel_lines",
-           "pair_key", "paired_gaps", "prediction", "run_one", "summarize", "width_axes"]
 
 _SCHEMES = ["sp-stable", "ntk", "mf", "mup"]
 # lr / optimizer / steps of each pair: chosen once at the base width (where every scheme is the same
-# network) by the lowest final test loss on A alone; B was never looked at (issue #16's notes).
+# network) by the lowest final test loss on A alone, without looking at B (which would leak the answer).
 _MLP = dict(model="mlp", depth=2, activation="relu", base_width=64, optimizer="sgd", lr=0.1, batch_size=128,
             steps=1000, shots=[1, 5], n_episodes=50, ft_steps=0, ft_episodes=0, max_train=0)
 _CBOW = dict(model="cbow", vocab=2000, window=2, base_width=64, optimizer="adam", lr=3e-3, batch_size=256,
              steps=2000, shots=[4], n_episodes=50, ft_steps=0, ft_episodes=0, max_train=0)
-# tiny: the tests (seconds); quick: a few minutes on 2 cores; default: the README's numbers
+# tiny: the tests (seconds); quick: a few minutes on 2 cores; default: the numbers in docs/experiments.md
 _MLP_TINY = dict(schemes=["ntk", "mup"], widths=[32, 64], base_width=32, seeds=2, steps=30, n_episodes=3,
                  ft_steps=5, ft_episodes=1)
 _MLP_QUICK = dict(schemes=_SCHEMES, widths=[64, 256, 1024], seeds=3, n_episodes=20)
@@ -242,9 +240,9 @@ def fmt_ci(m, h) -> str:
 
 
 def kernel_lines(ax, ref: dict) -> None:
-    """A dashed horizontal line per kernel baseline {name: accuracy} (NNGP gray, NTK brown)."""
+    """A dashed horizontal line per kernel baseline {name: accuracy}, in the palette's kernel colours."""
     for name, val in ref.items():
-        ax.axhline(val, ls="--", lw=1, color="gray" if name == "nngp" else "brown", label=f"{name.upper()} kernel")
+        ax.axhline(val, ls="--", lw=1, color=color(f"{name} kernel"), label=f"{name.upper()} kernel")
 
 
 def width_axes(axes, labels, title_prefix: str) -> None:
@@ -254,7 +252,8 @@ def width_axes(axes, labels, title_prefix: str) -> None:
         ax.set_xlabel("width")
         ax.set_ylabel(ylabel)
         ax.set_title(f"{title_prefix}: {title}", fontsize=9)
-        ax.legend(fontsize=7)
+        log_ticks(ax, "x", sorted({float(x) for line in ax.get_lines() for x in line.get_xdata() if x > 1}))
+        legend_outside(ax, below=True, fontsize=7)  # below the panel: never over the data
 
 
 def paired_gaps(per_scheme: dict, values: dict) -> dict:
@@ -269,13 +268,19 @@ def paired_gaps(per_scheme: dict, values: dict) -> dict:
     return {f"{top} - {k}": [float(x[0]) for x in mean_ci(values[top][-1:] - values[k][-1:])] for k in kr}
 
 
+def fit_indices(widths, base_width: int) -> list[int]:
+    """The widths a gain's slope is fitted on: those above the base width, where the schemes differ (at
+    the base width every scheme is the same network); all of them if fewer than 2 are above."""
+    fit = [i for i, w in enumerate(widths) if w > base_width]
+    return fit if len(fit) >= 2 else list(range(len(widths)))
+
+
 def summarize(results: list, p: dict, out_dir: Path) -> Summary:
     """Per shot count: gain vs width with intervals per scheme, probe vs the kernels, verdicts, figure."""
     widths, schemes = p["widths"], p["schemes"]
     kern = kernel_baselines(p)
     variants = [f"k{k}" for k in p["shots"]]
-    fit = [i for i, w in enumerate(widths) if w > p["base_width"]]  # above the base width schemes differ
-    fit = fit if len(fit) >= 2 else list(range(len(widths)))
+    fit = fit_indices(widths, p["base_width"])
     rows, verdicts, gap_notes = [], {}, []
     plt = pyplot()
     fig, axes = plt.subplots(len(variants), 2, figsize=(11, 3.8 * len(variants)), squeeze=False)
@@ -290,7 +295,7 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
             gm, gh = mean_ci(gains[s])
             pm, ph = mean_ci(probe[s])
             over_kernel = mean_ci(probe[s][-1:] - best_kernel)
-            slope = float(np.polyfit(np.log2(np.array(widths)[fit]), gm[fit], 1)[0]) if len(widths) > 1 else float("nan")
+            slope = slope_per_doubling(np.array(widths)[fit], gm[fit])
             regime = "feature learning" if get_scheme(s).predicted_r() == 0 else "kernel"
             vv["schemes"][s] = {"regime": regime, "gain": gm.tolist(), "gain_ci95": gh.tolist(),
                                 "gain_per_doubling": slope, "probe": pm.tolist(), "probe_ci95": ph.tolist(),
@@ -300,7 +305,7 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
             rows.append([v, s] + [fmt_ci(m, h) for m, h in zip(gm, gh)]
                         + [round(slope, 4), fmt_ci(pm[-1], ph[-1]), fmt_ci(over_kernel[0][0], over_kernel[1][0])])
             ax = axes[row][0]
-            style = {"marker": "o", "capsize": 3, **_STYLE.get(s, {})}
+            style = {"marker": "o", "capsize": 3, "color": color(s), **_STYLE.get(s, {})}
             ax.errorbar(widths, gm, yerr=np.nan_to_num(gh), label=f"{s} ({regime})", **style)
             axes[row][1].errorbar(widths, pm, yerr=np.nan_to_num(ph), label=s, **style)
         rows.append([v, "probe at init"] + [fmt_ci(m, h) for m, h in zip(init_m, init_h)] + ["", "", ""])
@@ -315,7 +320,8 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
             vv["gap_at_largest"] = gaps
             gap_notes.append(f"{v}: " + ", ".join(f"{k} {fmt_ci(*g)}" for k, g in gaps.items()))
         verdicts[v] = vv
-    fig.tight_layout()
+    fig.suptitle(f"transfer on {p['task']} ({p['model']}): probe gain and accuracy on few-shot B vs width "
+                 f"({describe_size(p)}; {p['n_episodes']} draws)", fontsize=10)
     path = save_figure(fig, out_dir / "transfer_gain_vs_width.png")
     cols = (["B", "scheme"] + [f"gain w={w}" for w in widths]
             + ["gain per 2x width", f"probe at w={widths[-1]}", f"probe - best kernel at w={widths[-1]}"])
