@@ -78,7 +78,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .schemes import optimizer_family
+from .schemes import family_base
 
 __all__ = ["COMPLETEP", "DEPTH_MUP", "DEPTH_PRESETS", "NO_DEPTH", "U_MUP_DEPTH", "BranchScale", "DepthExponents", "DepthPlan",
            "DepthRule", "alpha_rule", "depth_mult", "depth_rules_table", "get_depth_rule", "resolve"]
@@ -93,8 +93,10 @@ class DepthExponents:
     wd: float = 0.0
 
     def lr(self, family) -> float:
-        """The lr exponent for an optimizer or its name ('sgd', 'adamw', ...): `schemes.optimizer_family`."""
-        return self.lr_adam if optimizer_family(family) == "adam" else self.lr_sgd
+        """The lr exponent for an optimizer or its name ('sgd', 'adamw', 'lion', ...): Adam's for every family
+        with normalized steps (`schemes.family_base`: sign, Adafactor and Muon steps do not scale with the
+        gradient, so the in-block count of the module docstring is Adam's) [derived, no source for Muon]."""
+        return self.lr_adam if family_base(family) == "adam" else self.lr_sgd
 
 
 @dataclass(frozen=True)

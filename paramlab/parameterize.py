@@ -46,6 +46,7 @@ from torch import nn
 from . import attention as A
 from . import audit as AU
 from . import depth as DP
+from . import guard as GU
 from . import multipliers as MU
 from . import roles as R
 from . import tied as TI
@@ -55,7 +56,7 @@ from .layouts import fan_in
 from .multipliers import InputScale, OutputAffine  # noqa: F401 (the hook types, importable from here)
 from .patterns import match_pattern
 from .plan_options import PlanOptions
-from .schemes import ROLES, Scheme, get_scheme, optimizer_family
+from .schemes import ROLES, Exponents, Scheme, column_family, get_scheme, optimizer_family
 
 PLAN_ATTR = "paramlab_plan"
 INIT_KINDS = ("normal", "zeros", "ones", "keep")
@@ -106,8 +107,9 @@ class TensorPlan:
         return self.base_std * self.m ** (-self.b) if self.init == "normal" else 0.0
 
     def c(self, optimizer: str) -> float:
-        """The LR exponent for an optimizer name or family ('sgd', 'momentum', 'adam', 'adamw')."""
-        return self.c_adam if optimizer_family(optimizer) == "adam" else self.c_sgd
+        """The LR exponent for an optimizer name or family whose rule is a bare scheme column: 'sgd',
+        'momentum', 'adam', 'adamw', 'lion'. Adafactor and Muon depend on the scheme: `Plan.lr_exponent`."""
+        return self.c_adam if column_family(optimizer) == "adam" else self.c_sgd
 
     def lr_mult(self, optimizer: str) -> float:
         """Per-tensor learning-rate multiplier m^-c for an optimizer name or family."""
@@ -164,12 +166,23 @@ class Plan:
     def __len__(self):
         return len(self.tensors)
 
+    def lr_exponent(self, name: str, optimizer) -> float | None:
+        """lr exponent c (lr ~ m^-c) of tensor `name` under an optimizer family (`Scheme.lr_exponent`);
+        None where the family cannot train the tensor (a spectral family on a vector)."""
+        t = self[name]
+        return self.scheme.lr_exponent(t.role, optimizer, Exponents(t.a, t.b, t.c_sgd, t.c_adam))
+
+    def lr_mult(self, name: str, optimizer) -> float | None:
+        """m^-c of tensor `name` under an optimizer family (None: the family cannot train it)."""
+        c = self.lr_exponent(name, optimizer)
+        return None if c is None else self[name].m ** (-c)
+
     def rows(self, optimizer: str = "sgd") -> list[dict]:
         """One dict per tensor, then one per further use of a tied tensor: name, shape, role, m, a, b, c,
         init std, multiplier, lr multiplier (`tied_to`: the tensor a use shares, None for tensors)."""
         rows = [
-            dict(name=t.name, shape=tuple(t.shape), role=t.role, m=t.m, a=t.a, b=t.b, c=t.c(optimizer),
-                 init=t.init, init_std=t.init_std, mult=t.mult, lr_mult=t.lr_mult(optimizer), tied_to=None)
+            dict(name=t.name, shape=tuple(t.shape), role=t.role, m=t.m, a=t.a, b=t.b, c=self.lr_exponent(t.name, optimizer),
+                 init=t.init, init_std=t.init_std, mult=t.mult, lr_mult=self.lr_mult(t.name, optimizer), tied_to=None)
             for t in self.tensors
         ]
         for u in self.uses:
@@ -191,7 +204,8 @@ class Plan:
             if r["tied_to"] is None:
                 init = r["init"] if r["init"] != "normal" else f"{r['init_std']:.4g}"
                 cells.append((r["name"], "x".join(map(str, r["shape"])), r["role"], f"{r['m']:g}", f"{r['a']:g}",
-                              f"{r['b']:g}", f"{r['c']:g}", init, f"{r['mult']:.4g}", f"{r['lr_mult']:.4g}"))
+                              f"{r['b']:g}", "-" if r["c"] is None else f"{r['c']:g}", init, f"{r['mult']:.4g}",
+                              "-" if r["lr_mult"] is None else f"{r['lr_mult']:.4g}"))
             else:
                 same = f"= {r['tied_to']}"
                 cells.append((r["name"], "x".join(map(str, r["shape"])), r["role"], f"{r['m']:g}", f"{r['a']:g}",
@@ -536,4 +550,5 @@ def parameterize(
     if check_forward and not type(model).__module__.startswith("paramlab."):
         AU.install(model, plan, check_attention=attention != "keep")
     model.__dict__[PLAN_ATTR] = plan
+    GU.watch(model, plan)  # a plan-blind optimizer warns at its first step (paramlab.guard)
     return wrapped

@@ -39,8 +39,9 @@ class Exponents:
     c_adam: float = 0.0
 
     def c(self, family: str) -> float:
-        """The LR exponent for an optimizer family ('sgd' or 'adam')."""
-        return self.c_adam if optimizer_family(family) == "adam" else self.c_sgd
+        """The lr exponent of a family whose rule is a bare column (sgd, adam, sign): c_sgd or c_adam.
+        Adafactor's and Muon's depend on the role and scheme: `Scheme.lr_exponent`."""
+        return getattr(self, "c_" + column_family(family))
 
     def invariants(self) -> tuple[float, float, float]:
         """(effective init std, effective SGD step, effective Adam step) exponents: (a+b, 2a+c_sgd, a+c_adam)."""
@@ -65,35 +66,165 @@ def backward_signal_exponent(std_out: float, step_out: float | None = None) -> f
     return std_out if step_out is None else min(std_out, step_out)
 
 
-# torch optimizer classes by how their step scales with the gradient (matched by class name along the
-# MRO, so subclasses and wrappers such as mup's MuAdam, which returns a torch Adam, are recognized)
-_SGD_CLASSES = frozenset({"SGD"})
-_ADAM_CLASSES = frozenset({"Adam", "AdamW", "Adamax", "NAdam", "RAdam", "RMSprop", "Adagrad"})
+# -- optimizer families ------------------------------------------------------------------------------
+#
+# How a family's per-tensor lr exponent follows from a scheme's columns, derived from the size of one
+# update. Write a tensor's effective step as the change of its effective weight W_eff = m^-a w, and
+# let its fan-out and fan-in grow like m^alpha and m^beta (input (alpha, beta) = (1, 0), hidden (1, 1),
+# output (0, 1)). A scheme's Adam column fixes the per-entry step m^-(a + c_adam); for an aligned
+# (low-rank) update that is a spectral norm m^-(a + c_adam) * m^((alpha + beta)/2). Each family below
+# is given the exponent whose update has the SAME size as the scheme's Adam step, so every family trains
+# the scheme's intended regime (and its invariants are the Adam ones):
+#
+#   sgd        c = c_sgd                          (TP4 §3: the SGD column itself)                [sure]
+#   adam       c = c_adam                         (TP5 Table 3 / Table 8)                         [sure]
+#   sign       c = c_adam                         Lion (Chen et al. 2023, arXiv 2302.06675) steps
+#              sign(.) = +-1 per entry, the size of Adam's normalized step at eps = 0: the same
+#              exponent, exactly                                                                [sure]
+#   adafactor  c = c_adam - b                     torch.optim.Adafactor (Shazeer & Stern 2018) steps
+#              rho * max(eps2, RMS(w)) * (normalized update): the stored tensor's RMS ~ m^-b
+#              supplies m^-b, so the lr keeps only the rest. Invariant under the abc shift (a+t, b-t)
+#              as Everett et al. 2024 (arXiv 2407.05872, §2) state for Adafactor with parameter
+#              scaling. Holds while RMS(w) is its init's (hidden muP weights: the update is m^-1/2
+#              smaller than the init)                                                           [sure at init, medium later]
+#   spectral   c = c_adam - (alpha + beta)/2 + max(0, alpha - beta)/2
+#              torch.optim.Muon with adjust_lr_fn="original": the orthogonalized update has every
+#              singular value 1 and torch multiplies lr by sqrt(max(1, A/B)) (A, B = fan-out, fan-in),
+#              so ||dW_eff||_2 = m^-(a+c) * m^(max(0, alpha-beta)/2). Matching the Adam step's spectral
+#              norm gives input +0, hidden -1, output -1/2: under muP the hidden lr is width-free and the
+#              readout's falls like m^-1/2, which is Yang, Simon & Bernstein 2023 (arXiv 2310.17813)'s
+#              spectral condition ||dW||_2 ~ sqrt(fan_out / fan_in)                              [sure for Linear weights]
+#   spectral-rms  c = c_adam - min(alpha, beta)/2
+#              Muon with adjust_lr_fn="match_rms_adamw": torch's factor 0.2 * sqrt(max(A, B)) grows
+#              like m^(max(alpha, beta)/2), so hidden -1/2 and input/output +0: under muP the hidden
+#              lr must fall like m^-1/2 (not AdamW's 1/m: that freezes hidden features as m^-1/2;
+#              no correction at all grows them as m^+1/2)                                       [sure for Linear weights]
+#
+# Spectral families take 2-D (out, in) matrices only (torch's Muon refuses the rest; an embedding's
+# (vocab, width) layout would read A/B backwards), so they have no vector or scalar exponent. Schemes
+# with ONE global lr (SP, sp-stable) do not use these rules: they list their lr per family
+# (`Scheme.global_lr`), because "SP under Muon" means every tensor at the same lr.
+
+# width exponents (fan-out, fan-in) of the matrix roles
+ROLE_DIMS = {"input": (1, 0), "hidden": (1, 1), "output": (0, 1)}
+
+
+@dataclass(frozen=True)
+class OptimizerFamily:
+    """How one family's per-tensor lr (and eps) scale with width, as data (see the table above).
+
+    lr exponent of a tensor with exponents (a, b, c_sgd, c_adam) and role r:
+        c = c_<base> + lr_shift[r] + lr_b * b          (lr_shift[r] None: the family cannot train role r)
+    `eps`: option name -> what it must follow: 'gradient' (eps * m^-(a + g), compared to |grad|),
+    'param' (eps * m^-b, compared to RMS(w): Adafactor's eps2 floor), 'fixed' (not scaled).
+    `names`: the names `paramlab.optimizer` and `optimizer_family` accept; `classes`: torch class
+    names recognized along an optimizer's MRO.
+    """
+
+    name: str
+    base: str
+    lr_shift: Mapping[str, float | None]
+    lr_b: float = 0.0
+    eps: tuple[tuple[str, str], ...] = ()
+    names: tuple[str, ...] = ()
+    classes: tuple[str, ...] = ()
+    source: str = ""
+
+    def shift(self, role: str) -> float | None:
+        return self.lr_shift.get(role, self.lr_shift.get("*"))
+
+    def c(self, e: "Exponents", role: str) -> float | None:
+        """The lr exponent of a tensor with exponents `e` and role `role`, or None if this family cannot train it."""
+        d = self.shift(role)
+        return None if d is None else getattr(e, "c_" + self.base) + d + self.lr_b * e.b
+
+    def adam_step(self, e: "Exponents", role: str, c: float) -> float:
+        """The Adam-equivalent effective step exponent of a tensor trained with lr exponent `c` (inverse of `c`)."""
+        return e.a + c - (self.shift(role) or 0.0) - self.lr_b * e.b
+
+
+def _spectral_shift(adjust_exp):
+    shifts = {r: -(al + be) / 2 + adjust_exp(al, be) for r, (al, be) in ROLE_DIMS.items()}
+    return {**shifts, "vector": None, "scalar": None}
+
+
+FAMILIES: dict[str, OptimizerFamily] = {f.name: f for f in (
+    OptimizerFamily("sgd", "sgd", {"*": 0.0}, names=("sgd", "momentum"), classes=("SGD",),
+                    source="TP4 §3"),
+    OptimizerFamily("adam", "adam", {"*": 0.0}, eps=(("eps", "gradient"),), names=("adam", "adamw"),
+                    classes=("Adam", "AdamW", "Adamax", "NAdam", "RAdam", "RMSprop", "Adagrad"),
+                    source="TP5 Table 3"),
+    OptimizerFamily("sign", "adam", {"*": 0.0}, names=("lion", "sign"), classes=("Lion",),
+                    source="Chen et al. 2023 (Lion): sign updates, Adam's step size"),
+    OptimizerFamily("adafactor", "adam", {"*": 0.0}, lr_b=-1.0, eps=(("eps1", "gradient"), ("eps2", "param")),
+                    names=("adafactor",), classes=("Adafactor",),
+                    source="Everett et al. 2024 §2 (parameter scaling): lr exponent c_adam - b"),
+    OptimizerFamily("spectral", "adam", _spectral_shift(lambda al, be: max(0, al - be) / 2),
+                    eps=(("eps", "fixed"),), names=("muon", "spectral"), classes=("Muon",),
+                    source="Yang, Simon & Bernstein 2023; torch Muon adjust_lr_fn='original'"),
+    OptimizerFamily("spectral-rms", "adam", _spectral_shift(lambda al, be: max(al, be) / 2),
+                    eps=(("eps", "fixed"),), names=("spectral-rms",),
+                    source="torch Muon adjust_lr_fn='match_rms_adamw' (0.2 sqrt(max(A, B)))"),
+)}
+OPTIMIZER_FAMILIES = tuple(FAMILIES)
+# torch Muon's adjust_lr_fn -> the family it makes
+MUON_ADJUST = {None: "spectral", "original": "spectral", "match_rms_adamw": "spectral-rms"}
+_BY_NAME = {n: f.name for f in FAMILIES.values() for n in (f.name, *f.names)}
+_BY_CLASS = {c: f.name for f in FAMILIES.values() for c in f.classes}
+
+
+def get_family(optimizer) -> OptimizerFamily:
+    """The `OptimizerFamily` of a family or optimizer name ('lion', 'muon', ...) or a torch optimizer.
+
+    A torch optimizer is recognized by class name along its MRO (subclasses and wrappers such as
+    mup's MuAdam, which returns a torch Adam, included); a `paramlab_family` attribute wins. Muon's
+    family follows its `adjust_lr_fn` (`MUON_ADJUST`). Anything else is refused: its scaling is not known.
+    """
+    if isinstance(optimizer, OptimizerFamily):
+        return optimizer
+    if isinstance(optimizer, str):
+        key = _BY_NAME.get(optimizer.lower())
+        if key is None:
+            raise ValueError(f"unknown optimizer {optimizer!r}: expected one of {', '.join(sorted(_BY_NAME))}")
+        return FAMILIES[key]
+    declared = getattr(optimizer, "paramlab_family", None)
+    if declared is not None:
+        return get_family(declared)
+    for cls in type(optimizer).__mro__:
+        if cls.__name__ == "Muon":
+            return FAMILIES[MUON_ADJUST.get(getattr(optimizer, "defaults", {}).get("adjust_lr_fn"), "spectral")]
+        if cls.__name__ in _BY_CLASS:
+            return FAMILIES[_BY_CLASS[cls.__name__]]
+    raise ValueError(
+        f"cannot tell the width-scaling family of a {type(optimizer).__name__} optimizer: name it "
+        f"(paramlab.optimizer(model, FAMILY, impl={type(optimizer).__name__}) with FAMILY one of "
+        f"{', '.join(OPTIMIZER_FAMILIES)})"
+    )
 
 
 def optimizer_family(optimizer) -> str:
-    """The width-scaling family of an optimizer: 'sgd' (lr exponent c_sgd) or 'adam' (c_adam).
+    """The width-scaling family name of an optimizer: 'sgd', 'adam', 'sign', 'adafactor', 'spectral', 'spectral-rms'.
 
-    `optimizer` is a name ('sgd', 'momentum', 'adam', 'adamw') or a torch optimizer instance: SGD is
-    'sgd'; Adam, AdamW, Adamax, NAdam, RAdam, RMSprop and Adagrad, whose steps are normalized per
-    coordinate, are 'adam'. Anything else is refused: its scaling is not known.
+    `optimizer` is a name ('sgd', 'momentum', 'adam', 'adamw', 'lion', 'adafactor', 'muon') or a
+    torch optimizer instance (see `get_family`). SGD is 'sgd'; Adam, AdamW, Adamax, NAdam, RAdam,
+    RMSprop and Adagrad, whose steps are normalized per coordinate, are 'adam'.
     """
-    if isinstance(optimizer, str):
-        name = optimizer.lower()
-        if name in ("sgd", "momentum"):
-            return "sgd"
-        if name in ("adam", "adamw"):
-            return "adam"
-        raise ValueError(f"unknown optimizer {optimizer!r}: expected one of 'sgd', 'adam', 'adamw'")
-    classes = {c.__name__ for c in type(optimizer).__mro__}
-    if classes & _ADAM_CLASSES:
-        return "adam"
-    if classes & _SGD_CLASSES:
-        return "sgd"
-    raise ValueError(
-        f"cannot tell the width-scaling family of a {type(optimizer).__name__} optimizer: name it "
-        "(family='sgd' for SGD-like steps, 'adam' for per-coordinate normalized ones)"
-    )
+    return get_family(optimizer).name
+
+
+def column_family(optimizer) -> str:
+    """'sgd' or 'adam' for a family whose lr exponent IS that scheme column on every role (sgd, adam, sign);
+    refuses the others, whose exponent needs the role and the scheme (`Scheme.lr_exponent`)."""
+    fam = get_family(optimizer)
+    if fam.lr_b or any(fam.shift(r) for r in ROLES):
+        raise ValueError(f"the {fam.name} family's lr exponent depends on the tensor's role and the scheme: use "
+                         f"paramlab.get_plan(model).lr_exponent(name, {fam.name!r}) or Scheme.lr_exponent")
+    return fam.base
+
+
+def family_base(optimizer) -> str:
+    """'sgd' or 'adam': the scheme column (and depth rule) a family's exponents derive from."""
+    return get_family(optimizer).base
 
 
 @dataclass(frozen=True)
@@ -113,6 +244,9 @@ class Scheme:
     scalar: Exponents = field(default_factory=Exponents)
     attn: float = 0.5
     description: str = ""
+    # schemes with ONE lr for every tensor (SP-type): family -> the exponent of that lr. Families not
+    # listed derive their exponents from the columns (`OptimizerFamily.c`); 'sgd'/'adam' must match them.
+    global_lr: tuple[tuple[str, float], ...] = ()
     unit: bool = False  # exponents in each tensor's own fan, base size 1 (u-muP's frame; paramlab.unit)
 
     def __post_init__(self):
@@ -125,6 +259,23 @@ class Scheme:
                     raise ValueError(f"Scheme {self.name!r}: {role}.{k} must be a finite number, got {v!r}")
         if not math.isfinite(self.attn):
             raise ValueError(f"Scheme {self.name!r}: attn must be finite, got {self.attn!r}")
+        for fam, c in self.global_lr:
+            f = get_family(fam)
+            if f.name in ("sgd", "adam") and any(getattr(self[r], "c_" + f.name) != c for r in WIDTH_ROLES):
+                raise ValueError(f"Scheme {self.name!r}: global_lr[{fam!r}] = {c} disagrees with its c_{f.name} column")
+
+    def lr_exponent(self, role: str, family, e: "Exponents | None" = None) -> float | None:
+        """The lr exponent c of a tensor of `role` (exponents `e`, default the role's) under an optimizer family.
+
+        A scheme with one global lr gives its listed exponent (`global_lr`); otherwise the family's rule
+        (`OptimizerFamily.c`). None: the family cannot train this role (a spectral family on a vector).
+        """
+        f = get_family(family)
+        e = self[role] if e is None else e
+        g = dict(self.global_lr)
+        if f.name in g:
+            return None if f.shift(role) is None else g[f.name]
+        return f.c(e, role)
 
     def __getitem__(self, role: str) -> Exponents:
         if role not in ROLES:
@@ -151,7 +302,17 @@ class Scheme:
         if isinstance(t, Mapping) and set(t) - set(ROLES):
             raise ValueError(f"unknown roles in shift: {sorted(set(t) - set(ROLES))}; roles are {ROLES}")
         new = {r: self[r].shifted(ts[r]) for r in ROLES}
-        return dataclasses.replace(self, name=name or f"{self.name}~shift", **new)
+        return dataclasses.replace(self, name=name or f"{self.name}~shift", global_lr=self._shifted_global(ts), **new)
+
+    def _shifted_global(self, ts: Mapping[str, float]) -> tuple:
+        """`global_lr` after the shift: one t on every width role moves each family's exponent by
+        base (-2t SGD, -t Adam) - lr_b * t; a per-role shift leaves no single global lr (the rules apply)."""
+        uniform = {ts[r] for r in WIDTH_ROLES}
+        if not self.global_lr or len(uniform) != 1:
+            return ()
+        t = uniform.pop()
+        return tuple((f, c - (2 * t if get_family(f).base == "sgd" else t) - get_family(f).lr_b * t)
+                     for f, c in self.global_lr)
 
     def canonical(self) -> "Scheme":
         """The equivalent scheme with no forward multipliers (a = 0 on every role).
@@ -168,7 +329,7 @@ class Scheme:
         Scalar tensors are ignored (m = 1), and so is `attn` unless both have attention.
         """
         other = get_scheme(other)
-        keys = ("std", "sgd", "adam") if optimizer is None else ("std", optimizer_family(optimizer))
+        keys = ("std", "sgd", "adam") if optimizer is None else ("std", family_base(optimizer))
         mine, theirs = self.invariants(), other.invariants()
         return all(abs(mine[r][k] - theirs[r][k]) <= tol for r in WIDTH_ROLES for k in keys) and (
             abs(self.attn - other.attn) <= tol
@@ -185,8 +346,11 @@ class Scheme:
             r: Exponents(*(mix(getattr(self[r], k), getattr(other[r], k)) for k in ("a", "b", "c_sgd", "c_adam")))
             for r in ROLES
         }
+        # one global lr survives only between two schemes that both have one
+        fams = dict(self.global_lr).keys() & dict(other.global_lr).keys()
+        glr = tuple((f, mix(dict(self.global_lr)[f], dict(other.global_lr)[f])) for f in fams)
         return dataclasses.replace(
-            self, name=name or f"{self.name}->{other.name}@{t:g}", attn=mix(self.attn, other.attn), **new
+            self, name=name or f"{self.name}->{other.name}@{t:g}", attn=mix(self.attn, other.attn), global_lr=glr, **new
         )
 
     def predicted_r(self) -> float:
@@ -216,6 +380,18 @@ class Scheme:
             lines.append(
                 f"  {r:<7} {_f(e.a)} {_f(e.b)} {_f(e.c_sgd)} {_f(e.c_adam)} | {_f(inv[0])} {_f(inv[1])} {_f(inv[2])}"
             )
+        return "\n".join(lines + ["", self.describe_families()])
+
+    def describe_families(self) -> str:
+        """Per optimizer family: the lr exponent c of each role (lr ~ m^-c), its eps rules and its source."""
+        fams = list(FAMILIES.values())
+        lines = [f"  lr exponent c per optimizer family (lr ~ m^-c){'; one global lr per family' if self.global_lr else ''}",
+                 f"  {'family':<13} " + " ".join(f"{r:>7}" for r in ROLES) + f"  {'eps follows':<26} source"]
+        for f in fams:
+            cs = [self.lr_exponent(r, f) for r in ROLES]
+            eps = ",".join(f"{k}~{v}" for k, v in f.eps) or "-"
+            lines.append(f"  {f.name:<13} " + " ".join("      -" if c is None else f"{c:>7.3g}" for c in cs)
+                         + f"  {eps:<26} {f.source}")
         return "\n".join(lines)
 
 
@@ -223,16 +399,18 @@ def _f(x: float) -> str:
     return f"{x:>6.3g}"
 
 
-def _scheme(name, description, a, b, c_sgd, c_adam, attn, vector=None):
+def _scheme(name, description, a, b, c_sgd, c_adam, attn, vector=None, global_lr=()):
     """Build a preset from [input, hidden, output] columns; biases and norm gains follow the input column."""
     roles = {r: Exponents(a[i], b[i], c_sgd[i], c_adam[i]) for i, r in enumerate(("input", "hidden", "output"))}
-    return Scheme(name=name, vector=vector or roles["input"], attn=attn, description=description, **roles)
+    return Scheme(name=name, vector=vector or roles["input"], attn=attn, description=description,
+                  global_lr=tuple(global_lr), **roles)
 
 
 H = 0.5
 SP = _scheme(
     "sp", "standard (PyTorch default init, one global LR; TP5's SP). Unstable at fixed LR as width grows",
     a=(0, 0, 0), b=(0, H, H), c_sgd=(0, 0, 0), c_adam=(0, 0, 0), attn=0.5,
+    global_lr=(("sgd", 0), ("adam", 0), ("sign", 0), ("adafactor", 0), ("spectral", 0), ("spectral-rms", 0)),
 )
 # SP with its largest stable LR (TP4 Thm 4.1): SGD lr ~ 1/m on every layer -> kernel regime. For Adam a
 # global lr ~ 1/m is not stable (logits grow like m^(1/2), docs/theory.md §3.3), the global choice that is
@@ -240,6 +418,10 @@ SP = _scheme(
 SP_STABLE = _scheme(
     "sp-stable", "SP with its largest stable global LR: SGD lr ~ 1/m, Adam lr ~ m^-3/2 (kernel regime)",
     a=(0, 0, 0), b=(0, H, H), c_sgd=(1, 1, 1), c_adam=(1.5, 1.5, 1.5), attn=0.5,
+    # sign: Adam's step size [sure]. adafactor: the hidden and readout steps carry RMS(w) ~ m^-1/2, so a
+    # global lr ~ m^-1/2 keeps them O(1) [derived]. spectral: dW_out x ~ lr sqrt(n) bounds it at m^-1/2;
+    # spectral-rms: 0.2 sqrt(n) more, m^-1 [derived]. (Muon hybrids: the AdamW part binds at m^-3/2.)
+    global_lr=(("sgd", 1), ("adam", 1.5), ("sign", 1.5), ("adafactor", 0.5), ("spectral", 0.5), ("spectral-rms", 1)),
 )
 NTK = _scheme(
     "ntk", "neural tangent (TP4 NTP; Adam: kernel-regime exponents, docs/theory.md §2.5). Kernel regime",

@@ -131,7 +131,7 @@ def test_tables_plots_user_predictions_and_errors(tmp_path):
     with pytest.raises(ValueError, match="unknown quantity"):
         coord_check(factory("ntk"), [64, 128], x, y, quantities=("activations",))
     with pytest.raises(ValueError, match="unknown optimizer"):
-        coord_check(factory("ntk"), [64, 128], x, y, optimizer="lion")
+        coord_check(factory("ntk"), [64, 128], x, y, optimizer="lamb")
 
 
 def test_xent_loss_and_adam():

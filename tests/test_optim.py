@@ -62,7 +62,7 @@ def test_torch_optimizers_and_errors():
     assert isinstance(opt, torch.optim.AdamW) and opt.defaults["betas"] == (0.8, 0.9)
     assert isinstance(pl.optimizer(m, "sgd", lr=0.1, momentum=0.9), torch.optim.SGD)
     with pytest.raises(ValueError, match="unknown optimizer"):
-        pl.optimizer(m, "lion")
+        pl.optimizer(m, "lamb")
     with pytest.raises(ValueError, match="lr must be positive"):
         pl.optimizer(m, "sgd", lr=0.0)
     with pytest.raises(TypeError, match="finite"):
@@ -150,8 +150,11 @@ def test_lr_mult_is_right_for_every_optimizer_name():
     t = pl.get_plan(model64())["layers.1.weight"]  # muP hidden at m = 4: SGD 1, Adam 1/4
     assert [t.lr_mult(n) for n in ("sgd", "momentum", "SGD")] == [1.0, 1.0, 1.0]
     assert [t.lr_mult(n) for n in ("adam", "adamw", "AdamW")] == [0.25, 0.25, 0.25]
+    assert t.lr_mult("lion") == 0.25  # sign updates: Adam's exponent
     with pytest.raises(ValueError, match="unknown optimizer"):
-        t.lr_mult("lion")
+        t.lr_mult("lamb")
+    with pytest.raises(ValueError, match="depends on the tensor.s role and the scheme"):
+        t.lr_mult("adafactor")
 
 
 def decays(net, **kw):

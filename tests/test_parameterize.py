@@ -185,7 +185,7 @@ def test_bad_learning_rates():
     with pytest.raises(TypeError, match="lr must be a finite number"):
         pl.optimizer(model, "adam", lr=float("nan"))
     with pytest.raises(ValueError, match="unknown optimizer"):
-        pl.optimizer(model, "lion", lr=1e-3)
+        pl.optimizer(model, "lamb", lr=1e-3)
 
 
 class RawParamNet(nn.Module):

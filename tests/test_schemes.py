@@ -105,7 +105,12 @@ def test_optimizer_family_of_names_and_optimizers():
         pass
 
     assert optimizer_family(MyAdam(p)) == "adam"
-    with pytest.raises(ValueError, match="unknown optimizer 'lion'"):
-        optimizer_family("lion")
-    with pytest.raises(ValueError, match="family='sgd'"):  # an unknown class is refused, not guessed
+    assert [optimizer_family(n) for n in ("lion", "adafactor", "muon")] == ["sign", "adafactor", "spectral"]
+    assert optimizer_family(torch.optim.Adafactor(p)) == "adafactor"
+    w = [torch.nn.Parameter(torch.zeros(2, 2))]
+    assert optimizer_family(torch.optim.Muon(w)) == "spectral"  # adjust_lr_fn decides the exponents
+    assert optimizer_family(torch.optim.Muon(w, adjust_lr_fn="match_rms_adamw")) == "spectral-rms"
+    with pytest.raises(ValueError, match="unknown optimizer 'lamb'"):
+        optimizer_family("lamb")
+    with pytest.raises(ValueError, match="impl=LBFGS"):  # an unknown class is refused, not guessed
         optimizer_family(torch.optim.LBFGS(p))

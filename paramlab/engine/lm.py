@@ -86,10 +86,13 @@ def _result(res, val: float | None) -> LMResult:
 
 def train_lm(model, task, *, lr: float, seed: int, steps: int, batch: int, context: int, eval_xy,
              betas=(0.9, 0.999), eps: float = 1e-8, log=None,
-             diverge_factor: float | None = DIVERGE_FACTOR) -> LMResult:
+             diverge_factor: float | None = DIVERGE_FACTOR, optimizer: str = "adam") -> LMResult:
     """Train `model` under the protocol of the module docstring; `log(metrics, step)` gets the train loss.
-    diverge_factor: as in `paramlab.train` (None: only a non-finite loss diverges)."""
-    opt = make_optimizer(model, "adam", lr=lr, betas=tuple(betas), eps=eps)
+    diverge_factor: as in `paramlab.train` (None: only a non-finite loss diverges). `optimizer`: any
+    `paramlab.optimizer` name; `betas` and `eps` reach its Adam part (the muon hybrid's AdamW), the
+    others keep their own defaults."""
+    adam_args = dict(betas=tuple(betas), eps=eps) if optimizer in ("adam", "adamw", "muon") else {}
+    opt = make_optimizer(model, optimizer, lr=lr, **adam_args)
     model.train()
     res = _fit(Single(model), TorchUpdate(opt), task, [seed], steps=steps, batch=batch, context=context,
                loss=lambda st, b: lm_loss(st(b.x), b.y).reshape(1), logs=[log], diverge_factor=diverge_factor)[0]
@@ -98,9 +101,12 @@ def train_lm(model, task, *, lr: float, seed: int, steps: int, batch: int, conte
 
 def train_lm_stacked(models: Sequence, task, *, lrs: Sequence[float], seeds: Sequence[int], steps: int, batch: int,
                      context: int, eval_xy, betas=(0.9, 0.999), eps: float = 1e-8, logs=None,
-                     write_back: bool = True, diverge_factor: float | None = DIVERGE_FACTOR) -> list[LMResult]:
+                     write_back: bool = True, diverge_factor: float | None = DIVERGE_FACTOR,
+                     optimizer: str = "adam") -> list[LMResult]:
     """`train_lm(models[k], lr=lrs[k], seed=seeds[k], ...)` for every k as one stacked pass (one scheme and
     width per call: `Stacked` refuses a mix); one LMResult per model, the same divergence rule."""
+    if optimizer != "adam":
+        raise ValueError(f"the stacked pass trains Adam only, got optimizer={optimizer!r}: use train_lm")
     models = list(models)
     k = len(models)
     if len(lrs) != k or len(seeds) != k:

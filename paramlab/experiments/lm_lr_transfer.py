@@ -4,7 +4,8 @@ TP5 (arXiv 2203.03466) Fig. 1 on tiny Shakespeare (char level): train `paramlab.
 learned positions, untied readout, GELU, no biases, fixed 4 heads so d_head grows with d_model) at
 d_model spanning 8x from the base width, over a log2 grid of Adam base learning rates, for a fixed token
 budget (steps x batch x context), and take the mean validation cross-entropy (nats/char) on fixed
-held-out windows. Diverged runs count as +inf. The optimum per width is the robust optimum
+held-out windows. `--set optimizer=muon` (lion, adafactor, adamw: any `paramlab.optimizer` name, one lr
+for all its parts) trains with another optimizer family (docs/optimizers.md). Diverged runs count as +inf. The optimum per width is the robust optimum
 (`paramlab.measure.optimum`: a parabola in log loss through the seed-mean curve's minimum and its
 neighbours, with a bootstrap-over-seeds error); the grid argmin is reported beside it.
 
@@ -30,12 +31,13 @@ from ..report import color, describe_size, legend_outside, log_ticks, pyplot, sa
 from ..runners import BatchKey
 from ..kit import command
 from ..kit.experiment import LR_AXES, Batch, Experiment
-from ..kit.lm import OnDevice, check_task, lm_model, lm_task, protocol
+from ..kit.lm import OnDevice, check_optimizer, check_task, lm_model, lm_task, protocol
 from ..kit.summary import Summary
 
 NAME = "lm_lr_transfer"
 _BASE = dict(task="shakespeare_char", depth=2, n_heads=4, base_width=32, context=32, batch=16, n_eval=256,
-             eval_seed=0, betas=[0.9, 0.999], eps=1e-8, dtype="float32", device="cpu", sample_chars=300)
+             eval_seed=0, betas=[0.9, 0.999], eps=1e-8, dtype="float32", device="cpu", sample_chars=300,
+             optimizer="adam")
 # Sizes measured on a 2-core CPU, 1 thread per run. Widths span 8x from the base
 # width (the smallest width, where every scheme is the same network).
 SIZES = {
@@ -77,6 +79,8 @@ def batch_pays(cfg: dict) -> bool:
     """The engine's measured rule (`paramlab.engine.stack.stacking_pays`, K = 8 as benchmarked) on the grid
     point's model and batch: on CPU it stacks d_model 32 (9.1e7 FLOPs per model step at batch 16 x 32), not
     64 (3.3e8); the vmap path is not measured on CUDA and does not stack there."""
+    if cfg.get("optimizer", "adam") != "adam":  # the stacked pass trains Adam only
+        return False
     return _pays(*(cfg[k] for k in ("task", "width", "depth", "n_heads", "base_width", "context", "batch",
                                     "dtype", "device")))
 
@@ -230,7 +234,7 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
     if smp:
         extra["sample"] = smp
     notes = (f"tiny Shakespeare (char), depth {p['depth']}, {p['n_heads']} heads, context {p['context']}, batch "
-             f"{p['batch']}, {p['steps']} Adam steps ({p['steps'] * p['batch'] * p['context']} tokens), base width "
+             f"{p['batch']}, {p['steps']} {p.get('optimizer', 'adam')} steps ({p['steps'] * p['batch'] * p['context']} tokens), base width "
              f"{p['base_width']}, {p['seeds']} seed(s); metric: val loss (nats/char) on {p['n_eval']} held-out windows. "
              "Robust optimum = vertex of a parabola in log loss around the seed-mean minimum (± bootstrap over "
              "seeds, or the fit's se with one seed); grid step = factor 2 in lr. Prediction: muP shift <= 1 step, "
@@ -242,7 +246,7 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
                    {"lm_loss_vs_lr": path}, extra=extra, notes=notes)
 
 
-EXPERIMENT = Experiment(NAME, SIZES, run_one, summarize, doc=__doc__, batch=BATCH, checks={"task": check_task},
+EXPERIMENT = Experiment(NAME, SIZES, run_one, summarize, doc=__doc__, batch=BATCH, checks={"task": check_task, "optimizer": check_optimizer},
                         axes=LR_AXES)
 RUNNER = EXPERIMENT.runner
 

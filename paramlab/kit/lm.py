@@ -46,6 +46,7 @@ def lm_model(cfg: dict, task):
 def protocol(cfg: dict) -> dict:
     """The keyword arguments of `paramlab.engine.lm.train_lm` / `train_lm_stacked` for the grid point."""
     return dict(steps=cfg["steps"], batch=cfg["batch"], context=cfg["context"], betas=cfg["betas"], eps=cfg["eps"],
+                optimizer=cfg.get("optimizer", "adam"),
                 eval_xy=eval_xy(cfg["task"], cfg["n_eval"], cfg["context"], cfg["eval_seed"], cfg["device"]))
 
 
@@ -53,3 +54,9 @@ def check_task(v) -> str | None:
     from ..data import LM_TASKS
 
     return None if v in LM_TASKS else f"is not an LM task: known are {sorted(LM_TASKS)} (paramlab.data.LM_TASKS)"
+
+
+def check_optimizer(v) -> str | None:
+    from ..optim import OPTIMIZERS
+
+    return None if v in OPTIMIZERS else f"is not a paramlab.optimizer name: known are {sorted(OPTIMIZERS)}"

@@ -40,12 +40,13 @@ from torch import nn
 
 from ..attention import attention_logits
 from ..losses import LOSSES
+from ..optim import OPTIMIZERS, trained_families
 from ..optim import optimizer as make_optimizer
 from ..parameterize import PLAN_ATTR
-from ..schemes import optimizer_family
+from ..schemes import family_base, optimizer_family
 from ..train import train_step
 from ..wrappers import unwrap
-from .coord_predict import parameter_owners, plan_tensor_infos, predict_slopes
+from .coord_predict import adam_equivalent_infos, parameter_owners, plan_tensor_infos, predict_slopes
 from .coord_result import WEIGHT_QUANTITIES, CoordResult, fit_all, wanted_quantities
 from .capture import Capture, capture, leaf_module_names
 from .weights import spectral_norm
@@ -68,8 +69,9 @@ def _optimizer(model: nn.Module, optimizer, lr) -> torch.optim.Optimizer:
             raise TypeError(f"optimizer(model) must return a torch.optim.Optimizer, got {type(opt).__name__}")
         return opt
     name = str(optimizer).lower()
-    if name not in ("sgd", "adam", "adamw"):
-        raise ValueError(f"unknown optimizer {optimizer!r}: use 'sgd', 'adam', 'adamw' or a callable(model) -> optimizer")
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}: use one of {', '.join(OPTIMIZERS)} or a callable(model) "
+                         "-> optimizer")
     if getattr(model, PLAN_ATTR, None) is None:
         raise ValueError(
             f"optimizer={optimizer!r} builds paramlab's per-tensor optimizer from the model's plan, and this model "
@@ -78,6 +80,20 @@ def _optimizer(model: nn.Module, optimizer, lr) -> torch.optim.Optimizer:
     if lr is None:
         lr = 0.1 if name == "sgd" else 1e-3  # mup's get_coord_data defaults
     return make_optimizer(model, name, lr=lr)
+
+
+def _prediction_family(model: nn.Module, opt, infos):
+    """('sgd' | 'adam', infos) for the predictions: a paramlab optimizer's normalized families (Adam, Lion,
+    Adafactor, Muon) are predicted as their Adam-equivalent steps (`coord_predict.adam_equivalent_infos`)."""
+    if not getattr(opt, "paramlab_lr_mult", False) or getattr(model, PLAN_ATTR, None) is None:
+        return optimizer_family(opt), infos
+    fams = trained_families(opt)
+    bases = {family_base(f) for f in fams.values()}
+    if len(bases) > 1:
+        raise ValueError(f"a mix of SGD and normalized optimizers ({sorted(set(fams.values()))}) has no automatic "
+                         "prediction: pass predicted= (or auto_predict=False)")
+    base = bases.pop()
+    return base, (adam_equivalent_infos(model, infos, fams) if base == "adam" else infos)
 
 
 def _seed_list(seeds) -> list[int]:
@@ -313,9 +329,9 @@ def coord_check(
         xx = x.to(device=p0.device, dtype=p0.dtype if x.is_floating_point() else x.dtype) if p0 is not None else x
         yy = y.to(device=xx.device, dtype=p0.dtype if (y.is_floating_point() and p0 is not None) else y.dtype)
         opt = _optimizer(model, optimizer, lr)
-        if family is None:
-            res.family = optimizer_family(opt)
         infos = plan_tensor_infos(model) or mup_tensor_infos(model)
+        if family is None:
+            res.family, infos = _prediction_family(model, opt, infos)
 
         def record(t, name, q, v, w=w, s=s):
             res.records.append({"width": w, "seed": s, "step": t, "name": name, "quantity": q, "value": v})

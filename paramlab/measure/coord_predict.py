@@ -41,6 +41,7 @@ the muP invariants of docs/theory.md §4.5 (assuming MuSGD / MuAdam). Pass ``pre
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Mapping, Sequence
@@ -103,6 +104,27 @@ def plan_tensor_infos(model: nn.Module) -> dict[str, TensorInfo]:
         infos[u.name] = TensorInfo(u.name, u.module, u.role, *invariants(u.a, t.b, t.c_sgd, t.c_adam),
                                    t.init == "zeros", u.mult, tied=u.tensor)
     return infos
+
+
+def adam_equivalent_infos(model: nn.Module, infos: Mapping[str, TensorInfo], families: Mapping[str, str]) -> dict:
+    """`infos` with each tensor's Adam step exponent replaced by the Adam-equivalent effective step of the
+    family it trains with (`OptimizerFamily.adam_step`): sign, Adafactor and Muon updates are matched to
+    Adam's update size (`paramlab.schemes`), so Adam's linear-response rules predict them. Under a scheme
+    that derives each family from its Adam column nothing changes; under one global lr (SP) it does
+    (SP + Muon hidden: a + 0 + 1, the hidden step a width-free Muon step takes)."""
+    from ..schemes import Exponents, get_family
+
+    plan = getattr(model, PLAN_ATTR)
+    out = dict(infos)
+    for key, info in infos.items():
+        name = info.tied or key
+        if name not in families or name not in plan:
+            continue
+        t, fam = plan[name], get_family(families[name])
+        c = plan.lr_exponent(name, fam)
+        delta = fam.adam_step(Exponents(t.a, t.b, t.c_sgd, t.c_adam), t.role, c) - (t.a + t.c_adam)
+        out[key] = dataclasses.replace(info, adam=info.adam + delta)
+    return out
 
 
 _EPS = 1e-12
