@@ -45,13 +45,15 @@ import math
 import os
 import time
 import traceback
+import warnings
 from typing import Any, Callable, Mapping
 
 from .runners import Runner
 from .store import COMPLETE_STATUSES, RESERVED_SUMMARY_KEYS, to_jsonable
 
-__all__ = ["execute_unit", "failure", "resources", "run_local", "run_ray", "start_private_ray"]
+__all__ = ["execute_unit", "failure", "resources", "check_ray_address", "run_local", "run_ray", "start_private_ray"]
 
+CONNECT_TIMEOUT_S = 10.0  # a Ray address that does not accept a TCP connection in this time is refused
 Record = Callable[[list, list], None]  # record(unit, outcomes): the sweep writes the unit's runs
 
 
@@ -149,11 +151,53 @@ def start_private_ray(ray_init: Mapping[str, Any] | None = None) -> None:
     from ray._private import ray_constants
 
     ray_constants.ENABLE_RAY_CLUSTER = False  # read at call time; ray may have been imported already
-    kw = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False, **dict(ray_init or {})}
+    stray = os.environ.get("RAY_ADDRESS")
+    if stray:
+        warnings.warn(f"RAY_ADDRESS={stray} is set in the environment and ignored: without --address the ray "
+                      "executor starts a private instance on loopback; to use that cluster pass "
+                      f"--address {stray}", stacklevel=2)
+    # address "local": a new instance, never the one RAY_ADDRESS or /tmp/ray/ray_current_cluster names
+    kw = {"address": "local", "include_dashboard": False, "log_to_driver": False, "configure_logging": False,
+          **dict(ray_init or {})}
     ray.init(**kw)
     from .ray_watchdog import watch
 
     watch()
+
+
+def check_ray_address(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Raise RuntimeError naming `address` unless a TCP connection to it opens within `timeout` seconds.
+
+    Ray itself retries an address that refuses or does not answer for minutes (its GCS client waits
+    out several 30 s timeouts); one TCP connect tells a dead address apart at once. ``auto`` is
+    resolved the way Ray resolves it (RAY_ADDRESS, then the cluster started on this machine).
+    """
+    import socket
+
+    target = address
+    if address == "auto":
+        from ray._private.services import canonicalize_bootstrap_address
+
+        try:
+            target = canonicalize_bootstrap_address("auto")
+        except ConnectionError as e:
+            raise RuntimeError(f"--address auto: {e}") from None
+        if target is None:
+            raise RuntimeError("--address auto: no Ray cluster found on this machine (start one with `ray start "
+                               "--head`, or leave --address out for a private instance)")
+    hostport = target.split("://", 1)[1] if "://" in target else target
+    host, sep, port = hostport.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit():
+        raise RuntimeError(f"Ray address {address!r} is not 'auto', 'host:port' or 'ray://host:port'")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        why = "timed out" if isinstance(e, socket.timeout) else (e.strerror or str(e) or type(e).__name__)
+        raise RuntimeError(f"cannot reach the Ray cluster at {address}"
+                           + (f" ({target})" if target != address else "")
+                           + f": {why} within {timeout:g} s; is Ray running there (`ray status --address "
+                           f"{hostport}`)? Leave --address out to start a private instance on this machine") from None
 
 
 def run_ray(runner: Runner, units: list, record: Record, address, num_cpus, num_gpus, threads,
@@ -171,6 +215,7 @@ def run_ray(runner: Runner, units: list, record: Record, address, num_cpus, num_
         if address is None:  # a private instance on this machine: loopback only, ends with this process
             start_private_ray(ray_init)
         else:
+            check_ray_address(address)
             ray.init(address=address, **{"include_dashboard": False, "log_to_driver": False, **dict(ray_init or {})})
         started = True
     try:

@@ -33,6 +33,7 @@ import dataclasses
 import itertools
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -40,12 +41,14 @@ from typing import Mapping, Sequence
 from .runners import SpecError, get_runner
 from .store import check_name, safe_component, to_jsonable
 
-__all__ = ["ENSEMBLE_MODES", "EXECUTORS", "MAX_POINTS", "SPEC_KEYS", "SweepSpec", "check_spec", "count_points",
-           "describe_point", "load_spec"]
+__all__ = ["ENSEMBLE_MODES", "EXECUTORS", "MAX_POINTS", "MAX_SPEC_SIZE", "SPEC_KEYS", "SweepSpec", "check_spec", "count_points",
+           "describe_point", "expanded_size", "load_spec"]
 
 # A grid with more points than this is refused unless the caller says yes (`run_sweep(yes=True)`,
 # ``paramlab sweep --yes``): resolving 10^6 points alone takes minutes and gigabytes.
 MAX_POINTS = 10_000
+# A spec holding more values than this once YAML aliases are expanded is refused (a spec is a few hundred).
+MAX_SPEC_SIZE = 1_000_000
 
 EXECUTORS = ("local", "ray")
 ENSEMBLE_MODES = ("auto", "always", "never")
@@ -140,12 +143,61 @@ def _yaml_loader():
     class Loader(yaml.SafeLoader):
         pass
 
+    def construct_mapping(self, node, deep=False):  # a key given twice: warn (YAML keeps the last silently)
+        seen = {}
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                line = key_node.start_mark.line + 1
+                if key_node.value in seen:
+                    warnings.warn(f"{key_node.start_mark.name}: key {key_node.value!r} is given twice (lines "
+                                  f"{seen[key_node.value]} and {line}); the last value is used", stacklevel=2)
+                seen[key_node.value] = line
+        return yaml.SafeLoader.construct_mapping(self, node, deep=deep)
+
+    Loader.construct_mapping = construct_mapping
     Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
     Loader.add_implicit_resolver(
         "tag:yaml.org,2002:float",
         re.compile(r"""^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"""),
         list("-+0123456789"))
     return Loader
+
+
+def expanded_size(data, limit: int = MAX_SPEC_SIZE) -> int:
+    """The number of values `data` holds once every shared reference is copied out (a YAML alias is one
+    shared object until the spec is copied or written as JSON), each string counted per 100 characters;
+    raises SpecError above `limit`, for a value that contains itself, or for nesting deeper than 100.
+
+    Memoized by object id, so a "billion laughs" document (9 aliases of 9 aliases ...) is measured in
+    time linear in its text, not in its expansion.
+    """
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(x, depth):
+        if isinstance(x, str):
+            return 1 + len(x) // 100
+        if not isinstance(x, (list, tuple, dict)):
+            return 1
+        if id(x) in sizes:
+            return sizes[id(x)]
+        if id(x) in active:
+            raise SpecError("the spec holds a value that contains itself (a recursive YAML alias)")
+        if depth > 100:
+            raise SpecError("the spec is nested more than 100 levels deep")
+        active.add(id(x))
+        items = [v for kv in x.items() for v in kv] if isinstance(x, dict) else x
+        n = 1
+        for v in items:
+            n += size(v, depth + 1)
+            if n > limit:
+                raise SpecError(f"the spec expands to more than {limit:,} values (YAML aliases of aliases, "
+                                "\"billion laughs\"?); write the values out, or give a smaller spec")
+        active.discard(id(x))
+        sizes[id(x)] = n
+        return n
+
+    return size(data, 0)
 
 
 def describe_point(point: Mapping, keys: Sequence[str]) -> str:
@@ -160,6 +212,7 @@ def load_spec(spec: SweepSpec | Mapping | str | os.PathLike, max_points: int | N
     more than `max_points` points (None: no limit), before the points are resolved.
     """
     if isinstance(spec, SweepSpec):
+        expanded_size(vars(spec))  # before asdict copies it
         data, stem = dataclasses.asdict(spec), None
     elif isinstance(spec, Mapping):
         data, stem = dict(spec), None
@@ -173,7 +226,12 @@ def load_spec(spec: SweepSpec | Mapping | str | os.PathLike, max_points: int | N
             if suffix in (".yaml", ".yml"):
                 import yaml
 
-                data = yaml.load(text, Loader=_yaml_loader())  # a SafeLoader
+                loader = _yaml_loader()(text)  # a SafeLoader
+                loader.name = str(path)  # named in its warnings and errors
+                try:
+                    data = loader.get_single_data()
+                finally:
+                    loader.dispose()
             elif suffix == ".toml":
                 try:
                     import tomllib
@@ -189,6 +247,10 @@ def load_spec(spec: SweepSpec | Mapping | str | os.PathLike, max_points: int | N
         if data is None:
             data = {}
         stem = safe_component(path.stem).lstrip(".") or "sweep"  # a derived name: made safe, not refused
+    try:
+        expanded_size(data)  # before anything copies it
+    except SpecError as e:
+        raise SpecError(f"{path}: {e}" if stem is not None else str(e)) from None
     if not isinstance(data, Mapping):
         raise SpecError(f"a sweep spec is a mapping of {', '.join(SPEC_KEYS)}; got {type(data).__name__}")
     unknown = [k for k in data if k not in SPEC_KEYS]
@@ -224,6 +286,8 @@ def check_spec(s: SweepSpec, max_points: int | None = MAX_POINTS) -> None:
         raise SpecError(f"max_ensemble must be a positive int, got {s.max_ensemble!r}")
     if not isinstance(s.wandb, bool):
         raise SpecError(f"wandb must be true or false, got {s.wandb!r}")
+    if not isinstance(s.description, str):
+        raise SpecError(f"description must be a string, got a {type(s.description).__name__}")
     if not isinstance(s.tags, list) or not all(isinstance(t, str) for t in s.tags):
         raise SpecError(f"tags must be a list of strings, got {s.tags!r}")
     if not isinstance(s.fixed, Mapping):

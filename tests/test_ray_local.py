@@ -1,6 +1,8 @@
-"""A private Ray instance listens on loopback only and ends with its driver, even a SIGKILLed one (#14 item 5)."""
+"""A private Ray instance listens on loopback only, ignores a stray RAY_ADDRESS and ends with its driver, even a
+SIGKILLed one (#14 item 5)."""
 
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -53,14 +55,21 @@ def cmd(pid: int) -> str:
 
 
 @pytest.fixture
-def driver():
+def driver(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)  # the driver must set it itself
-    proc = subprocess.Popen([sys.executable, "-c", DRIVER], stdout=subprocess.PIPE, text=True, env=env)
-    line = proc.stdout.readline()
-    assert line.startswith("ready"), "the driver did not start Ray"
+    env["RAY_ADDRESS"] = "127.0.0.1:1"  # a stray address: the private instance ignores it (else it hangs)
+    err = open(tmp_path / "stderr", "w")
+    proc = subprocess.Popen([sys.executable, "-c", DRIVER], stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+    ready, _, _ = select.select([proc.stdout], [], [], 120)
+    line = proc.stdout.readline() if ready else ""
+    if not line.startswith("ready"):
+        proc.kill()
+        pytest.fail("the driver did not start Ray within 120 s: " + (tmp_path / "stderr").read_text()[-2000:])
+    assert "RAY_ADDRESS=127.0.0.1:1 is set in the environment and ignored" in (tmp_path / "stderr").read_text()
     time.sleep(2)  # agents up
     yield proc
+    err.close()
     if proc.poll() is None:
         proc.kill()
         proc.wait()

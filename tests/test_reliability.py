@@ -1,0 +1,101 @@
+"""The fault audit's cases that have no better home: every one fails fast with a message that names the
+fix, and none hangs (each test bounds its own time)."""
+
+import time
+import warnings
+
+import pytest
+
+from paramlab.cli import main
+from paramlab.runners import SpecError
+from paramlab.spec import load_spec
+from paramlab.sweep import run_sweep
+
+SMALL = {"grid": {"width": [8]}, "fixed": {"steps": 2, "task_args": {"n_train": 16, "n_test": 8}}, "wandb": False}
+
+
+def laughs(levels: int, fan: int = 10, indent: str = "") -> str:
+    """A "billion laughs" YAML block: level i is `fan` aliases of level i-1 (fan**levels strings)."""
+    lines = [f"{indent}l0: &l0 [" + ", ".join(["lol"] * fan) + "]"]
+    lines += [f"{indent}l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * fan) + "]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+# -- Ray: a dead address fails at once, naming it ------------------------------------------------------
+
+def test_ray_unreachable_address_fails_fast_naming_it(tmp_path, capsys):
+    pytest.importorskip("ray")
+    t0 = time.monotonic()
+    rc = main(["sweep", _spec_file(tmp_path), "--executor", "ray", "--address", "127.0.0.1:1",
+               "--root", str(tmp_path / "runs"), "--no-progress"])
+    assert time.monotonic() - t0 < 30
+    err = capsys.readouterr().err
+    assert rc == 2 and "cannot reach the Ray cluster at 127.0.0.1:1" in err and "Leave --address out" in err
+
+
+def test_ray_address_check_names_malformed_addresses():
+    pytest.importorskip("ray")
+    from paramlab.executors import check_ray_address
+
+    for bad in ("nohost", "host:port", "ray://:1"):
+        with pytest.raises(RuntimeError, match="is not 'auto', 'host:port'"):
+            check_ray_address(bad)
+
+
+def _spec_file(tmp_path, extra: str = "") -> str:
+    p = tmp_path / "s.yaml"
+    p.write_text("grid: {width: [8]}\nfixed: {steps: 2, task_args: {n_train: 16, n_test: 8}}\nwandb: false\n" + extra)
+    return str(p)
+
+
+# -- YAML: aliases bounded, duplicate keys warned ---------------------------------------------------
+
+@pytest.mark.parametrize("where", ["fixed", "description", "grid"])
+def test_yaml_alias_bomb_is_refused_in_under_a_second(tmp_path, where):
+    if where == "fixed":  # 10**9 strings once expanded, in each case
+        text = "grid: {width: [8]}\nfixed:\n  task_args:\n" + laughs(9, indent="    ")
+    elif where == "description":
+        text = "grid: {width: [8]}\ndescription:\n" + laughs(9, indent="  ")
+    else:  # the levels as values of one grid list
+        text = "grid:\n  width: [8]\n  lr:\n" + "".join("    - " + ln.split(": ", 1)[1] + "\n"
+                                                        for ln in laughs(9).splitlines())
+    p = tmp_path / "bomb.yaml"
+    p.write_text(text)
+    t0 = time.monotonic()
+    with pytest.raises(SpecError, match=r"bomb.yaml: the spec expands to more than 1,000,000 values"):
+        load_spec(p)
+    assert time.monotonic() - t0 < 1.0
+
+
+def test_yaml_aliases_of_modest_size_still_work(tmp_path):
+    p = tmp_path / "ok.yaml"
+    p.write_text("grid:\n  width: [8]\n  task_args: [&t {n_train: 16, n_test: 8}, *t]\nfixed: {steps: 2}\n")
+    assert len(load_spec(p).points()) == 1  # the two aliased points are one point
+
+
+def test_recursive_yaml_alias_is_refused(tmp_path):
+    p = tmp_path / "rec.yaml"
+    p.write_text("grid: {width: [8]}\ndescription: &d [*d]\n")
+    with pytest.raises(SpecError, match="contains itself"):
+        load_spec(p)
+
+
+def test_description_must_be_text():
+    with pytest.raises(SpecError, match="description must be a string"):
+        load_spec({**SMALL, "description": [1, 2]})
+
+
+def test_duplicate_yaml_keys_warn_naming_file_and_lines(tmp_path):
+    p = tmp_path / "dup.yaml"
+    p.write_text("grid: {width: [8]}\nfixed: {steps: 3}\nfixed: {steps: 2, task_args: {n_train: 16, n_test: 8}}\n")
+    with pytest.warns(UserWarning, match=r"dup.yaml: key 'fixed' is given twice \(lines 2 and 3\)"):
+        s = load_spec(p)
+    assert s.fixed["steps"] == 2
+    p.write_text(_spec_text_ok())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_spec(p)
+
+
+def _spec_text_ok():
+    return "grid: {width: [8]}\nfixed: {steps: 2, task_args: {n_train: 16, n_test: 8}}\n"
