@@ -47,6 +47,7 @@ from . import attention as A
 from . import audit as AU
 from . import depth as DP
 from . import multipliers as MU
+from . import replaced as RP
 from . import roles as R
 from . import wrappers as W
 from .layouts import fan_in
@@ -215,6 +216,8 @@ def get_plan(model: nn.Module) -> Plan:
             "this model has no paramlab plan: build it with a paramlab builder (paramlab.mlp, ...) "
             "or call paramlab.parameterize(model, scheme, base=...) first"
         )
+    if "fsdp1" not in W.wrapper_kinds(model):  # FSDP shows its shards between passes: its forward checks
+        RP.check(W.unwrap(model), plan)  # a planned layer replaced since: refused with the fix
     return plan
 
 
@@ -231,6 +234,7 @@ def unparameterize(model: nn.Module) -> nn.Module:
     DP.remove(inner)
     A.restore(inner, plan.attention if plan is not None else ())
     AU.remove(inner)
+    RP.remove(inner)
     if PLAN_ATTR in inner.__dict__:
         del inner.__dict__[PLAN_ATTR]
     return model
@@ -534,5 +538,6 @@ def parameterize(
     A.apply(model, plan.attention)
     if check_forward and not type(model).__module__.startswith("paramlab."):
         AU.install(model, plan, check_attention=attention != "keep")
+    RP.stamp(model, plan)
     model.__dict__[PLAN_ATTR] = plan
     return wrapped
