@@ -11,7 +11,36 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["check_data", "check_output", "check_sizes"]
+__all__ = ["betas_reason", "check_data", "check_output", "check_sizes", "eps_reason", "momentum_reason",
+           "seed_reason"]
+
+MAX_SEED = 2 ** 32  # numpy's legacy seeding (mnist1d's generator) takes [0, 2**32); torch takes more
+
+
+# Value rules of optimizer options and seeds: each returns None for a good value, else the reason (the
+# runners' Option checks use them, so a bad value is refused before any run, never recorded as a run).
+
+def momentum_reason(v) -> str | None:
+    """Heavy-ball momentum mu in [0, 1): at mu >= 1 an old gradient never fades and the step grows without bound."""
+    return None if 0 <= v < 1 else "must be in [0, 1) (at 1 or more past gradients never fade)"
+
+
+def eps_reason(v) -> str | None:
+    """Adam's eps > 0: at 0 a coordinate with zero gradient history divides 0 by 0 (NaN, not a divergence)."""
+    return None if v > 0 else "must be > 0 (Adam divides by sqrt(v) + eps)"
+
+
+def betas_reason(v) -> str | None:
+    """Adam's (beta1, beta2), each in [0, 1)."""
+    ok = (isinstance(v, (list, tuple)) and len(v) == 2
+          and all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in v))
+    return None if ok else "must be a list of two numbers in [0, 1)"
+
+
+def seed_reason(v) -> str | None:
+    """A seed is an int in [0, 2**32)."""
+    return None if 0 <= v < MAX_SEED else "must be in [0, 2**32)"
+
 
 
 def _int(name: str, v, low: int, allow_none: bool) -> None:

@@ -99,3 +99,61 @@ def test_duplicate_yaml_keys_warn_naming_file_and_lines(tmp_path):
 
 def _spec_text_ok():
     return "grid: {width: [8]}\nfixed: {steps: 2, task_args: {n_train: 16, n_test: 8}}\n"
+
+
+# -- config errors: refused before any run, never stored as a result -------------------------------
+
+@pytest.mark.parametrize("name, args, match", [
+    ("lm_lr_transfer", ["--set", "batch=0"], r"option 'batch': 0 must be positive"),
+    ("lm_lr_transfer", ["--set", "n_eval=0"], r"option 'n_eval': 0 must be positive"),
+    ("lm_lr_transfer", ["--set", "context=0"], r"option 'context': 0 must be positive"),
+    ("lm_lr_transfer", ["--set", "n_heads=0"], r"option 'n_heads': 0 must be positive"),
+    ("lm_lr_transfer", ["--widths", "32", "30"], r"width 30 is not divisible by n_heads=4"),
+    ("lm_feature_learning", ["--set", "n_heads=3"], r"width 32 is not divisible by n_heads=3"),
+    ("lm_lr_transfer", ["--set", "eps=0"], r"option 'eps': 0 must be > 0"),
+    ("lm_lr_transfer", ["--set", "betas=0.9,1.0"], r"option 'betas': \[0.9, 1.0\] must be a list of two numbers in \[0, 1\)"),
+    ("lm_lr_transfer", ["--set", f"eval_seed={2 ** 70}"], r"option 'eval_seed': 1180591620717411303424 must be in \[0, 2\*\*32\)"),
+    ("transfer", ["--set", "ft_lr_ratio=0"], r"option 'ft_lr_ratio': 0 must be positive"),
+    ("transfer", ["--set", "ft_lr_ratio=-0.5"], r"option 'ft_lr_ratio': -0.5 must be positive"),
+    ("transfer", ["--set", f"data_seed={2 ** 70}"], r"option 'data_seed': .* must be in \[0, 2\*\*32\)"),
+    # the grid axes through --set: the same option as --schemes / --widths / --seeds
+    ("lm_lr_transfer", ["--set", "schemes=mup,mupp"], r"option 'scheme': 'mupp' is not a scheme"),
+    ("transfer", ["--set", "widths=64,0"], r"option 'width': 0 must be positive"),
+    ("transfer", ["--set", "seeds=0"], r"option 'seeds': 0 is not a number of seeds"),
+    ("transfer", ["--set", "seeds=2", "--seeds", "3"], r"--seeds and --set seeds= both given"),
+])
+def test_experiment_config_errors_refused_before_any_run(tmp_path, capsys, name, args, match):
+    import re
+
+    root = tmp_path / "runs"
+    rc = main(["run", name, "--size", "tiny", "--root", str(root), "--no-wandb", "--no-progress", *args])
+    err = capsys.readouterr().err
+    assert rc == 2 and re.search(match, err), err
+    assert "got multiple values" not in err
+    assert not root.exists()  # nothing written: no run stored as failed or diverged
+
+
+@pytest.mark.parametrize("fixed, match", [
+    ({"optimizer": "sgd", "momentum": 2.0}, r"option 'momentum': 2.0 must be in \[0, 1\)"),
+    ({"optimizer": "sgd", "momentum": 1}, r"option 'momentum': 1 must be in \[0, 1\)"),
+    ({"optimizer": "sgd", "momentum": -0.1}, r"option 'momentum': -0.1 must be in \[0, 1\)"),
+    ({"optimizer": "adam", "eps": 0}, r"option 'eps': 0 must be > 0"),
+    ({"optimizer": "adam", "betas": [0.9, 1.5]}, r"option 'betas'.*in \[0, 1\)"),
+    ({"optimizer": "adam", "betas": [-0.1, 0.9]}, r"option 'betas'.*in \[0, 1\)"),
+    ({"seed": 2 ** 70}, r"option 'seed'.*must be in \[0, 2\*\*32\)"),
+])
+def test_invalid_optimizer_values_refused_before_any_run(tmp_path, fixed, match):
+    spec = {**SMALL, "fixed": {**SMALL["fixed"], **fixed}, "root": str(tmp_path / "runs")}
+    with pytest.raises(SpecError, match=match):
+        run_sweep(spec, progress=False)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_every_experiment_size_passes_its_own_checks():
+    """Negative control of the checks above: the shipped sizes are all valid."""
+    from paramlab.experiments import NAMES, get
+
+    for name in NAMES:
+        e = get(name)
+        for size in e.sizes:
+            load_spec(e.spec(e.params(size, {}), group="g"), max_points=None)

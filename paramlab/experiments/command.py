@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from ..keyvalue import parse_assignments
+from ..runners import SpecError
 from .experiment import Experiment
 
 __all__ = ["main"]
@@ -35,9 +36,15 @@ def main(experiment: Experiment, argv=None) -> dict:
     p.add_argument("--address", default=None, help="Ray cluster address (with --executor ray)")
     a = p.parse_args(argv)
     extra = parse_assignments(a.set)
+    axes = {"schemes": a.schemes, "widths": a.widths, "seeds": a.seeds}
+    for key, flag in axes.items():  # --set schemes=... is the same option as --schemes
+        if key in extra:
+            if flag is not None:
+                raise SpecError(f"--{key} and --set {key}= both given: give one")
+            axes[key] = extra.pop(key)
     try:
         return experiment.run(a.size, a.root, a.use_wandb, a.progress, a.group, a.threads, executor=a.executor,
-                              address=a.address, schemes=a.schemes, widths=a.widths, seeds=a.seeds, **extra)
+                              address=a.address, **axes, **extra)
     except KeyboardInterrupt:  # Ctrl-C: a message, not a traceback (also for python experiments/NAME.py)
         print(f"\n{experiment.name}: interrupted; rerun with the same --group to resume: complete runs are kept",
               file=sys.stderr)
