@@ -189,12 +189,13 @@ def train(
     n = len(xtr)
     bs = n if batch_size is None else min(int(batch_size), n)
     gen = torch.Generator().manual_seed(int(seed))
+    eval_given = eval_every  # None: the default steps // 10, which grows with steps
     eval_every = max(1, eval_every or max(1, steps // 10))
     res = TrainResult()
     # what a checkpoint must match to resume (steps may grow: a run can be continued further)
     run_args = {"optimizer": optimizer if isinstance(optimizer, str) else type(optimizer).__name__,
                 "lr": float(lr), "batch_size": bs, "seed": int(seed), "loss": loss if isinstance(loss, str) else "custom",
-                "eval_every": int(eval_every), "eval_rows": eval_rows}
+                "eval_every": eval_given, "eval_rows": eval_rows}
 
     def record(step: int) -> dict:
         rec = {"step": step}
@@ -228,7 +229,7 @@ def train(
         initial = record(0)["train/loss"]
         perm, pos, start = torch.randperm(n, generator=gen), 0, 1
     else:
-        st = restore_state(saved, model, opt, gen, run_args, resume)
+        st = restore_state(saved, model, opt, gen, run_args, resume, steps=steps)
         res.history, res.steps_done, initial = st["history"], st["step"], st["initial_loss"]
         res.diverged, res.diverged_reason = st["diverged"], st["diverged_reason"]
         perm, pos, start = st["perm"], st["pos"], st["step"] + 1
@@ -239,7 +240,7 @@ def train(
 
     def save(step: int) -> None:
         save_checkpoint(checkpoint, model, opt, step, extra=train_state(
-            gen, perm, pos, res.history, initial, res.diverged, res.diverged_reason, run_args))
+            gen, perm, pos, res.history, initial, res.diverged, res.diverged_reason, run_args, steps=steps))
 
     for step in range(start, steps + 1):
         if bs == n:
