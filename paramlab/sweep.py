@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import os
 import sys
 from dataclasses import dataclass, field
@@ -63,7 +64,12 @@ def _sweep_lock(group_dir: Path):
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except ImportError:  # not POSIX: no lock
             pass
-        except OSError:
+        except OSError as e:
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):  # the lock itself failed
+                raise RuntimeError(
+                    f"cannot lock {path} ({e.strerror or e}): this filesystem does not support flock (a network "
+                    "filesystem without lock service?), so two processes could write this sweep at once; put --root "
+                    "on a local disk") from None
             raise RuntimeError(
                 f"another process is running this sweep ({group_dir} is locked); wait for it or give another name"
             ) from None

@@ -157,3 +157,67 @@ def test_every_experiment_size_passes_its_own_checks():
         e = get(name)
         for size in e.sizes:
             load_spec(e.spec(e.params(size, {}), group="g"), max_points=None)
+
+
+# -- storage faults: one line naming the path, complete runs kept, a rerun resumes ----------------
+
+def _sweep_args(tmp_path, *extra):
+    spec = tmp_path / "two.yaml"
+    spec.write_text("experiment: e\ngrid: {width: [8, 16]}\nfixed: {steps: 2, task_args: {n_train: 16, n_test: 8}}\n"
+                    "wandb: false\n")
+    return ["sweep", str(spec), "--root", str(tmp_path / "runs"), "--no-progress", *extra]
+
+
+@pytest.mark.parametrize("code", ["ENOSPC", "EFBIG", "EACCES"])
+def test_storage_errors_mid_sweep_are_one_line_and_a_rerun_resumes(tmp_path, capsys, monkeypatch, code):
+    import errno
+    import os
+
+    import paramlab.store as store
+
+    real_replace, calls = os.replace, []
+
+    def failing_replace(src, dst):  # the 2nd run's meta.json (its "finished") cannot be written
+        calls.append(dst)
+        if str(dst).endswith("meta.json") and sum(str(c).endswith("meta.json") for c in calls) >= 4:
+            if code == "EACCES":
+                raise PermissionError(errno.EACCES, "Permission denied", str(dst))
+            raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)))  # as write/fsync raise it
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(store.os, "replace", failing_replace)
+    rc = main(_sweep_args(tmp_path))
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert f"[{code}]" in err and "complete runs are kept" in err and "rerun the same command" in err
+    assert (str(tmp_path / "runs") in err) if code != "EACCES" else ("meta.json" in err)
+    monkeypatch.setattr(store.os, "replace", real_replace)
+    assert main(_sweep_args(tmp_path)) == 0
+    assert "2 runs: 1 already complete, 1 finished" in capsys.readouterr().out
+
+
+def test_root_that_is_a_file_and_a_name_too_long_are_one_line(tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    assert main(["sweep", *_sweep_args(tmp_path)[1:-3], "--root", str(tmp_path / "afile"), "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "[ENOTDIR]" in err and "afile" in err and "check --root" in err and len(err.splitlines()) == 1
+    rc = main(["run", "coord_check", "--size", "tiny", "--root", str(tmp_path / "r"), "--no-wandb", "--no-progress",
+               "--group", "g" * 300])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and "[ENAMETOOLONG]" in err and "shorter --group" in err and "Traceback" not in err
+
+
+def test_a_failing_flock_is_not_reported_as_another_process(tmp_path, capsys, monkeypatch):
+    import errno
+    import fcntl
+
+    def flock(fd, op, code=errno.ENOLCK):
+        raise OSError(code, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    assert main(_sweep_args(tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert "cannot lock" in err and "does not support flock" in err and "another process" not in err
+    monkeypatch.setattr(fcntl, "flock", lambda fd, op: flock(fd, op, errno.EWOULDBLOCK))  # negative control
+    assert main(_sweep_args(tmp_path)) == 2
+    assert "another process is running this sweep" in capsys.readouterr().err
