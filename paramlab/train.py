@@ -22,7 +22,7 @@ from .divergence import DIVERGE_FACTOR, check_factor, diverged_reason
 from .losses import default_loss, loss_fn
 from .optim import optimizer as make_optimizer
 from .precision import autocast_context, autocast_dtype
-from .train_checks import check_data, check_output, check_sizes
+from .train_checks import check_data, check_dtype, check_output, check_sizes
 
 __all__ = ["TrainResult", "evaluate", "load_checkpoint", "save_checkpoint", "seed_everything", "train", "train_step"]
 
@@ -172,8 +172,9 @@ def train(
         task = task.to(dev)
     opt = optimizer if isinstance(optimizer, torch.optim.Optimizer) else make_optimizer(model, optimizer, lr=lr, **opt_kwargs)
     param_dtype = next(model.parameters()).dtype
-    dtype = dtype or param_dtype
     ac_dtype = autocast_dtype(autocast)
+    check_dtype(dtype, param_dtype, ac_dtype is not None)
+    dtype = dtype or param_dtype
     forward = model if ac_dtype is None else _autocast_forward(model, dev, ac_dtype, param_dtype)
     xtr, ytr = task.x_train.to(dtype), task.y_train
     xte, yte = task.x_test.to(dtype), task.y_test

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["betas_reason", "check_data", "check_output", "check_sizes", "eps_reason", "momentum_reason",
+__all__ = ["betas_reason", "check_data", "check_dtype", "check_output", "check_sizes", "eps_reason", "momentum_reason",
            "seed_reason"]
 
 MAX_SEED = 2 ** 32  # numpy's legacy seeding (mnist1d's generator) takes [0, 2**32); torch takes more
@@ -57,6 +57,15 @@ def check_sizes(steps, batch_size, eval_every) -> None:
     _int("steps", steps, 0, False)
     _int("batch_size", batch_size, 1, True)
     _int("eval_every", eval_every, 1, True)
+
+
+def check_dtype(dtype, param_dtype, autocast: bool) -> None:
+    """The data's dtype is the parameters' (a float16 batch into float32 weights fails inside the first matmul),
+    unless the forward runs under autocast."""
+    if dtype is not None and dtype != param_dtype and not autocast:
+        raise ValueError(f"dtype={dtype} casts the data to {dtype}, but the model's parameters are {param_dtype}: "
+                         f"leave dtype unset (the parameters' dtype), convert the model (model.to({dtype})), or "
+                         "train with autocast='bf16' for mixed precision")
 
 
 def check_data(task) -> None:

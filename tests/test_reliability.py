@@ -5,6 +5,7 @@ import time
 import warnings
 
 import pytest
+import torch
 
 from paramlab.cli import main
 from paramlab.runners import SpecError
@@ -221,3 +222,42 @@ def test_a_failing_flock_is_not_reported_as_another_process(tmp_path, capsys, mo
     monkeypatch.setattr(fcntl, "flock", lambda fd, op: flock(fd, op, errno.EWOULDBLOCK))  # negative control
     assert main(_sweep_args(tmp_path)) == 2
     assert "another process is running this sweep" in capsys.readouterr().err
+
+
+# -- unclear messages made clear ----------------------------------------------------------------------
+
+class _Net(torch.nn.Module):
+    def __init__(self, width):
+        super().__init__()
+        self.inp, self.out = torch.nn.Linear(8, width), torch.nn.Linear(width, 4)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.inp(x)))
+
+
+def test_width_zero_model_or_base_is_an_error_naming_the_parameter():
+    import paramlab as pl
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch: "Initializing zero-element tensors is a no-op"
+        for model, base in ((_Net(0), _Net(64)), (_Net(64), _Net(0))):
+            with pytest.raises(ValueError, match=r"parameter 'inp.weight' has shape .* a width of 0"):
+                pl.parameterize(model, "mup", base=base)
+    pl.parameterize(_Net(128), "mup", base=_Net(64))  # negative control
+
+
+@pytest.mark.parametrize("text, match", [
+    ("w: 64\n", r"'w' has dims 64; a mup base-shapes file gives each parameter a list"),
+    ("w: [64, 0]\n", r"'w' has dims \[64, 0\]"),
+    ("w: [64, x]\n", r"'w' has dims \[64, 'x'\]"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe", r"binary, not yaml text"),
+    ("w: [64\n", r"yaml error"),
+    ("- 64\n", r"expected a yaml mapping"),
+])
+def test_bad_bsh_files_name_the_file_and_the_entry(tmp_path, text, match):
+    from paramlab.roles import load_bsh
+
+    p = tmp_path / "base.bsh"
+    p.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(ValueError, match=rf"{p}: .*{match}" if not match.startswith("'") else match):
+        load_bsh(p)
