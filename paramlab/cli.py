@@ -63,6 +63,9 @@ def _sweep(args):
         progress=not args.no_progress, dry_run=args.dry_run, yes=args.yes,
     )
     if args.dry_run:
+        if report.unimported:
+            print(f"runner {report.unimported!r} not imported: a spec's runner is code, and --dry-run runs none; "
+                  "its options are checked when the sweep runs")
         for r in report.runs:
             print(f"{r['status']:<10} {r['name']}")
         print(f"{report.total} runs, {report.skipped} complete, {report.total - report.skipped} to run -> {report.path}")

@@ -42,7 +42,7 @@ from .runners import SpecError, get_runner
 from .store import check_name, safe_component, to_jsonable
 
 __all__ = ["ENSEMBLE_MODES", "EXECUTORS", "MAX_POINTS", "MAX_SPEC_SIZE", "SPEC_KEYS", "SweepSpec", "check_spec", "count_points",
-           "describe_point", "expanded_size", "load_spec"]
+           "describe_point", "expanded_size", "foreign_runner", "load_spec"]
 
 # A grid with more points than this is refused unless the caller says yes (`run_sweep(yes=True)`,
 # ``paramlab sweep --yes``): resolving 10^6 points alone takes minutes and gigabytes.
@@ -205,11 +205,14 @@ def describe_point(point: Mapping, keys: Sequence[str]) -> str:
     return ", ".join(f"{k}={point[k]!r}" for k in keys if k in point) or "(the only point)"
 
 
-def load_spec(spec: SweepSpec | Mapping | str | os.PathLike, max_points: int | None = MAX_POINTS) -> SweepSpec:
+def load_spec(spec: SweepSpec | Mapping | str | os.PathLike, max_points: int | None = MAX_POINTS,
+              import_runner: bool = True) -> SweepSpec:
     """Parse and check a spec: a SweepSpec, a dict, or a .yaml / .yml / .toml file (safe loaders).
 
     Raises SpecError naming the bad key or value and listing the valid keys; and one for a grid of
     more than `max_points` points (None: no limit), before the points are resolved.
+    import_runner=False: a runner named by import path ('module:ATTR', code the spec points at) is
+    not imported, and the checks that need it (option names and values) are skipped.
     """
     if isinstance(spec, SweepSpec):
         expanded_size(vars(spec))  # before asdict copies it
@@ -260,15 +263,24 @@ def load_spec(spec: SweepSpec | Mapping | str | os.PathLike, max_points: int | N
     if "name" not in data or data["name"] is None:
         data["name"] = stem
     s = SweepSpec(**data)
-    check_spec(s, max_points)
+    check_spec(s, max_points, import_runner)
     return s
 
 
-def check_spec(s: SweepSpec, max_points: int | None = MAX_POINTS) -> None:
-    """Check every key and value of a parsed spec, and every grid point (raises SpecError)."""
+def foreign_runner(name) -> bool:
+    """Whether `name` is a runner given by import path only (neither registered nor built in): code."""
+    from .runners import BUILTIN, RUNNERS
+
+    return isinstance(name, str) and ":" in name and name not in RUNNERS and name not in BUILTIN
+
+
+def check_spec(s: SweepSpec, max_points: int | None = MAX_POINTS, import_runner: bool = True) -> None:
+    """Check every key and value of a parsed spec, and every grid point (raises SpecError); with
+    import_runner=False a runner given by import path is not imported and its option checks are skipped."""
     if not isinstance(s.runner, str):
         raise SpecError(f"runner must be a runner name, got {s.runner!r}")
-    runner = get_runner(s.runner)
+    skip = not import_runner and foreign_runner(s.runner)
+    runner = None if skip else get_runner(s.runner)
     for key, val in (("experiment", s.experiment), ("root", s.root)):
         if not isinstance(val, str) or not val:
             raise SpecError(f"{key} must be a non-empty string, got {val!r}")
@@ -296,7 +308,7 @@ def check_spec(s: SweepSpec, max_points: int | None = MAX_POINTS) -> None:
     if not grids or not all(isinstance(g, Mapping) for g in grids):
         raise SpecError("grid must be a mapping of option -> list of values (or a list of such mappings)")
     for where, keys in [("fixed", list(s.fixed))] + [("grid", list(g)) for g in grids]:
-        if runner.options is not None:
+        if runner is not None and runner.options is not None:
             bad = [k for k in keys if k not in runner.options]
             if bad:
                 raise SpecError(
@@ -312,4 +324,5 @@ def check_spec(s: SweepSpec, max_points: int | None = MAX_POINTS) -> None:
     if max_points is not None and n > max_points:
         raise SpecError(f"the grid has {n} points, more than {max_points}: resolving and running it is large; "
                         "if you mean it, pass --yes (run_sweep(..., yes=True)), else shrink the grid")
-    s.points()  # type and value checks of every point, before anything runs
+    if runner is not None:
+        s.points()  # type and value checks of every point, before anything runs

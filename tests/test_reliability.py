@@ -261,3 +261,31 @@ def test_bad_bsh_files_name_the_file_and_the_entry(tmp_path, text, match):
     p.write_bytes(text if isinstance(text, bytes) else text.encode())
     with pytest.raises(ValueError, match=rf"{p}: .*{match}" if not match.startswith("'") else match):
         load_bsh(p)
+
+
+# -- trust: a spec's runner is code; --dry-run does not import it --------------------------------------
+
+def test_dry_run_does_not_import_a_runner_module(tmp_path, monkeypatch, capsys):
+    import sys
+
+    marker = tmp_path / "imported"
+    (tmp_path / "specrunner_mod.py").write_text(
+        f"open({str(marker)!r}, 'w').write('x')  # code that runs on import\n"
+        "from paramlab.runners import Runner\n"
+        "RUNNER = Runner('mine', lambda cfg: {'loss': float(cfg['x'])})\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "specrunner_mod", raising=False)
+    spec = tmp_path / "s.yaml"
+    spec.write_text("runner: specrunner_mod:RUNNER\nexperiment: e\ngrid: {x: [1, 2], width: [8]}\nwandb: false\n")
+    args = ["sweep", str(spec), "--root", str(tmp_path / "runs"), "--no-progress"]
+    assert main([*args, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert not marker.exists() and "not imported: a spec's runner is code" in out
+    assert out.count("absent") == 2 and "2 runs, 0 complete, 2 to run" in out
+    assert main(args) == 0 and marker.exists()  # running it imports it: that is what a sweep is for
+    marker.unlink()
+    monkeypatch.delitem(sys.modules, "specrunner_mod", raising=False)
+    capsys.readouterr()
+    assert main([*args, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert not marker.exists() and out.count("complete ") == 2 and "2 runs, 2 complete, 0 to run" in out
