@@ -3,6 +3,7 @@
 A spec (YAML or TOML file, or a dict)::
 
     runner: train_mlp            # a runner name (paramlab.runners) or 'module:ATTRIBUTE'; default train_mlp
+                                 #   (an import path is code: running the spec imports and runs it)
     experiment: lr_transfer      # store folder <root>/<experiment>/<name>/ ; default "sweep"
     name: mlp-adam               # the sweep's group (wandb group <experiment>-<name>); default: file stem
     root: runs                   # local store root; default "runs"
@@ -21,6 +22,11 @@ A spec (YAML or TOML file, or a dict)::
     max_ensemble: 16             # at most this many runs in one stacked pass
     wandb: true                  # false: local store only
     tags: [study-1]
+
+A spec file is code when its ``runner`` is an import path: running it imports that module with your
+permissions, as ``python -m`` would (``--dry-run`` does not import it). Values are data: the YAML is read
+with a safe loader (no tags that build objects), its expanded size is capped (`MAX_SPEC_SIZE`, against
+alias bombs), and a key given twice is warned.
 
 Keys are checked by `load_spec`: an unknown key (top level, grid or fixed) or a bad value is
 rejected with a `SpecError` that lists the valid keys, and every grid point is resolved (runner
@@ -223,7 +229,10 @@ def load_spec(spec: SweepSpec | Mapping | str | os.PathLike, max_points: int | N
         path = Path(spec)
         if not path.is_file():
             raise SpecError(f"no sweep spec at {path}")
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise SpecError(f"{path}: not a text file (a sweep spec is UTF-8 YAML or TOML)") from None
         suffix = path.suffix.lower()
         try:
             if suffix in (".yaml", ".yml"):

@@ -289,3 +289,25 @@ def test_dry_run_does_not_import_a_runner_module(tmp_path, monkeypatch, capsys):
     assert main([*args, "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert not marker.exists() and out.count("complete ") == 2 and "2 runs, 2 complete, 0 to run" in out
+
+
+def test_unreadable_spec_files_are_one_line(tmp_path, capsys, monkeypatch):
+    from pathlib import Path
+
+    p = tmp_path / "bin.yaml"
+    p.write_bytes(b"\xff\xfe\x00binary")
+    assert main(["sweep", str(p), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert f"{p}: not a text file" in err and "Traceback" not in err
+    p.write_text(_spec_text_ok())
+    real = Path.read_text
+
+    def denied(self, *a, **k):
+        if self == p:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Path, "read_text", denied)  # the tests run as root, which chmod does not stop
+    assert main(["sweep", str(p), "--dry-run"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert f"Permission denied [EACCES]: {p}" in err and len(err.splitlines()) == 1
