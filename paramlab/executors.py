@@ -169,35 +169,47 @@ def check_ray_address(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
     """Raise RuntimeError naming `address` unless a TCP connection to it opens within `timeout` seconds.
 
     Ray itself retries an address that refuses or does not answer for minutes (its GCS client waits
-    out several 30 s timeouts); one TCP connect tells a dead address apart at once. ``auto`` is
-    resolved the way Ray resolves it (RAY_ADDRESS, then the cluster started on this machine).
+    out several 30 s timeouts); one TCP connect tells a dead address apart at once. The address is
+    resolved the way Ray resolves it before dialing (``auto``: RAY_ADDRESS, then the cluster started
+    on this machine; a loopback host: this node's IP), so the check dials what Ray would.
     """
     import socket
 
+    try:
+        import ray
+    except ImportError:
+        raise RuntimeError("the ray executor needs Ray: pip install ray") from None
+    if ray.is_initialized():  # run_ray uses the instance this process holds
+        return
+
+    def split(addr):
+        host, sep, port = (addr.split("://", 1)[1] if "://" in addr else addr).rpartition(":")
+        if not sep or not host.strip("[]") or not port.isdigit():
+            raise RuntimeError(f"Ray address {address!r} is not 'auto', 'host:port' or 'ray://host:port'")
+        return host.strip("[]"), int(port)
+
+    if address != "auto":
+        split(address)
     target = address
-    if address == "auto":
+    if "://" not in address:  # the address Ray itself dials: "auto" looked up, 127.0.0.1 -> this node's IP
         from ray._private.services import canonicalize_bootstrap_address
 
         try:
-            target = canonicalize_bootstrap_address("auto")
-        except ConnectionError as e:
-            raise RuntimeError(f"--address auto: {e}") from None
+            target = canonicalize_bootstrap_address(address)
+        except (ConnectionError, ValueError) as e:
+            raise RuntimeError(f"Ray address {address!r}: {e}") from None
         if target is None:
-            raise RuntimeError("--address auto: no Ray cluster found on this machine (start one with `ray start "
-                               "--head`, or leave --address out for a private instance)")
-    hostport = target.split("://", 1)[1] if "://" in target else target
-    host, sep, port = hostport.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit():
-        raise RuntimeError(f"Ray address {address!r} is not 'auto', 'host:port' or 'ray://host:port'")
+            raise RuntimeError(f"--address {address}: no Ray cluster found on this machine (start one with `ray "
+                               "start --head`, or leave --address out for a private instance)")
+    host, port = split(target)
     try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
+        socket.create_connection((host, port), timeout=timeout).close()
     except OSError as e:
-        why = "timed out" if isinstance(e, socket.timeout) else (e.strerror or str(e) or type(e).__name__)
+        why = f"no answer within {timeout:g} s" if isinstance(e, socket.timeout) else (e.strerror or str(e) or type(e).__name__)
         raise RuntimeError(f"cannot reach the Ray cluster at {address}"
                            + (f" ({target})" if target != address else "")
-                           + f": {why} within {timeout:g} s; is Ray running there (`ray status --address "
-                           f"{hostport}`)? Leave --address out to start a private instance on this machine") from None
+                           + f": {why}; is Ray running there (`ray status --address "
+                           f"{host}:{port}`)? Leave --address out to start a private instance on this machine") from None
 
 
 def run_ray(runner: Runner, units: list, record: Record, address, num_cpus, num_gpus, threads,

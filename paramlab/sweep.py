@@ -224,6 +224,10 @@ def run_sweep(
     experiment = safe_component(s.experiment)
     group_dir = Path(s.root) / experiment / group
     report = SweepReport(experiment, group, group_dir, len(points))
+    if executor == "ray" and address is not None and not dry_run:
+        from .executors import check_ray_address
+
+        check_ray_address(address)  # a dead address fails here, in seconds, before anything is written
     if dry_run:
         for n, c in zip(names, points):
             st = run_state(group_dir / n, c)

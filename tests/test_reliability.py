@@ -32,6 +32,7 @@ def test_ray_unreachable_address_fails_fast_naming_it(tmp_path, capsys):
     assert time.monotonic() - t0 < 30
     err = capsys.readouterr().err
     assert rc == 2 and "cannot reach the Ray cluster at 127.0.0.1:1" in err and "Leave --address out" in err
+    assert not (tmp_path / "runs").exists()  # refused before the store is touched
 
 
 def test_ray_address_check_names_malformed_addresses():
@@ -219,9 +220,22 @@ def test_a_failing_flock_is_not_reported_as_another_process(tmp_path, capsys, mo
     assert main(_sweep_args(tmp_path)) == 2
     err = capsys.readouterr().err
     assert "cannot lock" in err and "does not support flock" in err and "another process" not in err
-    monkeypatch.setattr(fcntl, "flock", lambda fd, op: flock(fd, op, errno.EWOULDBLOCK))  # negative control
-    assert main(_sweep_args(tmp_path)) == 2
-    assert "another process is running this sweep" in capsys.readouterr().err
+    monkeypatch.undo()
+
+
+def test_a_held_sweep_lock_refuses_a_second_process(tmp_path, capsys):
+    """The lock is real: a flock held on the group's .sweep.lock (another open file: another process to
+    flock) refuses the sweep, which writes nothing; once released the sweep runs."""
+    import fcntl
+
+    lock = tmp_path / "runs" / "e" / "two" / ".sweep.lock"
+    lock.parent.mkdir(parents=True)
+    with open(lock, "a+") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert main(_sweep_args(tmp_path)) == 2
+        assert "another process is running this sweep" in capsys.readouterr().err
+        assert sorted(p.name for p in lock.parent.iterdir()) == [".sweep.lock"]
+    assert main(_sweep_args(tmp_path)) == 0
 
 
 # -- unclear messages made clear ----------------------------------------------------------------------
