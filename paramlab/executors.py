@@ -166,10 +166,12 @@ def start_private_ray(ray_init: Mapping[str, Any] | None = None) -> None:
 
 
 def check_ray_address(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
-    """Raise RuntimeError naming `address` unless a TCP connection to it opens within `timeout` seconds.
+    """Raise RuntimeError naming `address` unless a TCP connection to it opens within `timeout` seconds
+    and a gRPC server answers there within `timeout` more.
 
     Ray itself retries an address that refuses or does not answer for minutes (its GCS client waits
-    out several 30 s timeouts); one TCP connect tells a dead address apart at once. The address is
+    out several 30 s timeouts); one TCP connect tells a dead address apart at once, and the HTTP/2
+    preface every gRPC server answers tells a Ray server from another program on that port. The address is
     resolved the way Ray resolves it before dialing (``auto``: RAY_ADDRESS, then the cluster started
     on this machine; a loopback host: this node's IP), so the check dials what Ray would.
     """
@@ -203,13 +205,39 @@ def check_ray_address(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
                                "start --head`, or leave --address out for a private instance)")
     host, port = split(target)
     try:
-        socket.create_connection((host, port), timeout=timeout).close()
+        with socket.create_connection((host, port), timeout=timeout) as conn:
+            grpc = _speaks_http2(conn, timeout)
     except OSError as e:
         why = f"no answer within {timeout:g} s" if isinstance(e, socket.timeout) else (e.strerror or str(e) or type(e).__name__)
         raise RuntimeError(f"cannot reach the Ray cluster at {address}"
                            + (f" ({target})" if target != address else "")
                            + f": {why}; is Ray running there (`ray status --address "
                            f"{host}:{port}`)? Leave --address out to start a private instance on this machine") from None
+    if not grpc:
+        raise RuntimeError(f"{address}" + (f" ({target})" if target != address else "") + " accepts connections "
+                           f"but does not answer as a Ray server (gRPC) within {timeout:g} s: give the Ray head's "
+                           "port (6379 by default, 10001 for ray://), or leave --address out to start a private "
+                           "instance on this machine")
+
+
+def _speaks_http2(conn, timeout: float) -> bool:
+    """Whether the server on `conn` answers the HTTP/2 connection preface with a SETTINGS frame, as every
+    gRPC server (Ray's GCS and its client server) does at once; another server stays silent or answers
+    otherwise, and Ray would wait out its own GCS timeouts on it (minutes)."""
+    import socket
+
+    conn.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes(3) + b"\x04" + bytes(5))  # preface, empty SETTINGS
+    conn.settimeout(timeout)
+    head = b""
+    try:
+        while len(head) < 9:  # a frame header: length (3), type (1: 4 is SETTINGS), flags (1), stream (4)
+            chunk = conn.recv(9 - len(head))
+            if not chunk:
+                break
+            head += chunk
+    except (socket.timeout, OSError):
+        pass
+    return len(head) == 9 and head[3] == 4
 
 
 def run_ray(runner: Runner, units: list, record: Record, address, num_cpus, num_gpus, threads,

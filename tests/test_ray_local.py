@@ -24,7 +24,7 @@ import ray
 def f():
     return os.getpid()
 
-print("ready", ray.get(f.remote()), flush=True)
+print("ready", ray.get(f.remote()), ray.get_runtime_context().gcs_address, flush=True)
 time.sleep(600)
 '''
 
@@ -67,6 +67,7 @@ def driver(tmp_path):
         proc.kill()
         pytest.fail("the driver did not start Ray within 120 s: " + (tmp_path / "stderr").read_text()[-2000:])
     assert "RAY_ADDRESS=127.0.0.1:1 is set in the environment and ignored" in (tmp_path / "stderr").read_text()
+    proc.gcs_address = line.split()[2]
     time.sleep(2)  # agents up
     yield proc
     err.close()
@@ -77,6 +78,13 @@ def driver(tmp_path):
 
 @pytest.mark.slow
 def test_private_ray_listens_on_loopback_only_and_ends_with_a_killed_driver(driver):
+    import socket
+
+    from paramlab.executors import _speaks_http2
+
+    host, port = driver.gcs_address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as conn:  # what --address checks answers here
+        assert _speaks_http2(conn, 5.0), "Ray's GCS did not answer the HTTP/2 preface"
     pids = set(descendants(driver.pid)) | {driver.pid}
     names = {p: cmd(p) for p in pids}
     programs = {n.split(" ", 1)[0] for n in names.values()}

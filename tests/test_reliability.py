@@ -44,6 +44,39 @@ def test_ray_address_check_names_malformed_addresses():
             check_ray_address(bad)
 
 
+@pytest.mark.parametrize("reply", [None, b"HTTP/1.1 400 Bad Request\r\n\r\n"])
+def test_ray_address_of_another_server_is_refused_in_seconds(reply):
+    """A port that accepts connections but is no gRPC server (silent, or HTTP/1): Ray would wait out its GCS
+    timeouts (measured: over 60 s); the check refuses it within its timeout."""
+    pytest.importorskip("ray")
+    import socket
+    import threading
+
+    from paramlab.executors import check_ray_address
+
+    srv = socket.create_server(("0.0.0.0", 0))  # all interfaces: Ray dials this node's IP for 127.0.0.1
+
+    def serve():
+        conns = []
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            conns.append(c)
+            if reply:
+                c.sendall(reply)
+
+    threading.Thread(target=serve, daemon=True).start()
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(RuntimeError, match=r"accepts connections but does not answer as a Ray server"):
+            check_ray_address(f"127.0.0.1:{srv.getsockname()[1]}", timeout=1.0)
+    finally:
+        srv.close()
+    assert time.monotonic() - t0 < 5
+
+
 def _spec_file(tmp_path, extra: str = "") -> str:
     p = tmp_path / "s.yaml"
     p.write_text("grid: {width: [8]}\nfixed: {steps: 2, task_args: {n_train: 16, n_test: 8}}\nwandb: false\n" + extra)
