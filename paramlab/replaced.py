@@ -19,11 +19,15 @@ while `role_table` and `paramlab.optimizer` still show the old numbers. So:
 A parameter assigned anew with the plan's shape (loading weights with ``assign=True``, re-tying an
 embedding) is the same use and passes. A tensor resized in place inside its planned module (Hugging
 Face resizes a tied embedding that way: ``weight.data = ...``) keeps its module's multiplier, so its
-forward runs; `get_plan` refuses it, since the plan's shape (and possibly its width multiplier) is stale. The fix is to change the model before `parameterize`, or to
+forward runs; `get_plan` refuses it, since the plan's shape (and possibly its width multiplier) is stale,
+until `replan_resized` takes in the new shape of a dim that is not a width (a readout's outputs, a
+vocabulary). The fix is to change the model before `parameterize`, or to
 re-plan it: ``paramlab.unparameterize(model)`` then ``paramlab.parameterize(model, ..., reinit=False)``.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 from torch import nn
@@ -92,6 +96,56 @@ def problems(model: nn.Module, plan) -> list[str]:
     return out
 
 
+# kind -> role -> the dims of the tensor that are widths (by the role's definition: an output layer's fan-out
+# is its number of outputs, an input layer's fan-in the data's size); a resize may change only the others
+_WIDTH_DIMS = {
+    "linear": {"input": {0}, "output": {1}, "hidden": {0, 1}},
+    "conv": {"input": {0}, "output": {1}, "hidden": {0, 1}},
+    "linear_t": {"input": {1}, "output": {0}, "hidden": {0, 1}},
+    "embedding": {"input": {1}, "output": {1}},
+    "bias": {"vector": {0}, "scalar": set()},
+    "norm": {"vector": {0}, "scalar": set()},
+}
+
+
+def replan_resized(model: nn.Module) -> nn.Module:
+    """Accept tensors resized in place in a dim that is not a width (the number of outputs of a readout,
+    a vocabulary): the plan takes their new shapes, and their multipliers and learning rates stay, as they
+    depend on the width dims only. A replaced module, or a changed width dim, is still refused (`check`).
+
+    For a new head with another number of classes (``readout.weight = nn.Parameter(zeros(k, width))``)
+    or Hugging Face's ``resize_token_embeddings`` on a tied embedding. Returns the model.
+    """
+    from .parameterize import PLAN_ATTR
+    from .wrappers import unwrap
+
+    inner = unwrap(model)
+    plan = inner.__dict__.get(PLAN_ATTR)
+    if plan is None:
+        raise ValueError("replan_resized needs a parameterized model")
+    params = dict(inner.named_parameters(remove_duplicate=False))
+    tensors, bad = [], []
+    for t in plan.tensors:
+        now = tuple(params[t.name].shape) if t.name in params else None
+        if now is None or now == tuple(t.shape) or STAMP not in inner.get_submodule(t.module).__dict__:
+            tensors.append(t)  # unchanged, or a case `check` reports
+            continue
+        widths = _WIDTH_DIMS.get(t.kind, {}).get(t.role)
+        changed = {i for i, (a, b) in enumerate(zip(now, t.shape)) if a != b}
+        if widths is None or len(now) != len(t.shape) or changed & widths:
+            bad.append(f"{t.name} ({t.kind}, role {t.role}): {list(t.shape)} -> {list(now)}")
+            tensors.append(t)
+            continue
+        tensors.append(dataclasses.replace(t, shape=now))
+    if bad:
+        raise ValueError("these tensors changed a width dim (or paramlab does not know their width dims), so "
+                         "their multipliers would change: " + "; ".join(bad) + ". Re-plan the model: "
+                         "paramlab.unparameterize(model), then paramlab.parameterize(model, ..., reinit=False)")
+    inner.__dict__[PLAN_ATTR] = dataclasses.replace(plan, tensors=tuple(tensors))
+    check(inner, inner.__dict__[PLAN_ATTR])
+    return model
+
+
 def check(model: nn.Module, plan) -> None:
     """Raise ValueError naming every planned use that changed since `plan` was made (see `problems`)."""
     found = problems(model, plan)
@@ -107,7 +161,8 @@ def message(found: list[str]) -> str:
             "multiplier, init) is stale. Change the model before calling "
             "paramlab.parameterize, or re-plan it: paramlab.unparameterize(model), then paramlab.parameterize(model, "
             "scheme, base=<the base model with the same change>, reinit=False) (reinit=False keeps every weight as "
-            "it is now)")
+            "it is now). Where only a tensor's number of outputs or vocabulary changed in place (not a width), "
+            "paramlab.replaced.replan_resized(model) takes the new shapes into the plan")
 
 
 class Replaced:

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 import paramlab as pl
+from paramlab.replaced import replan_resized
 
 REFUSED = "this model changed after paramlab.parameterize"
 
@@ -108,8 +109,34 @@ def test_hf_resize_token_embeddings_refused(tied):
     model.resize_token_embeddings(80)
     if not tied:
         refused_everywhere(model, idx, r"lm_head was replaced by a new Linear")
+        with pytest.raises(ValueError, match=r"lm_head was replaced"):  # a new module is no resize
+            replan_resized(model)
     else:
         model(idx)
         for f in (lambda: pl.optimizer(model, "adam", lr=1e-3), lambda: pl.role_table(model)):
             with pytest.raises(ValueError, match=r"transformer.wte.weight has shape \[80, 64\] now"):
                 f()
+        replan_resized(model)  # the vocabulary is not a width: the plan takes the new shape
+        assert "80x64" in pl.role_table(model)
+        lrs = pl.effective_lrs(pl.optimizer(model, "adam", lr=1e-3))
+        assert lrs["transformer.wte.weight"] == pytest.approx(1e-3)  # muP input layer: the base lr, as before
+
+
+def test_replan_resized_keeps_the_readout_multiplier_and_refuses_width_changes():
+    """A new head with another number of outputs, written into the planned module: replan_resized takes the
+    shape; the output is the muP readout w/m (checked by hand), the lr is the plan's. A width dim changed in
+    place is refused (its multiplier would change)."""
+    m, x = net(), torch.randn(5, 8)
+    with torch.no_grad():
+        m.out.weight = nn.Parameter(torch.randn(3, 256))
+        m.out.bias = nn.Parameter(torch.randn(3))
+    with pytest.raises(ValueError, match=r"replan_resized"):
+        pl.optimizer(m, "sgd", lr=0.1)
+    replan_resized(m)
+    h = torch.relu(m.inp(x))
+    assert torch.allclose(m(x), h @ m.out.weight.T * (64 / 256) + m.out.bias, atol=1e-6)
+    assert pl.effective_lrs(pl.optimizer(m, "sgd", lr=0.1))["out.weight"] == pytest.approx(0.1 * 256 / 64)
+    w = net()
+    w.inp.weight = nn.Parameter(torch.zeros(512, 8))  # the width (fan-out of the input layer) changed
+    with pytest.raises(ValueError, match=r"inp.weight \(linear, role input\): \[256, 8\] -> \[512, 8\]"):
+        replan_resized(w)
