@@ -226,6 +226,18 @@ def role_table(model: nn.Module, optimizer: str = "sgd") -> str:
     return get_plan(model).table(optimizer)
 
 
+def replan_resized(model: nn.Module) -> nn.Module:
+    """Take tensors resized in place in a dim that is not a width (a new head's number of outputs, a
+    vocabulary grown by resize_token_embeddings) into the model's plan; multipliers and lrs stay. A
+    changed width dim or a replaced module is refused (`paramlab.replaced`). Returns the model."""
+    inner = W.unwrap(model)
+    plan = inner.__dict__.get(PLAN_ATTR)
+    if plan is None:
+        raise ValueError("replan_resized needs a parameterized model")
+    inner.__dict__[PLAN_ATTR] = RP.resized_plan(inner, plan)
+    return model
+
+
 def unparameterize(model: nn.Module) -> nn.Module:
     """Remove paramlab's multipliers, attention scales, checks and plan (weights are kept as they are)."""
     inner = W.unwrap(model)

@@ -20,7 +20,7 @@ A parameter assigned anew with the plan's shape (loading weights with ``assign=T
 embedding) is the same use and passes. A tensor resized in place inside its planned module (Hugging
 Face resizes a tied embedding that way: ``weight.data = ...``) keeps its module's multiplier, so its
 forward runs; `get_plan` refuses it, since the plan's shape (and possibly its width multiplier) is stale,
-until `replan_resized` takes in the new shape of a dim that is not a width (a readout's outputs, a
+until `paramlab.parameterize.replan_resized` takes in the new shape of a dim that is not a width (a readout's outputs, a
 vocabulary). The fix is to change the model before `parameterize`, or to
 re-plan it: ``paramlab.unparameterize(model)`` then ``paramlab.parameterize(model, ..., reinit=False)``.
 """
@@ -108,26 +108,16 @@ _WIDTH_DIMS = {
 }
 
 
-def replan_resized(model: nn.Module) -> nn.Module:
-    """Accept tensors resized in place in a dim that is not a width (the number of outputs of a readout,
-    a vocabulary): the plan takes their new shapes, and their multipliers and learning rates stay, as they
-    depend on the width dims only. A replaced module, or a changed width dim, is still refused (`check`).
-
-    For a new head with another number of classes (``readout.weight = nn.Parameter(zeros(k, width))``)
-    or Hugging Face's ``resize_token_embeddings`` on a tied embedding. Returns the model.
-    """
-    from .parameterize import PLAN_ATTR
-    from .wrappers import unwrap
-
-    inner = unwrap(model)
-    plan = inner.__dict__.get(PLAN_ATTR)
-    if plan is None:
-        raise ValueError("replan_resized needs a parameterized model")
-    params = dict(inner.named_parameters(remove_duplicate=False))
+def resized_plan(model: nn.Module, plan):
+    """`plan` with the new shapes of tensors resized in place in a dim that is not a width (the number of
+    outputs of a readout, a vocabulary); their multipliers and learning rates stay, as they depend on the
+    width dims only. Raises ValueError for a changed width dim (or a kind/role whose width dims paramlab
+    does not know); a replaced module is left for `check` to report. See `paramlab.replan_resized`."""
+    params = dict(model.named_parameters(remove_duplicate=False))
     tensors, bad = [], []
     for t in plan.tensors:
         now = tuple(params[t.name].shape) if t.name in params else None
-        if now is None or now == tuple(t.shape) or STAMP not in inner.get_submodule(t.module).__dict__:
+        if now is None or now == tuple(t.shape) or STAMP not in model.get_submodule(t.module).__dict__:
             tensors.append(t)  # unchanged, or a case `check` reports
             continue
         widths = _WIDTH_DIMS.get(t.kind, {}).get(t.role)
@@ -141,9 +131,9 @@ def replan_resized(model: nn.Module) -> nn.Module:
         raise ValueError("these tensors changed a width dim (or paramlab does not know their width dims), so "
                          "their multipliers would change: " + "; ".join(bad) + ". Re-plan the model: "
                          "paramlab.unparameterize(model), then paramlab.parameterize(model, ..., reinit=False)")
-    inner.__dict__[PLAN_ATTR] = dataclasses.replace(plan, tensors=tuple(tensors))
-    check(inner, inner.__dict__[PLAN_ATTR])
-    return model
+    new = dataclasses.replace(plan, tensors=tuple(tensors))
+    check(model, new)
+    return new
 
 
 def check(model: nn.Module, plan) -> None:
@@ -162,7 +152,7 @@ def message(found: list[str]) -> str:
             "paramlab.parameterize, or re-plan it: paramlab.unparameterize(model), then paramlab.parameterize(model, "
             "scheme, base=<the base model with the same change>, reinit=False) (reinit=False keeps every weight as "
             "it is now). Where only a tensor's number of outputs or vocabulary changed in place (not a width), "
-            "paramlab.replaced.replan_resized(model) takes the new shapes into the plan")
+            "paramlab.parameterize.replan_resized(model) takes the new shapes into the plan")
 
 
 class Replaced:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import paramlab as pl
-from paramlab.replaced import replan_resized
+from paramlab.parameterize import replan_resized
 
 REFUSED = "this model changed after paramlab.parameterize"
 

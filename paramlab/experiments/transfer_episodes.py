@@ -150,7 +150,7 @@ def fresh_readout(model: nn.Module, d_out: int) -> nn.Module:
     if ro.bias is not None:
         ro.bias = nn.Parameter(torch.zeros(d_out, **kw))
     ro.out_features = d_out
-    from ..replaced import replan_resized
+    from ..parameterize import replan_resized
 
     return replan_resized(model)  # the plan takes the new number of outputs (not a width dim)
 
