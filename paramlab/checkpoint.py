@@ -92,7 +92,8 @@ def read_checkpoint(path: str | Path) -> dict:
                          "paramlab never writes (loading them could run code): it was not written by paramlab; "
                          "refused") from None
     except (EOFError, OSError, RuntimeError, zipfile.BadZipFile, ValueError, KeyError, IndexError) as e:
-        why = "empty" if path.stat().st_size == 0 else f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
+        text = str(e).splitlines()[0][:120] if str(e) else ""
+        why = "empty" if path.stat().st_size == 0 else f"{type(e).__name__}: {text}"
         raise ValueError(f"checkpoint {path} is damaged ({why}; truncated by a full disk or a copy cut short?): "
                          "delete it and rerun, training starts again from step 0") from None
     if not isinstance(state, dict) or "model" not in state or "step" not in state:

@@ -208,11 +208,13 @@ def check_ray_address(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
         with socket.create_connection((host, port), timeout=timeout) as conn:
             grpc = _speaks_http2(conn, timeout)
     except OSError as e:
-        why = f"no answer within {timeout:g} s" if isinstance(e, socket.timeout) else (e.strerror or str(e) or type(e).__name__)
+        why = (f"no answer within {timeout:g} s" if isinstance(e, socket.timeout)
+               else e.strerror or str(e) or type(e).__name__)
         raise RuntimeError(f"cannot reach the Ray cluster at {address}"
                            + (f" ({target})" if target != address else "")
                            + f": {why}; is Ray running there (`ray status --address "
-                           f"{host}:{port}`)? Leave --address out to start a private instance on this machine") from None
+                           f"{host}:{port}`)? Leave --address out to start a private instance on this "
+                           "machine") from None
     if not grpc:
         raise RuntimeError(f"{address}" + (f" ({target})" if target != address else "") + " accepts connections "
                            f"but does not answer as a Ray server (gRPC) within {timeout:g} s: give the Ray head's "

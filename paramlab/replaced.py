@@ -112,7 +112,7 @@ def resized_plan(model: nn.Module, plan):
     """`plan` with the new shapes of tensors resized in place in a dim that is not a width (the number of
     outputs of a readout, a vocabulary); their multipliers and learning rates stay, as they depend on the
     width dims only. Raises ValueError for a changed width dim (or a kind/role whose width dims paramlab
-    does not know); a replaced module is left for `check` to report. See `paramlab.replan_resized`."""
+    does not know); a replaced module is left for `check` to report. See `paramlab.parameterize.replan_resized`."""
     params = dict(model.named_parameters(remove_duplicate=False))
     tensors, bad = [], []
     for t in plan.tensors:

@@ -47,8 +47,8 @@ from typing import Mapping, Sequence
 from .runners import SpecError, get_runner
 from .store import check_name, safe_component, to_jsonable
 
-__all__ = ["ENSEMBLE_MODES", "EXECUTORS", "MAX_POINTS", "MAX_SPEC_SIZE", "SPEC_KEYS", "SweepSpec", "check_spec", "count_points",
-           "describe_point", "expanded_size", "foreign_runner", "load_spec"]
+__all__ = ["ENSEMBLE_MODES", "EXECUTORS", "MAX_POINTS", "MAX_SPEC_SIZE", "SPEC_KEYS", "SweepSpec", "check_spec",
+           "count_points", "describe_point", "expanded_size", "foreign_runner", "load_spec"]
 
 # A grid with more points than this is refused unless the caller says yes (`run_sweep(yes=True)`,
 # ``paramlab sweep --yes``): resolving 10^6 points alone takes minutes and gigabytes.

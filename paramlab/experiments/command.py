@@ -31,8 +31,8 @@ def storage_error(e: OSError, where: str) -> str:
     path = f"{path} -> {e.filename2}" if getattr(e, "filename2", None) else path
     what = e.strerror or str(e) or type(e).__name__
     fix = _FIXES.get(code, "fix the cause")
-    return (f"{what}{f' [{code}]' if code else ''}: {path}. {fix[0].upper() + fix[1:]}, then rerun the same command: complete runs "
-            "are kept and the rest run (nothing half-written is kept)")
+    return (f"{what}{f' [{code}]' if code else ''}: {path}. {fix[0].upper() + fix[1:]}, then rerun the same "
+            "command: complete runs are kept and the rest run (nothing half-written is kept)")
 
 
 def main(experiment: Experiment, argv=None) -> dict:
