@@ -33,6 +33,15 @@ mup side
     the 3 steps (mup's t = 1..3 = the forward before update t), collected into a pandas DataFrame.
     The root's output is the readout's, recorded once more.
 
+paramlab's defaults (the second setting)
+    The same call with quantities=None: what a user gets without choosing, against mup's default
+    (the same get_coord_data call: mup's default is 'l1' only). paramlab records act/rms, act/l1,
+    dact/rms, dact/l1 of every module and W/rms, dW/rms, upd/rms of every parameter at t = 0..3:
+    seven statistics where mup records one. Target: paramlab default time <= 1.5x mup's, i.e.
+    `speedup_vs_mup_default` (mup / paramlab) >= 0.67. With `--spectral` a third paramlab setting is
+    timed, quantities='all' (adding the opt-in spectral norms: 20 Lanczos steps per matrix above a
+    64-wide side), with no target: the price of opting in.
+
 floor
     The work both must do, timed in the same run: build each model (paramlab's builder, same draws),
     paramlab's SGD, 3 steps of forward, loss, backward and update; no hooks, nothing recorded. mup's
@@ -43,7 +52,8 @@ forward before update k as step k; paramlab calls the init forward t = 0). Timin
 warm-up of both (the first optimizer built in a process costs seconds), `--repeats` rounds of
 (paramlab, mup, floor) in an order that rotates from round to round; each ratio is taken within a
 round and reported as the median over rounds with its range. With one thread the clock is the
-process's CPU time (waiting for a core is not counted). Target: mup time / paramlab time >= 1.
+process's CPU time (waiting for a core is not counted). Targets: mup time / paramlab time >= 1 with
+act/l1 only; >= 1 / 1.5 with each side's defaults.
 """
 
 from __future__ import annotations
@@ -159,6 +169,10 @@ def main(argv=None):
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--quantities", nargs="+", default=["act/l1"],
                    help="paramlab's quantities (default act/l1, mup's 'l1'); e.g. 'act dact' to time more work")
+    p.add_argument("--spectral", action="store_true",
+                   help="also time paramlab with quantities='all' (the opt-in spectral norms); no target")
+    p.add_argument("--default-target", type=float, default=1.5,
+                   help="paramlab's default quantities may cost at most this many times mup's default")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--rtol", type=float, default=1e-4, help="tolerance of the value check (float32 on mup's side)")
@@ -173,11 +187,11 @@ def main(argv=None):
     seeds = list(range(args.seeds))
     make_mup = mup_model_factory(args.d_in, args.d_out, args.depth, args.base)
 
-    def run_paramlab(widths, nseeds):
+    def run_paramlab(widths, nseeds, quantities=args.quantities):
         return coord_check(lambda w: pl.mlp(args.d_in, args.d_out, w, depth=args.depth, scheme="mup",
                                             base_width=args.base),
                            widths, x, y, optimizer="sgd", lr=args.lr, steps=args.steps, seeds=nseeds,
-                           loss=mup_mse, quantities=args.quantities)
+                           loss=mup_mse, quantities=quantities)
 
     def run_floor(widths, nseeds):
         """The work common to both: build each model, 3 SGD steps on the batch; nothing recorded."""
@@ -198,17 +212,27 @@ def main(argv=None):
     # warm-up: the first optimizer of each kind, autograd, pandas, the GEMM kernels
     warm = [args.base, 2 * args.base]
     run_paramlab(warm, 1)
+    run_paramlab(warm, 1, None)
     run_mup(warm, 1)
     run_floor(warm, 1)
-    (ts_pl, ts_mup, ts_floor), (res, df, _) = timed_rounds(
-        [lambda: run_paramlab(args.widths, args.seeds), lambda: run_mup(args.widths, args.seeds),
-         lambda: run_floor(args.widths, args.seeds)], args.repeats, clock)
+    sides = [lambda: run_paramlab(args.widths, args.seeds), lambda: run_mup(args.widths, args.seeds),
+             lambda: run_floor(args.widths, args.seeds), lambda: run_paramlab(args.widths, args.seeds, None)]
+    if args.spectral:
+        run_paramlab(warm, 1, "all")
+        sides.append(lambda: run_paramlab(args.widths, args.seeds, "all"))
+    times, outs = timed_rounds(sides, args.repeats, clock)
+    ts_pl, ts_mup, ts_floor, ts_def = times[:4]
+    res, df, res_def = outs[0], outs[1], outs[3]
     med = lambda ts: sorted(ts)[len(ts) // 2]  # noqa: E731
-    t_pl, t_mup, t_floor = med(ts_pl), med(ts_mup), med(ts_floor)
+    t_pl, t_mup, t_floor, t_def = med(ts_pl), med(ts_mup), med(ts_floor), med(ts_def)
     speed, ceiling = ratio_stats(ts_mup, ts_pl), ratio_stats(ts_mup, ts_floor)
+    speed_def = ratio_stats(ts_mup, ts_def)
+    speed_all = ratio_stats(ts_mup, times[4]) if args.spectral else None
     ratio = speed["median"]
     worst, n_matched, unmatched = compare(res, df, seeds, args.steps)
+    worst_def, _, _ = compare(res_def, df, seeds, args.steps)
     agree = bool(worst) and all(v <= args.rtol for v in worst.values())
+    agree_def = bool(worst_def) and all(v <= args.rtol for v in worst_def.values())
 
     n_runs = len(args.widths) * args.seeds
     print(f"MLP depth {args.depth}, d_in {args.d_in}, d_out {args.d_out}, batch {args.batch}; widths {args.widths}, "
@@ -224,6 +248,16 @@ def main(argv=None):
     verdict = "pass" if ratio >= 1.0 else "short"
     print(f"  speedup (mup / paramlab): {fmt_ratio(speed)}, target >= 1x: {verdict}; ceiling (the most any coordinate "
           f"check could reach over mup here, mup / floor): {fmt_ratio(ceiling)}")
+    label_def = "paramlab coord_check, its default quantities"
+    n_def = len({r["quantity"] for r in res_def.records})
+    print(f"  {label_def:{wl}s} {t_def:8.3f}s  ({n_def} statistics; mup's default records 1)")
+    verdict_def = "pass" if speed_def["median"] >= 1 / args.default_target else "short"
+    print(f"  each side's defaults, mup / paramlab: {fmt_ratio(speed_def)} (paramlab {1 / speed_def['median']:.2f}x "
+          f"mup's time), target paramlab <= {args.default_target:g}x mup: {verdict_def}; act/l1 "
+          f"{'AGREES' if agree_def else 'DIFFERS'}")
+    if speed_all is not None:
+        print(f"  quantities='all' (opt-in spectral norms), mup / paramlab: {fmt_ratio(speed_all)} "
+              f"({med(times[4]):.3f}s; no target)")
     for t in sorted(worst):
         print(f"  values: mup t={t} vs paramlab t={t - 1}: {n_matched[t]} records, max rel. diff {worst[t]:.1e}")
     if unmatched:
@@ -237,9 +271,16 @@ def main(argv=None):
                depth=args.depth, d_in=args.d_in, d_out=args.d_out, batch=args.batch, lr=args.lr, optimizer="sgd",
                loss="mup mse (F.mse_loss vs one-hot)", paramlab_quantities=args.quantities, mup_stat="l1",
                threads=args.threads, repeats=args.repeats, clock=clock_name,
-               seconds={"paramlab": round(t_pl, 4), "mup": round(t_mup, 4), "floor": round(t_floor, 4)},
-               samples={"paramlab": ts_pl, "mup": ts_mup, "floor": ts_floor},
+               seconds={"paramlab": round(t_pl, 4), "mup": round(t_mup, 4), "floor": round(t_floor, 4),
+                        "paramlab_default": round(t_def, 4),
+                        **({"paramlab_all": round(med(times[4]), 4)} if args.spectral else {})},
+               samples={"paramlab": ts_pl, "mup": ts_mup, "floor": ts_floor, "paramlab_default": ts_def,
+                        **({"paramlab_all": times[4]} if args.spectral else {})},
                speedup_vs_mup=ratio, speedup_range=[speed["min"], speed["max"]],
+               speedup_vs_mup_default=speed_def["median"], speedup_default_range=[speed_def["min"], speed_def["max"]],
+               default_target=args.default_target, default_values_agree=agree_def,
+               paramlab_default_quantities=sorted({r["quantity"] for r in res_def.records}),
+               speedup_vs_mup_all=speed_all and speed_all["median"],
                max_speedup_vs_mup=ceiling["median"], max_speedup_range=[ceiling["min"], ceiling["max"]],
                values_agree=agree, rtol=args.rtol,
                max_rel_diff={f"mup_t{t}_vs_paramlab_t{t - 1}": v for t, v in sorted(worst.items())},

@@ -11,7 +11,7 @@ Checks (each records its numbers and ok; the exit status is 1 if any is not ok):
                                 outputs agree to 1e-4 relative (THEORY.md: the same function
                                 whatever the multiplier / init / lr split)
     ensemble_equals_sequential  K = 4 MLPs stacked vs one by one on the device, Adam, float32: every
-                                logged loss to 1e-5 relative (issue 6's bound)
+                                logged loss to 1e-5 relative
     entk_layerwise              layerwise vs Jacobian eNTK on the device, MLP and CNN, float32: 1e-4
     bf16_autocast               100 Adam steps under bf16 autocast and in float32 from the same init:
                                 both finite and below their step-0 loss; the gap is reported

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run the five benchmarks one after another (default arguments), then print a summary from their JSON
+# Run the six benchmarks one after another (default arguments), then print a summary from their JSON
 # files in benchmarks/results/: each target with its measured value, its ceiling and pass / short.
 #
 #     bash benchmarks/run_all.sh            # from the repository root (or anywhere)
@@ -14,7 +14,7 @@ RESULTS=benchmarks/results
 failed=()
 t_start=$(date +%s)
 
-for name in ensemble_vs_sequential coord_vs_mup ntk_vs_loop hook_overhead train_flops; do
+for name in ensemble_vs_sequential coord_vs_mup ntk_vs_loop hook_overhead optim_step train_flops; do
     echo "=== $name ==="
     start=$(date +%s)
     if ! "$PY" "benchmarks/$name.py"; then
@@ -84,6 +84,11 @@ c = load("coord_vs_mup")
 row("coord check: mup time / paramlab time", c and c["speedup_vs_mup"], ">= 1x, values agree",
     bool(c) and c["speedup_vs_mup"] >= 1.0 and c["values_agree"], c and c["max_speedup_vs_mup"],
     spread=c and c.get("speedup_range"))
+if c and c.get("speedup_vs_mup_default") is not None:
+    lim = c.get("default_target", 1.5)
+    row("coord check, each side's defaults: mup / paramlab", c["speedup_vs_mup_default"], f">= 1/{lim:g}, values agree",
+        c["speedup_vs_mup_default"] >= 1 / lim and c["default_values_agree"], c["max_speedup_vs_mup"],
+        spread=c.get("speedup_default_range"))
 
 n = load("ntk_vs_loop")
 for arch, r in (n or {}).get("results", {}).items():
@@ -103,7 +108,8 @@ if n is None:
 
 h = load("hook_overhead")
 for r in (h or {}).get("results", []):
-    label = f"hook overhead, {r['model']} width {r['width']} (null {r['null_pct']:+.1f}%)"
+    iso = f", isolated {r['isolated_pct']:+.1f}%" if r.get("isolated_pct") is not None else ""
+    label = f"hook overhead, {r['model']} width {r['width']} (null {r['null_pct']:+.1f}%{iso})"
     if r.get("target_pct") is not None:
         row(label, r["overhead_pct"], f"<= {r['target_pct']:g}%", r["overhead_pct"] <= r["target_pct"], 0.0, "%",
             spread=r["overhead_pct_range"])
@@ -112,11 +118,22 @@ for r in (h or {}).get("results", []):
 if h is None:
     row("hook overhead", None, "<= 3% at width >= 256", False)
 
+o = load("optim_step")
+for r in (o or {}).get("results", []):
+    label = f"optimizer step, {r['family']} {r['model']} width {r['width']} (null {r['null_pct']:+.1f}%)"
+    row(label, r["overhead_pct"], f"<= {r['target_pct']:g}%", r["overhead_pct"] <= r["target_pct"], 0.0, "%",
+        spread=r["overhead_pct_range"])
+for fam, why in (o or {}).get("skipped", {}).items():
+    print(f"  optimizer step, {fam}: skipped ({why})")
+if o is None:
+    row("optimizer step", None, "<= 5%", False)
+
 t = load("train_flops")
 row(f"training FLOP/s / matmul FLOP/s (width {t['width'] if t else 2048})", t and t["ratio"] * 100, ">= 50%",
     bool(t) and t["ratio"] >= 0.5, 100.0 if t else None, "%")
 
-loads = {k: v.get("load_avg") for k, v in (("ensemble", e), ("coord", c), ("ntk", n), ("hooks", h), ("flops", t)) if v}
+loads = {k: v.get("load_avg") for k, v in (("ensemble", e), ("coord", c), ("ntk", n), ("hooks", h), ("optim", o),
+                                          ("flops", t)) if v}
 print(f"  {sum(verdicts)} of {len(verdicts)} targets met; load averages at the end of each run: {loads}")
 EOF
 

@@ -7,6 +7,8 @@ experiments that show which of them learn features.
     print(pl.role_table(model))                      # name, shape, role, a, b, c, init std, lr
     net = pl.parameterize(my_module, "ntk", base=my_module_at_base_width)
     pl.schemes.equivalent("mf", "mup", optimizer="sgd")  # True
+    res = pl.coord_check(lambda w: pl.mlp(40, 10, w, scheme="mup"), [64, 128, 256], x, y)  # slopes, verdicts
+    pl.run("coord_check", "tiny")                    # an experiment, as `paramlab run coord_check --size tiny`
 """
 
 from . import schemes
@@ -14,7 +16,9 @@ from .models.cbow import CBOW, cbow
 from .models.cnn import CNN, cnn
 from .models.mlp import MLP, mlp
 from .models.transformer import Transformer, transformer
+from .experiments import run
 from .export import fold
+from .measure.coord import coord_check
 from .optim import effective_lrs, optimizer, param_groups
 from .parameterize import Plan, TensorPlan, UsePlan, get_plan, initialize, parameterize, role_table, unparameterize
 from .plan_options import PlanOptions
@@ -27,5 +31,5 @@ __all__ = [
     "custom", "effective_lrs", "equivalent", "fold", "get_plan", "get_scheme", "initialize", "lazy_rich", "load_bsh", "mlp", "optimizer",
     "optimizer_family", "param_groups", "parameterize", "role_table", "save_bsh", "schemes", "transformer",
     "unparameterize",
-    "CBOW", "cbow",
+    "CBOW", "cbow", "coord_check", "run",
 ]

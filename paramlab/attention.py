@@ -7,8 +7,12 @@ the base width is the model's own, and the scheme only says how it changes with 
     scale(d_head) = scale_base * (d_head_base / d_head) ** attn
 
 where scale_base is the scale the model uses at the base width. paramlab's own Transformer does the
-same (`models/transformer.py`, with scale_base = attn_mult / sqrt(d_head_base)). Per attention
-module (an `AttentionSite` in the plan):
+same (`models/transformer.py`, with scale_base = attn_mult / sqrt(d_head_base)). `attn_mult=` gives
+every foreign attention that meaning too: scale_base = attn_mult / sqrt(d_head_base) replaces the
+model's own base constant, so a peer's convention is one number (nanoGPT-mup's q.k / d_head at every
+width is attn_mult = d_head_base^-1/2; see docs/peers.md). A float applies to every site, a dict
+{module name or pattern: attn_mult} to the sites it names. Per attention module (an `AttentionSite`
+in the plan):
 
     hf     HF transformers attention (GPT-2, Llama and the families that copy it): the module's float
            `scaling`, which every attention implementation (eager, sdpa, flash, flex) reads. scale_base and
@@ -44,6 +48,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from .layouts import UNKNOWN, layout_of
+from .patterns import match_pattern
 
 HEAD_DIM_ATTRS = ("head_dim", "d_head", "head_size", "attention_head_size", "dim_head")
 EMBED_ATTRS = ("n_embd", "embed_dim", "d_model", "hidden_size", "n_embed", "dim")
@@ -137,12 +142,8 @@ def head_dim_of(module: nn.Module) -> int | None:
 def _option(name: str, attention) -> object:
     if isinstance(attention, str):
         return attention
-    if name in attention:
-        return attention[name]
-    for pat, v in attention.items():
-        if fnmatch.fnmatchcase(name, pat):
-            return v
-    return "auto"
+    v = match_pattern(name, attention)
+    return "auto" if v is None else v
 
 
 def check_option(attention, model: nn.Module) -> None:
@@ -161,18 +162,48 @@ def check_option(attention, model: nn.Module) -> None:
             raise ValueError(f"attention[{k!r}] = {v!r}: give the head dim at the base width (a positive number) or 'keep'")
 
 
-def find_sites(model: nn.Module, base, scheme, attention="auto") -> tuple[AttentionSite, ...]:
+def _attn_mult(name: str, attn_mult) -> float | None:
+    """The attn_mult= value for one site (None: the model's own base scale)."""
+    if attn_mult is None or not isinstance(attn_mult, Mapping):
+        return attn_mult
+    v = _option(name, attn_mult)
+    return None if v == "auto" else v
+
+
+def check_attn_mult(attn_mult, model: nn.Module, attention) -> None:
+    if attn_mult is None:
+        return
+    if attention == "keep":
+        raise ValueError("attn_mult= with attention='keep': 'keep' leaves every attention scale as the model has it; "
+                         "drop one of the two")
+    values = dict(attn_mult) if isinstance(attn_mult, Mapping) else {"": attn_mult}
+    names = [n for n, _ in model.named_modules()]
+    for k, v in values.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v > 0 and v < float("inf")):
+            raise ValueError(f"attn_mult{'[' + repr(k) + ']' if k else ''} = {v!r}: give a positive number (logits = "
+                             "q.k * attn_mult / sqrt(d_head_base) * (d_head_base/d_head)^attn)")
+        if k and not any(n == k or fnmatch.fnmatchcase(n, k) for n in names):
+            raise ValueError(f"attn_mult= names {k!r}, which matches no module of the model")
+
+
+def find_sites(model: nn.Module, base, scheme, attention="auto", attn_mult=None) -> tuple[AttentionSite, ...]:
     """Every attention module of `model` with the scale the scheme gives it; raises where paramlab cannot set it.
 
     `base` is the base model (its modules give d_head_base and the base scale) or None / a dict of
     shapes (then only schemes that keep 1/sqrt(d_head) are possible without attention={name: d_head_base}).
+    `attn_mult` (a float, or {name or pattern: float}): scale_base = attn_mult / sqrt(d_head_base) instead
+    of the model's own base scale (see the module docstring).
     """
     check_option(attention, model)
+    check_attn_mult(attn_mult, model, attention)
     base_mods = dict(base.named_modules()) if isinstance(base, nn.Module) else {}
     sites = []
     for name, mod in model.named_modules():
         layout = layout_of(mod)
         how = layout.attention or ("sdpa" if layout is UNKNOWN and calls_sdpa(mod) else None)
+        if how == "managed" and _attn_mult(name, attn_mult) not in (None, 1.0):
+            raise ValueError(f"module {name!r} is paramlab's own attention: its model's attn_mult sets the constant "
+                             "(build it with Transformer(..., attn_mult=...) or paramlab.transformer(..., attn_mult=...))")
         if how is None or how == "managed":
             continue
         opt = _option(name, attention)
@@ -181,10 +212,17 @@ def find_sites(model: nn.Module, base, scheme, attention="auto") -> tuple[Attent
         bmod = base_mods.get(name)
         d0 = given if given is not None else (
             (bmod.head_dim if how in ("hf", "mha") else head_dim_of(bmod)) if bmod is not None else None)
+        if scheme.unit:  # u-muP's frame (paramlab.unit): base head dim 1, logits = q.k * attn_mult / d_head^attn
+            d0, bmod = 1.0, None
         if opt == "keep":
             sites.append(AttentionSite(name, "keep", d, d0, None, scheme.attn))
             continue
         where = f"module {name!r} ({type(mod).__name__})"
+        mult = _attn_mult(name, attn_mult)
+        if how == "mha" and mult is not None and mult != 1.0:
+            raise ValueError(f"{where}: nn.MultiheadAttention fixes its logit scale at 1/sqrt(head_dim) inside the "
+                             f"functional call, so attn_mult={mult:g} cannot be set on it. Use an attention module that "
+                             "calls F.scaled_dot_product_attention, or scale its query weights yourself")
         if how == "mha":
             if scheme.attn != 0.5 and (d0 is None or d != d0):
                 raise ValueError(
@@ -209,7 +247,10 @@ def find_sites(model: nn.Module, base, scheme, attention="auto") -> tuple[Attent
                 "attention='keep' to leave the model's scale as it is"
             )
         if how == "hf":
-            if bmod is not None:
+            if mult is not None or scheme.unit:
+                mult = 1.0 if mult is None else mult
+                scale_base = float(mult) / float(d0) ** 0.5
+            elif bmod is not None:
                 scale_base = float(bmod.scaling)
             elif abs(mod.scaling * d ** 0.5 - 1.0) < 1e-9:  # the module uses 1/sqrt(head_dim): its base scale is d0^-1/2
                 scale_base = float(d0) ** -0.5
@@ -218,7 +259,8 @@ def find_sites(model: nn.Module, base, scheme, attention="auto") -> tuple[Attent
                                  "base model's module to read the base scale: pass base= as a module (device='meta' is fine)")
             sites.append(AttentionSite(name, "hf", d, d0, scale_base, scheme.attn, original=float(mod.scaling)))
         else:
-            sites.append(AttentionSite(name, "sdpa", d, d0, float(d0) ** -0.5, scheme.attn))
+            scale_base = (1.0 if mult is None else float(mult)) / float(d0) ** 0.5
+            sites.append(AttentionSite(name, "sdpa", d, d0, scale_base, scheme.attn))
     return tuple(sites)
 
 

@@ -8,7 +8,7 @@ A checkpoint is a dict of tensors and plain Python values only::
                        # batch generator state, current permutation and position in it, history,
                        # initial loss, divergence, torch's global RNG state, and the run's arguments
 
-Written with `paramlab.store.atomic_write` (temp file, fsync, rename), so a kill mid-save leaves the
+Written with `paramlab.io.atomic_write` (temp file, fsync, rename), so a kill mid-save leaves the
 previous checkpoint intact. Loading one into a model built with another plan (a muP checkpoint into
 an SP model, another width, another base width) is an error naming both plans: the weights would
 load without complaint and mean something else.
@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .store import atomic_write
+from .io import atomic_write
 
 __all__ = ["FORMAT", "load_checkpoint", "plan_fingerprint", "read_checkpoint", "restore_state", "save_checkpoint",
            "train_state"]

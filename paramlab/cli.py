@@ -13,9 +13,22 @@ def _demo(args):
 
 
 def _run(args, rest):
-    from .experiments import command, get
+    from .experiments import get
+    from .kit import command
 
     return command.main(get(args.experiment), rest)
+
+
+def _sync(args):
+    from .wandb_report import sync
+
+    return sync(args.path, print_only=args.print_only)
+
+
+def _report(args):
+    from .wandb_report import build_report
+
+    print(build_report(args.group_dir, project=args.wandb_project, entity=args.wandb_entity))
 
 
 def _compare(args):
@@ -30,7 +43,7 @@ def _schemes(args):
 
     names = args.names or list(PRESETS)
     print(schemes_table(names))
-    from .depth import depth_rules_table  # depth rules compose with every width scheme (issue #11)
+    from .depth import depth_rules_table  # depth rules compose with every width scheme
 
     print()
     print(depth_rules_table())
@@ -61,6 +74,7 @@ def _sweep(args):
         device=args.device, precision=args.precision, ensemble=args.ensemble, threads=args.threads,
         num_cpus=args.num_cpus, num_gpus=args.num_gpus, wandb=False if args.no_wandb else None,
         progress=not args.no_progress, dry_run=args.dry_run, yes=args.yes,
+        wandb_project=args.wandb_project, wandb_entity=args.wandb_entity, tags=args.tags,
     )
     if args.dry_run:
         if report.unimported:
@@ -71,6 +85,10 @@ def _sweep(args):
         print(f"{report.total} runs, {report.skipped} complete, {report.total - report.skipped} to run -> {report.path}")
         return 0
     print(report)
+    from .io import read_json
+
+    if any((read_json(r["path"] / "meta.json", {}) or {}).get("wandb", {}).get("mode") == "offline" for r in report.runs):
+        print(f"wandb (offline): upload this group with: paramlab sync {report.path}")
     if not report.ok:
         for r in report.runs:
             if r["status"] == "failed":
@@ -134,7 +152,23 @@ def main(argv=None) -> int:
     w.add_argument("--no-progress", action="store_true")
     w.add_argument("--dry-run", action="store_true", help="check the spec and list the runs and their state")
     w.add_argument("--yes", action="store_true", help="run a grid larger than paramlab.spec.MAX_POINTS points")
+    from .kit.command import add_wandb_options
+
+    add_wandb_options(w)
     w.set_defaults(fn=_sweep)
+
+    y = sub.add_parser("sync", help="upload a group's offline wandb runs (wandb sync of every run folder in it)")
+    y.add_argument("path", help="a group folder (runs/<experiment>/<group>), a run folder or an experiment folder")
+    y.add_argument("--print", dest="print_only", action="store_true", help="print the wandb sync command, run nothing")
+    y.set_defaults(fn=_sync)
+
+    rp = sub.add_parser("report", help="build the W&B Report of an experiment's group (--wandb)")
+    rp.add_argument("group_dir", help="the group folder: runs/<experiment>/<group>")
+    rp.add_argument("--wandb", action="store_true", required=True,
+                    help="build a W&B Report (offline: its spec in GROUP_DIR/wandb_report.json; online: saved, URL printed)")
+    rp.add_argument("--wandb-project", default=None, help="the project the runs went to (default: as `paramlab run`)")
+    rp.add_argument("--wandb-entity", default=None, help="the entity (default: $WANDB_ENTITY)")
+    rp.set_defaults(fn=_report)
 
     args, rest = p.parse_known_args(argv)
     try:
@@ -177,7 +211,7 @@ def _main(p, args, rest) -> int:
 
 
 def _storage_error(e: OSError, args) -> int:
-    from .experiments.command import storage_error
+    from .kit.command import storage_error
 
     print("paramlab: error: " + storage_error(e, f"under {args.root}" if args.root else "in the sweep's store"),
           file=sys.stderr)

@@ -15,6 +15,7 @@ from typing import Iterable
 
 import numpy as np
 
+from .measure.fit import slope_per_doubling
 from .report import markdown_table, plot_vs_width
 from .records import RecordWarning, find_wandb_offline_runs, load_runs
 
@@ -43,7 +44,7 @@ def _records(paths: Iterable[str | Path]):
         if not p.exists():
             raise FileNotFoundError(f"{p} does not exist: give a run, group or experiment folder of the store")
         for r in _runs_at(p, orphans):
-            if r.path in seen or r.config.get("kind") == "summary":
+            if r.path in seen:
                 continue
             seen.add(r.path)
             if any("config.json" in q or "summary.json" in q for q in r.problems):
@@ -126,7 +127,7 @@ def compare(paths: Iterable[str | Path], out: str | Path | None = None, metrics:
         for label, (w, v) in series.items():
             mean = np.nanmean(np.log2(v) if positive else v, axis=1)
             ok = np.isfinite(mean)
-            slopes[m][label] = float(np.polyfit(np.log2(np.array(w)[ok]), mean[ok], 1)[0]) if ok.sum() >= 2 else float("nan")
+            slopes[m][label] = slope_per_doubling(np.array(w)[ok], mean[ok])
     labels = sorted(groups)
     rows = [[m] + [slopes[m].get(lb, float("nan")) for lb in labels] for m in slopes]
     table = markdown_table(["metric (slope vs log2 width)"] + labels, rows)

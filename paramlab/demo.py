@@ -12,19 +12,40 @@ from pathlib import Path
 
 import torch
 
-from .experiments.one_step import width_sweep
+from .measure.coord import coord_check
+from .measure.fit import fit_slope
+from .models.mlp import mlp
 from .report import markdown_table, plot_vs_width, pyplot, save_figure
 from .schemes import get_scheme
 
 SCHEMES = ("sp", "sp-stable", "ntk", "mf", "mup")
 # Predicted exponents of the last hidden layer's relative change (THEORY.md §3.3): -r (TP4 Def. 3.2).
 PREDICTED = {s: -get_scheme(s).predicted_r() for s in SCHEMES}
+HIDDEN, OUTPUT = "layers.1", "readout"  # the last hidden layer's preactivation and the output, tanh MLP of depth 2
+
+
+def one_step(scheme: str, widths, seeds: int, lr: float, d_in: int = 16) -> dict:
+    """One SGD step on one example (MSE to target 1, float64) at every width, measured by `coord_check`.
+
+    Returns {"values": {q: [[per seed] per width]}, "slopes": {q: slope}} for q = "R/hidden", the
+    relative change of the last hidden preactivation ||h_1 - h_0|| / ||h_0||, and q = "df" = |f_1 - f_0|.
+    """
+    x = torch.randn(1, d_in, generator=torch.Generator().manual_seed(10_000), dtype=torch.float64)
+    y = torch.ones(1, 1, dtype=torch.float64)
+    res = coord_check(lambda w: mlp(d_in, 1, w, depth=2, scheme=scheme, base_width=64, activation="tanh",
+                                    dtype=torch.float64),
+                      widths, x, y, optimizer="sgd", lr=lr, steps=1, seeds=seeds, modules=[HIDDEN, OUTPUT],
+                      quantities=("act/rms", "dact/rms"), auto_predict=False)
+    vals = {"R/hidden": res.values(HIDDEN, "dact/rms", 1) / res.values(HIDDEN, "act/rms", 0),
+            "df": res.values(OUTPUT, "dact/rms", 1)}
+    return {"values": {q: v.tolist() for q, v in vals.items()},
+            "slopes": {q: fit_slope(widths, v.tolist())[0] for q, v in vals.items()}}
 
 
 def run_demo(out: str | Path = "outputs/demo", widths=(128, 256, 512, 1024, 2048), seeds=3, lr=1e-3) -> dict:
     torch.set_num_threads(1)
     t0 = time.time()
-    res = width_sweep(SCHEMES, list(widths), seeds=seeds, lr=lr, quantities=("R/hidden", "df"))
+    res = {s: one_step(s, list(widths), seeds, lr) for s in SCHEMES}
     out = Path(out)
     fig = out / "one_step_features_vs_width.png"
     plt = pyplot()

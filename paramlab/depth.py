@@ -80,7 +80,7 @@ from torch import nn
 
 from .schemes import optimizer_family
 
-__all__ = ["COMPLETEP", "DEPTH_MUP", "DEPTH_PRESETS", "NO_DEPTH", "BranchScale", "DepthExponents", "DepthPlan",
+__all__ = ["COMPLETEP", "DEPTH_MUP", "DEPTH_PRESETS", "NO_DEPTH", "U_MUP_DEPTH", "BranchScale", "DepthExponents", "DepthPlan",
            "DepthRule", "alpha_rule", "depth_mult", "depth_rules_table", "get_depth_rule", "resolve"]
 
 @dataclass(frozen=True)
@@ -149,7 +149,14 @@ def alpha_rule(alpha: float, name: str | None = None, description: str = "") -> 
 NO_DEPTH = DepthRule("none", 0.0, DepthExponents(), description="no depth scaling (not alpha = 0)")
 DEPTH_MUP = alpha_rule(0.5, "depth-mup", "Depth-muP (TP6, arXiv 2310.02244; Bordelon et al., arXiv 2309.16620)")
 COMPLETEP = alpha_rule(1.0, "completep", "CompleteP (Dey et al. 2025, arXiv 2505.01618, Table 1)")
-DEPTH_PRESETS = {r.name: r for r in (DEPTH_MUP, COMPLETEP)}
+# u-muP (Blake et al. 2024, arXiv 2407.17465, §4 / Table 2 "residual" column; unit-scaling 0.3.5's
+# lr_scale_for_depth): in-block lr x depth^-1/2 at base depth 1, and AdamW's lambda x depth^1/2 so that the
+# per-step decay lr * lambda is depth-free (the package's independent_weight_decay). No branch multiplier:
+# a u-muP model's residual sums carry their own tau weights (unit_scaling.functional.residual_add).
+U_MUP_DEPTH = DepthRule("u-mup", 0.0, DepthExponents(lr_sgd=0.5, lr_adam=0.5, eps_adam=0.0, wd=-0.5),
+                        description="u-muP (Blake et al. 2024): in-block lr (L/L0)^-1/2, lr * wd depth-free; "
+                                    "use base_depth=1")
+DEPTH_PRESETS = {r.name: r for r in (DEPTH_MUP, COMPLETEP, U_MUP_DEPTH)}
 
 
 def get_depth_rule(rule) -> DepthRule:
@@ -180,7 +187,7 @@ def depth_mult(depth: int, base_depth: int) -> float:
 def depth_rules_table() -> str:
     """The presets as text (printed by `paramlab schemes`)."""
     parts = ["depth rules (compose with every width scheme; L = residual blocks, L0 = base_depth):"]
-    parts += [r.describe() for r in (NO_DEPTH, DEPTH_MUP, COMPLETEP)]
+    parts += [r.describe() for r in (NO_DEPTH, DEPTH_MUP, COMPLETEP, U_MUP_DEPTH)]
     parts.append("float alpha in [0.5, 1]: block exponents lr sgd 1-2a, lr adam 1-a, eps a, wd 0; outside 0")
     return "\n".join(parts)
 

@@ -48,13 +48,17 @@ import traceback
 import warnings
 from typing import Any, Callable, Mapping
 
+from . import live
 from .runners import Runner
-from .store import COMPLETE_STATUSES, RESERVED_SUMMARY_KEYS, to_jsonable
+from .io import to_jsonable
+from .store import COMPLETE_STATUSES, RESERVED_SUMMARY_KEYS
 
-__all__ = ["execute_unit", "failure", "resources", "check_ray_address", "run_local", "run_ray", "start_private_ray"]
+__all__ = ["check_ray_address", "execute_unit", "failure", "resources", "run_local", "run_ray", "start_private_ray"]
 
 CONNECT_TIMEOUT_S = 10.0  # a Ray address that does not accept a TCP connection in this time is refused
 Record = Callable[[list, list], None]  # record(unit, outcomes): the sweep writes the unit's runs
+# open(unit) -> one `live` sink per config of the unit, called just before the unit trains (None: no live view)
+OpenLive = Callable[[list], list]
 
 
 def _normalize(result: Any) -> dict:
@@ -76,10 +80,14 @@ def failure(e: BaseException) -> dict:
             "traceback": "".join(traceback.format_exception(type(e), e, e.__traceback__))[-20_000:]}
 
 
-def execute_unit(runner: Runner, configs: list[dict], threads: int | None) -> list[dict]:
+def execute_unit(runner: Runner, configs: list[dict], threads: int | None, sinks: list | None = None) -> list[dict]:
     """Run one unit (one config, or several batched); one outcome dict per config, never raises
-    for a run's own error (a failed batch falls back to running its configs one by one)."""
+    for a run's own error (a failed batch falls back to running its configs one by one).
+    sinks: one `paramlab.live` sink per config: the runner runs inside `live.sending_to`, so a
+    training loop's `live.emit(..., model=k)` reaches config k's sink while it trains."""
     import torch
+
+    sinks = list(sinks) if sinks is not None else []
 
     old = torch.get_num_threads()
     if threads:
@@ -88,7 +96,8 @@ def execute_unit(runner: Runner, configs: list[dict], threads: int | None) -> li
         t0 = time.monotonic()
         if len(configs) > 1:
             try:
-                results = runner.batch([dict(c) for c in configs])
+                with live.sending_to(sinks):  # [] without a live view: emit does nothing
+                    results = runner.batch([dict(c) for c in configs])
                 if len(results) != len(configs):
                     raise RuntimeError(f"batch runner returned {len(results)} results for {len(configs)} configs")
                 outs = [_normalize(r) for r in results]
@@ -99,10 +108,11 @@ def execute_unit(runner: Runner, configs: list[dict], threads: int | None) -> li
             except Exception:
                 pass  # run them one by one below: each gets its own record (and error)
         outs = []
-        for c in configs:
+        for i, c in enumerate(configs):
             t1 = time.monotonic()
             try:
-                o = _normalize(runner.fn(dict(c)))
+                with live.sending_to(sinks[i:i + 1]):
+                    o = _normalize(runner.fn(dict(c)))
             except Exception as e:
                 o = failure(e)
             o.update(runtime_s=round(time.monotonic() - t1, 4), ensemble=1, threads=torch.get_num_threads())
@@ -123,14 +133,16 @@ def resources(runner: Runner, configs: list[dict], num_cpus, num_gpus) -> dict:
     return res
 
 
-def run_local(runner: Runner, units: list, record: Record, num_cpus, num_gpus, threads) -> None:
+def run_local(runner: Runner, units: list, record: Record, num_cpus, num_gpus, threads,
+              open_live: OpenLive | None = None) -> None:
     """Every unit in this process, one after another; torch threads per unit from `threads`, else the
-    unit's num_cpus request (capped at this machine's cores)."""
+    unit's num_cpus request (capped at this machine's cores). `open_live(unit)`: the unit's live sinks,
+    asked for just before it trains."""
     for unit in units:
         cfgs = [c for _, c in unit]
         res = resources(runner, cfgs, num_cpus, num_gpus)
         t = threads or max(1, min(int(math.ceil(res["num_cpus"])), os.cpu_count() or 1))
-        record(unit, execute_unit(runner, cfgs, t))
+        record(unit, execute_unit(runner, cfgs, t, open_live(unit) if open_live is not None else None))
 
 
 def start_private_ray(ray_init: Mapping[str, Any] | None = None) -> None:
@@ -241,12 +253,32 @@ def _speaks_http2(conn, timeout: float) -> bool:
         pass
     return len(head) == 9 and head[3] == 4
 
+class _QueueSink:
+    """A live sink on a Ray worker: each point goes to the driver through a Ray queue (picklable)."""
+
+    def __init__(self, queue, unit: int, k: int):
+        self.queue, self.unit, self.k = queue, unit, k
+
+    def __call__(self, metrics: Mapping[str, Any], step: int) -> None:
+        try:
+            self.queue.put((self.unit, self.k, to_jsonable(dict(metrics)), int(step), time.time()))
+        except Exception:  # the live view is best effort; the returned history is the record
+            pass
+
+
+def _execute_remote(runner: Runner, configs: list[dict], threads: int | None, queue, unit: int) -> list[dict]:
+    sinks = [_QueueSink(queue, unit, k) for k in range(len(configs))] if queue is not None else None
+    return execute_unit(runner, configs, threads, sinks)
+
 
 def run_ray(runner: Runner, units: list, record: Record, address, num_cpus, num_gpus, threads,
-            ray_init: Mapping[str, Any] | None) -> None:
+            ray_init: Mapping[str, Any] | None, open_live: OpenLive | None = None) -> None:
     """Every unit as a Ray task with its resource request; outcomes recorded here as they finish.
 
     address None starts a private instance on loopback (unless Ray is initialized already).
+    open_live: as `run_local`; a unit's live points come back through a Ray queue, polled every 0.1 s,
+    with the worker's time of each point (wandb's ``_timestamp``), and reach its sinks here, the unit's
+    sinks opened when its first point arrives (when a worker starts it).
     """
     try:
         import ray
@@ -261,22 +293,42 @@ def run_ray(runner: Runner, units: list, record: Record, address, num_cpus, num_
             ray.init(address=address, **{"include_dashboard": False, "log_to_driver": False, **dict(ray_init or {})})
         started = True
     try:
-        remote = ray.remote(execute_unit)
+        queue = None
+        if open_live is not None:
+            from ray.util.queue import Queue
+
+            queue = Queue(actor_options={"num_cpus": 0})
+        sinks: dict[int, list] = {}
+
+        def drain() -> None:
+            if queue is None:
+                return
+            n = queue.qsize()
+            for i, k, metrics, step, t in (queue.get_nowait_batch(n) if n else []):
+                if i not in sinks:
+                    sinks[i] = open_live(units[i])
+                sinks[i][k]({**metrics, "_timestamp": t}, step)  # wandb's time of the point: when it was computed
+
+        remote = ray.remote(_execute_remote)
         pending = {}
-        for unit in units:
+        for i, unit in enumerate(units):
             cfgs = [c for _, c in unit]
             res = resources(runner, cfgs, num_cpus, num_gpus)
             t = threads or max(1, int(math.ceil(res["num_cpus"])))
-            ref = remote.options(num_cpus=res["num_cpus"], num_gpus=res["num_gpus"], max_retries=0).remote(runner, cfgs, t)
-            pending[ref] = unit
+            ref = remote.options(num_cpus=res["num_cpus"], num_gpus=res["num_gpus"], max_retries=0).remote(
+                runner, cfgs, t, queue, i)
+            pending[ref] = i
         while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            unit = pending.pop(done[0])
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=0.1 if queue is not None else None)
+            drain()  # a finished task's points were all put before it returned
+            if not done:
+                continue
+            i = pending.pop(done[0])
             try:
                 outcomes = ray.get(done[0])
             except Exception as e:  # the worker died (OOM, node lost): record the runs as failed
-                outcomes = [failure(e) for _ in unit]
-            record(unit, outcomes)
+                outcomes = [failure(e) for _ in units[i]]
+            record(units[i], outcomes)
     finally:
         if started:
             ray.shutdown()

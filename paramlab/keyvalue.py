@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-__all__ = ["parse_assignments", "parse_value"]
-
 
 def parse_value(text: str) -> Any:
     """One value (see the module docstring)."""

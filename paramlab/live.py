@@ -31,6 +31,18 @@ def sending_to(sinks: Sequence[Sink]) -> Iterator[None]:
         _SINKS.reset(token)
 
 
+@contextmanager
+def as_model(k: int) -> Iterator[None]:
+    """Within this block, `emit(..., model=0)` calls the enclosing block's `sinks[k]` (and no other):
+    a loop over K models that trains each with a one-model loop sends model k's points to sink k."""
+    sinks = _SINKS.get()
+    token = _SINKS.set((sinks[k],) if 0 <= k < len(sinks) else ())
+    try:
+        yield
+    finally:
+        _SINKS.reset(token)
+
+
 def listening() -> bool:
     """True inside `sending_to` with at least one sink (a loop may skip building metrics otherwise)."""
     return bool(_SINKS.get())

@@ -16,12 +16,11 @@ multipliers of the tensors it uses (`Layout.multiplier`, see `paramlab.layouts`)
     managed  set by the module's owner from the plan (paramlab's TiedReadout); nothing is installed
 
 Hooks read the parameters at call time, so deepcopy, state_dict, torch.compile and torch.func keep
-working. `fold_into_weights` bakes the same numbers into the tensors (see `paramlab.export`).
+working. `paramlab.export.fold` bakes the same numbers into the tensors instead.
 """
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from .layouts import UNKNOWN, layout_of
@@ -34,6 +33,10 @@ class InputScale:
         self.scale = float(scale)
 
     def __call__(self, module, args):
+        # one multiply of the input (bit-for-bit mup's MuReadout for a power-of-2 width_mult); a single
+        # argument, the usual call, skips building the tail
+        if len(args) == 1:
+            return (args[0] * self.scale,)
         return (args[0] * self.scale,) + tuple(args[1:])
 
 
@@ -209,26 +212,3 @@ def remove(model: nn.Module) -> None:
 def has_hooks(model: nn.Module) -> bool:
     return any(isinstance(h, HOOK_TYPES) for mod in model.modules()
                for h in list(mod._forward_pre_hooks.values()) + list(mod._forward_hooks.values()))
-
-
-@torch.no_grad()
-def fold_into_weights(model: nn.Module, plan) -> None:
-    """Multiply each use's forward multiplier into its tensor (the hooks must be removed first).
-
-    Every tensor must then have one multiplier: a tensor whose uses differ (a tied embedding and
-    readout under muP) must be untied first (see `paramlab.export.fold`).
-    """
-    params = dict(model.named_parameters(remove_duplicate=False))
-    modules = dict(model.named_modules())
-    for mname, mults in module_mults(plan).items():
-        mod = modules[mname]
-        layout = layout_of(mod)
-        if layout.multiplier == "builtin":
-            raise ValueError(f"module {mname!r} ({type(mod).__name__}) applies its multiplier itself: paramlab cannot fold it")
-        for attr, mult in mults.items():
-            if mult == 1.0:
-                continue
-            if layout.multiplier == "managed":
-                raise ValueError(f"module {mname!r} ({type(mod).__name__}) gets its multiplier from its model: fold it there")
-            name = f"{mname}.{attr}" if mname else attr
-            params[name].mul_(mult)

@@ -54,7 +54,7 @@ from torch import nn
 
 from . import wrappers as W
 from .parameterize import get_plan, match_pattern
-from .schemes import optimizer_family
+from .schemes import backward_signal_exponent, optimizer_family
 
 EPS_MODES = ("gradient", "none")
 NO_DECAY_KINDS = ("bias", "norm", "embedding")
@@ -118,7 +118,7 @@ def param_groups(
     W.check_not_flattened(model)
     dplan = plan.depth
     undecayed = _no_decay_rule(no_decay, [t.name for t in plan])
-    g_back = plan.scheme["output"].a + plan.scheme["output"].b  # exponent of the backward signal
+    g_back = backward_signal_exponent(plan.scheme["output"].invariants()[0])  # at init: the readout's std
     groups: dict[tuple, dict] = {}
     for name, p in W.named_parameters(model):
         if not p.requires_grad:

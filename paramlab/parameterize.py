@@ -49,9 +49,12 @@ from . import depth as DP
 from . import multipliers as MU
 from . import replaced as RP
 from . import roles as R
+from . import tied as TI
+from . import unit as UN
 from . import wrappers as W
 from .layouts import fan_in
 from .multipliers import InputScale, OutputAffine  # noqa: F401 (the hook types, importable from here)
+from .patterns import match_pattern
 from .plan_options import PlanOptions
 from .schemes import ROLES, Scheme, get_scheme, optimizer_family
 
@@ -255,18 +258,6 @@ def unparameterize(model: nn.Module) -> nn.Module:
 # -- planning --------------------------------------------------------------------------------------
 
 
-def match_pattern(name: str, table: Mapping | None):
-    """Value for `name` in a dict keyed by exact names or fnmatch patterns (exact names win)."""
-    if not table:
-        return None
-    if name in table:
-        return table[name]
-    for pat, v in table.items():
-        if fnmatch.fnmatchcase(name, pat):
-            return v
-    return None
-
-
 def _primary(tensor: str, uses: list, roles: list[str], scheme: Scheme) -> int:
     """Index of the use whose role sets a shared tensor's init and learning rate.
 
@@ -298,6 +289,7 @@ def make_plan(
     *,
     roles: Mapping[str, str] | None = None,
     attention="auto",
+    attn_mult=None,
     depth_scaling=None,
     base_depth: int | None = None,
     branches=None,
@@ -355,6 +347,8 @@ def make_plan(
                              f"{[u.name for u, r in zip(ulist, found) if r != 'output']}: use a small output_mult instead")
         base_shape = tuple(b if b is not None else s for b, s in zip(wd, shape))
         ex = scheme[role]
+        if scheme.unit:  # u-muP's frame: exponents in the tensor's own fan, every dim's base size 1 (paramlab.unit)
+            m, base_shape = UN.unit_fan(pu.kind, role, shape), UN.base_shape(shape)
         # readout_zero_init zeroes the readout weight and the bias of the same layer
         zero = opts.readout_zero_init and (role == "output" or (pu.kind == "bias" and pu.module in readout_modules))
         init_kind, base_std = _default_init(pu.kind, role, name, base_shape, opts.gain, opts.readout_gain,
@@ -378,8 +372,9 @@ def make_plan(
                 "layout for, so it cannot tell which dims are its fan-in (it depends on how the forward uses it). "
                 f"Give its std at the base width with init={{{name!r}: std}}, or init={{{name!r}: 'keep'}} to keep its values"
             )
+        const = _const(model, pu, role, opts.output_mult) * (UN.unit_const(pu.kind, role, shape) if scheme.unit else 1.0)
         tensors.append(TensorPlan(name, shape, role, pu.kind, m, ex.a, ex.b, ex.c_sgd, ex.c_adam, init_kind, base_std,
-                                  _const(model, pu, role, opts.output_mult), pu.module, pu.attr))
+                                  const, pu.module, pu.attr))
         for i, (u, r) in enumerate(zip(ulist, found)):
             if i != p:
                 extra.append(UsePlan(u.name, name, u.module, u.attr, r, u.kind, m, scheme[r].a,
@@ -390,8 +385,9 @@ def make_plan(
             + "; ".join(missing)
             + ". Pass roles={name: 'input'|'hidden'|'output'|'vector'|'scalar'} (fnmatch patterns work)"
         )
-    sites = A.find_sites(model, base, scheme, attention)
+    sites = A.find_sites(model, base, scheme, attention, attn_mult)
     plan = Plan(scheme, tuple(tensors), tuple(extra), sites)
+    TI.warn_large_tied_logits(plan)
     dplan = DP.resolve(model, plan, depth_scaling, base_depth, branches, blocks, depth)
     return plan if dplan is None else Plan(scheme, plan.tensors, plan.uses, sites, dplan)
 
@@ -467,6 +463,7 @@ def parameterize(
     reinit: bool = True,
     seed: int | None = None,
     attention="auto",
+    attn_mult=None,
     check_forward: bool = True,
     depth_scaling=None,
     base_depth: int | None = None,
@@ -479,7 +476,7 @@ def parameterize(
 
     Args:
         model: any nn.Module, also inside DDP or torch.compile (unwrapped via `.module` / `_orig_mod`).
-        scheme: a `Scheme` or preset name ('sp', 'sp-stable', 'ntk', 'mf', 'mup', 'lazy-rich-<alpha>').
+        scheme: a `Scheme` or preset name ('sp', 'sp-stable', 'ntk', 'mf', 'mup', 'lazy-rich-<alpha>', 'u-mup').
         base: the same architecture at the base width (an nn.Module, on device='meta' is fine), a dict
             name -> shape, a `mup` .bsh file, or None for a model already set up by `mup.set_base_shapes`.
         delta: the architecture at a second width, to mark width dims when `model` is at the base width.
@@ -494,6 +491,9 @@ def parameterize(
         attention: 'auto' (the scheme's logit scale on every attention paramlab can set, refusing the
             others), 'keep' (leave every attention scale as the model has it), or a dict
             {module name or pattern: head dim at the base width, or 'keep'} (see `paramlab.attention`).
+        attn_mult: the builders' attention constant for foreign attention too: logits = q.k * attn_mult /
+            sqrt(d_head_base) * (d_head_base/d_head)^attn, in place of the model's own base scale (a float,
+            or {module name or pattern: float}). None keeps the model's own (see docs/peers.md).
         check_forward: check the first forward pass for tensors used outside the modules that hold them
             and for attention paramlab cannot scale (see `paramlab.audit`; off for paramlab's own models).
         depth_scaling: a depth rule (`paramlab.depth`): None (no depth scaling), 'depth-mup' (alpha 1/2),
@@ -536,8 +536,9 @@ def parameterize(
             "a submodule of this model already carries paramlab multipliers (it was parameterized on its own): "
             "call paramlab.unparameterize on it first, or parameterize only the whole model"
         )
-    plan = make_plan(model, scheme, base, delta, roles=roles, attention=attention, depth_scaling=depth_scaling,
-                     base_depth=base_depth, branches=branches, blocks=blocks, depth=depth, **options)
+    plan = make_plan(model, scheme, base, delta, roles=roles, attention=attention, attn_mult=attn_mult,
+                     depth_scaling=depth_scaling, base_depth=base_depth, branches=branches, blocks=blocks, depth=depth,
+                     **options)
     try:  # first: it raises for uses it cannot scale, before any weight changes
         MU.install(model, plan)
         DP.install(model, plan.depth)  # after the width hooks: scales the branch's whole output

@@ -13,8 +13,6 @@ from typing import Any
 
 from .version import __version__
 
-__all__ = ["code_git_info", "git_info", "library_versions"]
-
 
 def _dist_version(dist: str) -> str | None:
     try:

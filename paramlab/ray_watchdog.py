@@ -19,8 +19,6 @@ import subprocess
 import sys
 import time
 
-__all__ = ["stop", "watch"]
-
 
 def _start_time(pid: int) -> int | None:
     try:

@@ -19,7 +19,8 @@ from collections.abc import Iterable
 from pathlib import Path, PurePath
 from typing import Any
 
-from .store import NOT_RUN_DIRS, RESERVED_HISTORY_KEYS, read_json, safe_relpath
+from .io import read_json
+from .store import NOT_RUN_DIRS, RESERVED_HISTORY_KEYS, SUMMARY_DIR, safe_relpath
 
 __all__ = ["RecordWarning", "RunRecord", "WandbOfflineRun", "find_wandb_offline_runs", "load_run", "load_runs",
            "read_history"]
@@ -345,6 +346,7 @@ def find_wandb_offline_runs(path: str | Path, *, include_online: bool = False) -
     for dirpath, dirnames, _ in os.walk(path):  # does not follow symlinks (latest-run)
         for d in sorted(dirnames):
             check(Path(dirpath) / d)
-        # nothing to find inside a wandb run folder or the store's media/tables
-        dirnames[:] = sorted(d for d in dirnames if not _OFFLINE_RE.match(d) and d not in ("media", "tables"))
+        # nothing to find inside a wandb run folder or the store's media/tables; a group's summary is not
+        # a run (pass its folder itself to read its wandb run)
+        dirnames[:] = sorted(d for d in dirnames if not _OFFLINE_RE.match(d) and d not in ("media", "tables", SUMMARY_DIR))
     return sorted(out, key=lambda r: str(r.path))

@@ -4,6 +4,7 @@ headless; nothing here measures or trains).
     markdown_table, text_table     every table paramlab prints
     schemes_table                  the scheme presets with their invariants
     slope_table, plot_coord        a coordinate check's fits and its mup-style plot
+    plot_depth_coord               a depth coordinate check, one panel per quantity, one line per rule
     plot_vs_width                  any quantity against width, one line per scheme, fitted slopes
     pyplot, save_figure            matplotlib with the Agg backend; write a figure and close it
 """
@@ -18,10 +19,10 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from .measure.coord_result import ACT_QUANTITIES, wanted_quantities
-from .measure.fit import fit_slope
+from .measure.fit import fit_slope, slope_per_doubling
 from .schemes import PRESETS, get_scheme
 
-__all__ = ["COLORS", "LINESTYLES", "markdown_table", "plot_coord", "plot_vs_width", "pyplot", "save_figure",
+__all__ = ["COLORS", "LINESTYLES", "markdown_table", "plot_coord", "plot_depth_coord", "plot_vs_width", "pyplot", "save_figure",
            "schemes_table", "slope_table", "text_table"]
 
 # One colour per preset so every figure paramlab draws reads the same way.
@@ -83,7 +84,7 @@ def plot_vs_width(
             slope = fit_slope(w, v)[0] if len(w) >= 2 else float("nan")
         else:
             gm = v.mean(axis=1)
-            slope = float(np.polyfit(np.log2(w), gm, 1)[0]) if len(w) >= 2 else float("nan")
+            slope = slope_per_doubling(w, gm)
         c = COLORS.get(label)
         unit = "slope" if logy else "per 2x width"
         ax.plot(w, gm, marker="o", ls=LINESTYLES.get(label, "-"), color=c, label=f"{label} ({unit} {slope:+.2f})")
@@ -212,3 +213,25 @@ def plot_coord(result, path=None, quantity: str = "act/l1", names: Iterable[str]
         fig.savefig(path, dpi=120)
         plt.close(fig)
     return fig
+
+
+def plot_depth_coord(results: Sequence, path, quantities=("rel", "dstream", "branch0", "dbranch", "dW"),
+                     title: str = "depth coordinate check"):
+    """`measure.depth_coord.DepthCoordResult`s drawn: one panel per quantity, one line per rule (legend:
+    measured slope / predicted range); returns the path."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(quantities), figsize=(3.4 * len(quantities), 3.3))
+    for ax, q in zip(np.atleast_1d(axes), quantities):
+        for res in results:
+            row = next(r for r in res.rows if r["quantity"] == q)
+            pred = "" if row["lo"] is None else (f" / {row['lo']:+.2g}" if row["lo"] == row["hi"] else
+                                                  f" / [{row['lo']:+.2g}, {row['hi']:+.2g}]")
+            ax.plot(res.depths, np.exp(np.log(res.values[q]).mean(1)), "o-", label=f"{res.rule} {row['slope']:+.2f}{pred}")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_title(q)
+        ax.set_xlabel("depth L (residual blocks)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{title} (legend: slope / predicted)")
+    return save_figure(fig, path)

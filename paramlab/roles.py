@@ -93,11 +93,6 @@ def param_kinds(model: nn.Module) -> dict[str, str]:
     return {name: (us[0].kind if us else "other") for name, us in find_uses(model).items()}
 
 
-def param_kind(module: nn.Module, pname: str) -> str:
-    """The kind of parameter `pname` of `module` (see `paramlab.layouts`)."""
-    return layout_of(module).kind(pname)
-
-
 def infer_role(kind: str, width_dims: WidthDims) -> str | None:
     """Role from a parameter's kind and width dims, or None if paramlab cannot tell (kind 'other', >=2-D)."""
     grows = [d is not None for d in width_dims]

@@ -5,10 +5,10 @@ metrics, plus optionally ``"history"`` (a list of ``{"step": s, metric: value}``
 ``"status"`` (``"finished"`` or ``"diverged"``). Runners compute and return; they never touch the
 store, so a run on a remote Ray worker is recorded by the process that started the sweep.
 
-Registration is explicit. The built-in runners are listed in `BUILTIN` as ``"module:attribute"``
-names, imported on first use (so this module imports nothing above it): the ``train_mlp`` runner
-and one per experiment (`EXPERIMENTS`; adding an experiment means adding its name there, see
-`paramlab.experiments`). A runner of your own is either registered in-process with
+Registration is explicit. The built-in runners are ``"module:attribute"`` names, imported on first
+use (so this module imports nothing above it): the ``train_mlp`` runner (`BUILTIN`) and one per
+experiment, which the experiments list themselves (`paramlab.experiments.RUNNERS`, read by
+`builtin_runners`). A runner of your own is either registered in-process with
 `register_runner`, or named in a spec by its import path, ``runner: mypackage.module:RUNNER``
 (which Ray workers can import too).
 """
@@ -20,16 +20,19 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Mapping
 
-__all__ = ["BUILTIN", "EXPERIMENTS", "RUNNERS", "Option", "Runner", "SpecError", "get_runner", "non_negative",
-           "positive", "register_runner"]
+__all__ = ["BUILTIN", "RUNNERS", "BatchKey", "Option", "Runner", "SpecError", "builtin_runners", "get_runner",
+           "non_negative", "positive", "register_runner"]
 
-# The experiments, in the order `paramlab run` lists them; each is a module paramlab.experiments.<name>
-# with an EXPERIMENT (paramlab.experiments.experiment.Experiment) and its RUNNER.
-EXPERIMENTS = ("coord_check", "feature_learning", "transfer", "lr_transfer", "kernel_limit", "depth_transfer",
-               "lm_lr_transfer", "lm_feature_learning", "maml")
 # name -> "module:attribute" of a Runner, imported on first use
-BUILTIN = {"train_mlp": "paramlab.experiments.train_mlp:RUNNER",
-           **{name: f"paramlab.experiments.{name}:RUNNER" for name in EXPERIMENTS}}
+BUILTIN = {"train_mlp": "paramlab.kit.train_mlp:RUNNER"}
+# the package that lists the experiments' runners (its RUNNERS: name -> "module:attribute")
+EXPERIMENT_PACKAGE = "paramlab.experiments"
+
+
+def builtin_runners() -> dict[str, str]:
+    """Every built-in runner, name -> ``"module:attribute"``: `BUILTIN` and the experiments' own list
+    (read by name, so the runners' layer never imports the experiments above it)."""
+    return {**BUILTIN, **importlib.import_module(EXPERIMENT_PACKAGE).RUNNERS}
 
 
 class SpecError(ValueError):
@@ -128,6 +131,17 @@ class Runner:
         return ", ".join(sorted(self.options)) if self.options is not None else "(any)"
 
 
+@dataclass(frozen=True)
+class BatchKey:
+    """A `Runner.batch_key`: configs that differ only in the `per_model` options (what the models of one
+    stacked ensemble may differ in, e.g. lr and seed) get equal keys."""
+
+    per_model: tuple[str, ...]
+
+    def __call__(self, config: Mapping) -> Hashable:
+        return tuple(sorted((k, repr(v)) for k, v in config.items() if k not in self.per_model))
+
+
 RUNNERS: dict[str, Runner] = {}  # registered in this process (register_runner) or loaded from BUILTIN
 
 
@@ -149,7 +163,7 @@ def register_runner(
     the accepted type). For Ray, `fn` must be importable on the workers (a module-level function of
     an installed package or of a script run as __main__); or name the runner by its import path.
     """
-    if not replace and (name in RUNNERS or name in BUILTIN):
+    if not replace and (name in RUNNERS or name in builtin_runners()):
         raise ValueError(f"a runner named {name!r} is registered already")
     runner = Runner(name, fn, options, prepare, batch, batch_key, batch_pays, resources)
     RUNNERS[name] = runner
@@ -175,10 +189,11 @@ def get_runner(name: str | Runner) -> Runner:
         raise SpecError(f"runner must be a runner name, got {name!r}")
     if name in RUNNERS:
         return RUNNERS[name]
-    if name in BUILTIN:
-        RUNNERS[name] = _load(BUILTIN[name])
+    builtin = builtin_runners()
+    if name in builtin:
+        RUNNERS[name] = _load(builtin[name])
         return RUNNERS[name]
     if ":" in name:
         return _load(name)
-    raise SpecError(f"unknown runner {name!r}: registered runners are {sorted(set(RUNNERS) | set(BUILTIN))} "
+    raise SpecError(f"unknown runner {name!r}: registered runners are {sorted(set(RUNNERS) | set(builtin))} "
                     "(or give 'package.module:ATTRIBUTE')")

@@ -44,11 +44,25 @@ class Exponents:
 
     def invariants(self) -> tuple[float, float, float]:
         """(effective init std, effective SGD step, effective Adam step) exponents: (a+b, 2a+c_sgd, a+c_adam)."""
-        return (self.a + self.b, 2 * self.a + self.c_sgd, self.a + self.c_adam)
+        return invariants(self.a, self.b, self.c_sgd, self.c_adam)
 
     def shifted(self, t: float) -> "Exponents":
         """Apply the abc symmetry with shift t: (a+t, b-t, c_sgd-2t, c_adam-t). Invariants unchanged."""
         return Exponents(self.a + t, self.b - t, self.c_sgd - 2 * t, self.c_adam - t)
+
+
+def invariants(a: float, b: float, c_sgd: float, c_adam: float) -> tuple[float, float, float]:
+    """The exponents (of 1/m) that decide the dynamics, from a multiplier m^-a, init m^-b and lrs m^-c:
+    effective init std a + b, effective SGD step 2a + c_sgd, effective Adam step a + c_adam (TP4 Eq. 5).
+    A tied tensor's further use takes its own a with the tensor's b and c."""
+    return (a + b, 2 * a + c_sgd, a + c_adam)
+
+
+def backward_signal_exponent(std_out: float, step_out: float | None = None) -> float:
+    """The exponent `back` of the backward signal df/dh ~ m^-back that every hidden layer's gradient
+    carries. At init it is the readout's effective init std `std_out`; once the readout has taken a
+    step, the larger of the readout's init and its update: min(std_out, step_out) (TP4 §5, muP: 1)."""
+    return std_out if step_out is None else min(std_out, step_out)
 
 
 # torch optimizer classes by how their step scales with the gradient (matched by class name along the
@@ -99,6 +113,7 @@ class Scheme:
     scalar: Exponents = field(default_factory=Exponents)
     attn: float = 0.5
     description: str = ""
+    unit: bool = False  # exponents in each tensor's own fan, base size 1 (u-muP's frame; paramlab.unit)
 
     def __post_init__(self):
         for role in ROLES:
@@ -157,11 +172,14 @@ class Scheme:
         mine, theirs = self.invariants(), other.invariants()
         return all(abs(mine[r][k] - theirs[r][k]) <= tol for r in WIDTH_ROLES for k in keys) and (
             abs(self.attn - other.attn) <= tol
-        )
+        ) and self.unit == other.unit  # a unit-frame scheme has other constants at every width
 
     def lerp(self, other: "Scheme | str", t: float, name: str | None = None) -> "Scheme":
         """Exponents (1-t)*self + t*other, role by role. Invariants interpolate linearly too."""
         other = get_scheme(other)
+        if self.unit != other.unit:
+            raise ValueError(f"cannot mix {self.name!r} and {other.name!r}: one states its exponents in each tensor's own "
+                             "fan (unit frame), the other relative to a base width")
         mix = lambda x, y: (1 - t) * x + t * y  # noqa: E731
         new = {
             r: Exponents(*(mix(getattr(self[r], k), getattr(other[r], k)) for k in ("a", "b", "c_sgd", "c_adam")))
@@ -181,7 +199,7 @@ class Scheme:
         r < 0: unstable.
         """
         inv = self.invariants()
-        back = min(inv["output"]["std"], inv["output"]["sgd"])  # size of the backward signal, 1/m^back
+        back = backward_signal_exponent(inv["output"]["std"], inv["output"]["sgd"])
         r_in = inv["input"]["sgd"] + back
         r_hidden = inv["hidden"]["sgd"] - 1 + back
         return min(r_in, r_hidden)
@@ -189,6 +207,8 @@ class Scheme:
     def describe(self) -> str:
         """A multi-line text table of exponents and invariants."""
         lines = [f"{self.name}: {self.description}".rstrip(": "), f"  attention logits ~ 1/d_head^{self.attn:g}"]
+        if self.unit:
+            lines.append("  unit frame: m is each tensor's own fan (base size 1), weights N(0, gain^2) (paramlab.unit)")
         lines.append(f"  {'role':<7} {'a':>6} {'b':>6} {'c_sgd':>6} {'c_adam':>6} | {'std':>6} {'sgd':>6} {'adam':>6}")
         for r in ROLES:
             e = self[r]
@@ -234,7 +254,21 @@ MUP = _scheme(
     a=(0, 0, 1), b=(0, H, 0), c_sgd=(-1, 0, -1), c_adam=(0, 1, 0), attn=1.0,
 )
 
+# u-muP (Blake et al. 2024, arXiv 2407.17465, Table 2; Graphcore's unit-scaling 0.3.5 optim.lr_scale_func_adam)
+# in its own frame (unit=True: m is the tensor's fan, weights N(0, 1); paramlab.unit): hidden x fan_in^-1/2 with
+# Adam lr fan_in^-1/2, readout x 1/fan_in with lr 1, embeddings x 1 with lr d^-1/2, vectors x 1 with lr 1,
+# q.k / d_head. SGD takes the package's SGD rule for its default readout (the Adam column); with true
+# gradients that is not the package's SGD step (docs/peers.md).
+U_MUP = Scheme(
+    "u-mup", input=Exponents(0, 0, H, H), hidden=Exponents(H, 0, H, H), output=Exponents(1, 0, 0, 0),
+    vector=Exponents(0, 0, 0, 0), attn=1.0, unit=True,
+    description="unit-scaled muP (Blake et al. 2024; Graphcore unit-scaling): unit init, rules in each tensor's fan",
+)
+
+# relative schemes: at the base width every one is the same SP network with one lr
 PRESETS: dict[str, Scheme] = {s.name: s for s in (SP, SP_STABLE, NTK, MF, MUP)}
+# unit-frame schemes (paramlab.unit): no base width, their own constants at every width
+UNIT_PRESETS: dict[str, Scheme] = {s.name: s for s in (U_MUP,)}
 
 
 def lazy_rich(alpha: float) -> Scheme:
@@ -254,20 +288,20 @@ def lazy_rich(alpha: float) -> Scheme:
 
 
 def get_scheme(scheme: "Scheme | str") -> Scheme:
-    """A Scheme from a preset name ('sp', 'sp-stable', 'ntk', 'mf', 'mup', 'lazy-rich-<alpha>') or a Scheme."""
+    """A Scheme from a preset name ('sp', 'sp-stable', 'ntk', 'mf', 'mup', 'lazy-rich-<alpha>', 'u-mup') or a Scheme."""
     if isinstance(scheme, Scheme):
         return scheme
     if not isinstance(scheme, str):
         raise TypeError(f"scheme must be a Scheme or a preset name, got {type(scheme).__name__}")
     key = scheme.lower().replace("_", "-")
-    if key in PRESETS:
-        return PRESETS[key]
+    if key in PRESETS or key in UNIT_PRESETS:
+        return PRESETS.get(key) or UNIT_PRESETS[key]
     if key.startswith("lazy-rich-"):
         try:
             return lazy_rich(float(key[len("lazy-rich-"):]))
         except ValueError as e:
             raise ValueError(f"bad lazy-rich scheme {scheme!r}: {e}") from None
-    known = ", ".join(PRESETS) + ", lazy-rich-<alpha in [0,1]>"
+    known = ", ".join([*PRESETS, *UNIT_PRESETS]) + ", lazy-rich-<alpha in [0,1]>"
     raise ValueError(f"unknown scheme {scheme!r}: known schemes are {known}")
 
 

@@ -45,7 +45,8 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from .runners import SpecError, get_runner
-from .store import check_name, safe_component, to_jsonable
+from .io import to_jsonable
+from .store import check_name, safe_component
 
 __all__ = ["ENSEMBLE_MODES", "EXECUTORS", "MAX_POINTS", "MAX_SPEC_SIZE", "SPEC_KEYS", "SweepSpec", "check_spec",
            "count_points", "describe_point", "expanded_size", "foreign_runner", "load_spec"]

@@ -1,4 +1,4 @@
-"""The local store: its layout, safe names, run names, and atomic JSON.
+"""The local store: its layout, safe names and run names (its files are written whole, `paramlab.io`).
 
 Every run paramlab records (a sweep's grid point, an experiment's run) lives in one folder::
 
@@ -16,8 +16,9 @@ Every run paramlab records (a sweep's grid point, an experiment's run) lives in 
         wandb/offline-run-<YYYYMMDD_HHMMSS>-<id>/   wandb's own folder (when wandb is on)
 
 and a group folder holds, beside its runs, what belongs to the group as a whole: ``sweep.json`` (the
-spec a sweep ran), ``.sweep.lock``, and an experiment's ``summary.md``, ``summary.json``, figures and
-its ``summary`` run (the table and figures as wandb media).
+spec a sweep ran), ``.sweep.lock``, and an experiment's summary, a record of its own kind (not a run:
+run discovery skips its folder) in ``summary/`` (`SUMMARY_DIR`): ``summary.md``, ``summary.json``,
+the figures and, with wandb on, ``wandb/`` (the table and figures as wandb media).
 
 ``group`` is one invocation (one wandb group). A sweep's run folder is `run_dir_name(config)`:
 `run_name` (``mup-w256-lr0.01-s0``), the other varying options, and a hash of the full config, so
@@ -28,26 +29,23 @@ Writers: `paramlab.tracking` (one run), `paramlab.sweep` (a grid). Readers: `par
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import datetime as _dt
-import enum
 import hashlib
 import json
 import os
 import re
 import secrets
-import sys
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any
+
+from .io import read_json
 
 __all__ = [
     "COMPLETE_STATUSES", "FINAL_STATUSES", "FORMAT_VERSION", "NAME_KEYS", "NOT_RUN_DIRS", "RESERVED_HISTORY_KEYS",
-    "RESERVED_SUMMARY_KEYS", "STATUSES", "atomic_write", "check_name", "config_hash", "default_group", "format_value", "lookup",
-    "new_group_id", "now_iso", "read_json", "run_dir_name", "run_name", "run_state", "safe_component",
-    "safe_relpath", "to_jsonable", "write_json_atomic",
+    "RESERVED_SUMMARY_KEYS", "STATUSES", "SUMMARY_DIR", "check_name", "config_hash", "default_group", "format_value", "lookup",
+    "new_group_id", "now_iso", "run_dir_name", "run_name", "run_state", "safe_component", "safe_relpath",
 ]
 
 STATUSES = ("running", "finished", "diverged", "failed")
@@ -55,8 +53,9 @@ FINAL_STATUSES = STATUSES[1:]
 COMPLETE_STATUSES = ("finished", "diverged")  # outcomes: a resumed sweep does not run these again
 RESERVED_HISTORY_KEYS = ("step", "time")
 RESERVED_SUMMARY_KEYS = ("status", "error")
-# Folders inside a run folder that never hold run records: pruned when discovering runs.
-NOT_RUN_DIRS = frozenset({"wandb", "media", "tables", "__pycache__"})
+SUMMARY_DIR = "summary"  # a group's summary (`paramlab.kit.summary`): its own record kind, never a run
+# Folders that never hold run records: pruned when discovering runs.
+NOT_RUN_DIRS = frozenset({"wandb", "media", "tables", "__pycache__", SUMMARY_DIR})
 FORMAT_VERSION = 1
 
 
@@ -92,115 +91,6 @@ def check_name(text, what: str = "group") -> str:
 def safe_relpath(name: str) -> Path:
     """A slash-namespaced name (``feat/h2/kernel``) as a relative path that stays inside its folder."""
     return Path(*[safe_component(p) for p in str(name).split("/") if p != ""] or ["_"])
-
-
-@contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs):
-    """Open a temp file beside `path` for writing; when the block ends it is fsynced and moved onto
-    `path` with os.replace (on an error it is removed and `path` left as it was).
-
-    Readers (plots of a live sweep, a sweep resumed after a crash, two processes filling one cache)
-    see the old file or the new one, never half of one. The parent folder is created.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(3)}.tmp")
-    if "b" not in mode:
-        open_kwargs.setdefault("encoding", "utf-8")
-    try:
-        with open(tmp, mode, **open_kwargs) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """`obj` as indented JSON at `path`, atomically (see `atomic_write`); NaN/inf kept."""
-    with atomic_write(path) as f:
-        json.dump(obj, f, indent=2, allow_nan=True)
-        f.write("\n")
-
-
-def read_json(path: str | os.PathLike, default: Any = None) -> Any:
-    """The JSON at `path`, or `default` if it is missing or unreadable."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return default
-
-
-# ----------------------------------------------------------------------------------------------
-# configs -> JSON
-
-
-def to_jsonable(obj: Any) -> Any:
-    """``obj`` as plain JSON types (dict with str keys, list, str, int, float, bool, None).
-
-    Handles tuples/sets (-> lists), numpy scalars and arrays, torch tensors, dtypes and devices
-    (``"torch.float32"``, ``"cuda:0"``), Paths, dataclasses (-> dict of fields), namedtuples
-    (-> dict), Enums (-> value), datetimes (-> ISO string), classes and functions
-    (-> ``"module.qualname"``). Anything else becomes its ``repr`` so that recording a config
-    never fails. NaN and inf floats are kept (the writers emit them as NaN/Infinity).
-    """
-    t = type(obj)
-    if obj is None or t in (bool, int, float, str):
-        return obj
-    if isinstance(obj, enum.Enum):
-        return to_jsonable(obj.value)
-    if isinstance(obj, bool):
-        return bool(obj)
-    if isinstance(obj, int):
-        return int(obj)
-    if isinstance(obj, float):  # includes numpy.float64, a float subclass
-        return float(obj)
-    if isinstance(obj, str):
-        return str(obj)
-    if isinstance(obj, PurePath):
-        return str(obj)
-    if isinstance(obj, Mapping):
-        return {(k if isinstance(k, str) else str(to_jsonable(k))): to_jsonable(v) for k, v in obj.items()}
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        # fields one by one, not dataclasses.asdict: asdict deep-copies, which fails on tensors
-        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, tuple) and hasattr(obj, "_asdict"):  # namedtuple
-        return to_jsonable(obj._asdict())
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, (set, frozenset)):
-        items = [to_jsonable(v) for v in obj]
-        try:
-            return sorted(items)
-        except TypeError:
-            return items
-    np = sys.modules.get("numpy")
-    if np is not None:
-        if isinstance(obj, np.generic):
-            return to_jsonable(obj.item())
-        if isinstance(obj, np.ndarray):
-            return to_jsonable(obj.tolist())
-        if isinstance(obj, np.dtype):
-            return str(obj)
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        if isinstance(obj, torch.Tensor):
-            obj = obj.detach().cpu()
-            return to_jsonable(obj.item() if obj.dim() == 0 else obj.tolist())
-        if isinstance(obj, torch.Size):
-            return [int(v) for v in obj]
-        if isinstance(obj, (torch.dtype, torch.device)):
-            return str(obj)
-    if isinstance(obj, (_dt.datetime, _dt.date, _dt.time)):
-        return obj.isoformat()
-    if isinstance(obj, bytes):
-        return obj.decode("utf-8", errors="replace")
-    if isinstance(obj, type) or callable(obj) and hasattr(obj, "__qualname__"):
-        return f"{getattr(obj, '__module__', '?')}.{obj.__qualname__}"
-    return repr(obj)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -19,9 +19,11 @@ hash, so those runs are new; adding seeds or widths to the grid runs only the ne
 
 Runners compute and return; the sweep process records (`paramlab.tracking`). Runs on remote Ray
 workers land in the local store and the wandb group of the process that started the sweep, and a
-run's record is written only once it is done. (History rows are logged
-after the run, so their ``time`` column is the recording time; the run's compute time is in
-meta.json under ``sweep.runtime_s``.)
+run's record is written only once it is done. (History rows are written to the store after the run,
+so their ``time`` column is the recording time; the run's compute time is in meta.json under
+``sweep.runtime_s``.) wandb sees each point live: a unit's wandb runs are opened before it trains
+and the training loops' `live.emit` points reach them as they are computed (`paramlab.wandb_live`);
+``wandb_project`` (default ``paramlab-<experiment>``), ``wandb_entity`` and ``tags`` name them.
 
 **Executors** (`paramlab.executors`): ``local`` (default, in this process) or ``ray`` (a local Ray
 instance, an existing cluster, or SLURM: see that module for the recipes).
@@ -46,9 +48,11 @@ from typing import Any, Mapping
 from .executors import run_local, run_ray
 from .runners import Runner, SpecError, get_runner
 from .spec import ENSEMBLE_MODES, EXECUTORS, MAX_POINTS, SweepSpec, describe_point, foreign_runner, load_spec
-from .store import (RESERVED_SUMMARY_KEYS, check_name, config_hash, now_iso, read_json, run_dir_name,
-                    run_state, safe_component, write_json_atomic)
+from .io import read_json, write_json_atomic
+from .store import RESERVED_SUMMARY_KEYS, check_name, config_hash, now_iso, run_dir_name, run_state, safe_component
 from .tracking import start_run
+from .wandb_live import LiveRuns, default_project
+from .wandb_sink import wandb_enabled
 
 __all__ = ["SweepReport", "run_sweep"]
 
@@ -170,6 +174,10 @@ def run_sweep(
     dry_run: bool = False,
     ray_init: Mapping[str, Any] | None = None,
     yes: bool = False,
+    wandb_project: str | None = None,
+    wandb_entity: str | None = None,
+    tags: list[str] | tuple[str, ...] | None = None,
+    wandb_config: Mapping[str, Any] | None = None,
 ) -> SweepReport:
     """Run (or resume) a sweep; returns a SweepReport. Runs that are complete are skipped.
 
@@ -183,6 +191,9 @@ def run_sweep(
     num_cpus, num_gpus: override each unit's resource request.
     dry_run: check the spec and report which runs are complete, run nothing.
     yes: run a grid of more than `paramlab.spec.MAX_POINTS` points (refused otherwise).
+    wandb_project, wandb_entity: where the wandb runs go (default ``$WANDB_PROJECT``, else
+        ``paramlab-<experiment>``; ``$WANDB_ENTITY``, else the account's). tags: added to the spec's.
+    wandb_config: extra flat wandb config keys of every run (e.g. ``{"size": "quick"}``).
 
     Stacking is a function of the full grid, not of what is left to run: a resumed sweep (or a point
     rerun after its folder was deleted) recomputes each incomplete run in the very stack it had the
@@ -205,6 +216,11 @@ def run_sweep(
         s.ensemble = ensemble
     if wandb is not None:
         s.wandb = bool(wandb)
+    if tags:
+        if isinstance(tags, str) or not all(isinstance(t, str) and t for t in tags):
+            raise SpecError(f"tags must be a list of non-empty strings, got {tags!r}")
+        s.tags = [*s.tags, *[t for t in tags if t not in s.tags]]
+    project = default_project(s.experiment, wandb_project)
     runner = get_runner(s.runner)
     for key, val in (("device", device), ("precision", precision)):
         if val is not None:
@@ -254,11 +270,19 @@ def run_sweep(
             bar = tqdm(total=len(points), initial=report.skipped, desc=f"sweep {group}", unit="run",
                        dynamic_ncols=True, file=sys.stderr)
 
+        live_runs = (LiveRuns(group_dir, experiment, group, tags=s.tags, project=project, entity=wandb_entity,
+                              config=wandb_config) if s.wandb and wandb_enabled() else None)
+        wb = {"project": project, "entity": wandb_entity, "wandb_config": wandb_config}
+
+        def open_live(unit):
+            return LiveRuns.sinks(live_runs.open(unit, complete))
+
         def record(unit, outcomes):
             stack = [n for n, _ in unit]
             todo = [(u, out) for u, out in zip(unit, outcomes) if u[0] not in complete]
             for (n, cfg), out in todo:
-                _record(group_dir, n, cfg, out, s, executor, stack)
+                _record(group_dir, n, cfg, out, s, executor, stack, wb,
+                        live_runs.take(n) if live_runs is not None else None)
                 setattr(report, out["status"], getattr(report, out["status"]) + 1)
             if bar is not None:
                 bar.update(len(todo))
@@ -266,10 +290,14 @@ def run_sweep(
 
         try:
             if executor == "local":
-                run_local(runner, units, record, num_cpus, num_gpus, threads)
+                run_local(runner, units, record, num_cpus, num_gpus, threads,
+                          open_live if live_runs is not None else None)
             else:
-                run_ray(runner, units, record, address, num_cpus, num_gpus, threads, ray_init)
+                run_ray(runner, units, record, address, num_cpus, num_gpus, threads, ray_init,
+                        open_live if live_runs is not None else None)
         finally:
+            if live_runs is not None:
+                live_runs.close()
             if bar is not None:
                 bar.close()
     for n, c in zip(names, points):
@@ -312,10 +340,13 @@ def _dry_run_unimported(s: SweepSpec, root, name) -> SweepReport:
 
 
 def _record(group_dir: Path, name: str, config: dict, out: dict, s: SweepSpec, executor: str,
-            stack: list[str] | None = None) -> None:
-    """Write one run's record; its meta.json (status) is written last, atomically, by Run.finish."""
+            stack: list[str] | None = None, wb: Mapping[str, Any] | None = None, sink=None) -> None:
+    """Write one run's record; its meta.json (status) is written last, atomically, by Run.finish.
+    wb: project, entity, wandb_config of its wandb run; sink: the wandb run opened before it trained
+    (`paramlab.wandb_live`; its folder is the run folder, kept), whose live keys are not logged again."""
     run = start_run(config, experiment=s.experiment, group=group_dir.name, root=s.root, name=name,
-                             tags=s.tags, use_wandb=s.wandb, if_exists="overwrite")
+                    tags=s.tags, use_wandb=s.wandb, if_exists="overwrite" if sink is None else "adopt",
+                    wandb_sink=sink, **dict(wb or {}))
     try:
         for row in out["history"]:
             row = dict(row)

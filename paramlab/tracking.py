@@ -11,8 +11,9 @@ One call, :func:`start_run`, records a run in two places:
 
 * **wandb** (`paramlab.wandb_sink`), OFFLINE unless the user explicitly set ``WANDB_MODE`` (or
   passed ``wandb_mode``): ``dir=`` the run folder, ``group=<experiment>-<group>``,
-  ``job_type=<scheme>``, ``name=run_name``, the config plus ``paramlab_meta`` (versions, git) as wandb
-  config, metrics via ``wandb.log``, ``summary`` (+ ``status``) as wandb summary, tables/images as
+  ``job_type=<scheme>``, ``name=run_name``, the config plus flat filter keys and ``paramlab_meta``
+  (versions, git) as wandb config (`wandb_identity`), metrics via ``wandb.log`` (a sweep opens the
+  wandb run before training and passes it in, ``wandb_sink=``: `paramlab.wandb_live`), ``summary`` (+ ``status``) as wandb summary, tables/images as
   ``wandb.Table``/``wandb.Image``. ``use_wandb=False``, ``PARAMLAB_WANDB=0`` or
   ``WANDB_MODE=disabled`` turns wandb off entirely. Tracking never crashes a sweep because of wandb.
 
@@ -34,12 +35,12 @@ from pathlib import Path
 from typing import Any
 
 from .provenance import code_git_info, library_versions
+from .io import to_jsonable, write_json_atomic
 from .store import (FINAL_STATUSES, FORMAT_VERSION, NAME_KEYS, RESERVED_HISTORY_KEYS, RESERVED_SUMMARY_KEYS,
-                    default_group, format_value, lookup, now_iso, run_name, safe_component, safe_relpath,
-                    to_jsonable, write_json_atomic)
+                    default_group, format_value, lookup, now_iso, run_name, safe_component, safe_relpath)
 from .wandb_sink import WandbSink, resolve_wandb_mode, wandb_enabled
 
-__all__ = ["Run", "start_run", "wandb_enabled"]
+__all__ = ["Run", "start_run", "wandb_enabled", "wandb_identity"]
 
 
 def wandb_cells(data: list[list]) -> list[list]:
@@ -54,6 +55,34 @@ def wandb_cells(data: list[list]) -> list[list]:
     return data
 
 
+def wandb_identity(config: Mapping, experiment: str, group: str, name: str, tags: Iterable[str], meta: Mapping,
+                   extra: Mapping[str, Any] | None = None) -> dict:
+    """How a run appears in wandb: name = the store's run name, group = ``<experiment>-<group>``,
+    job_type = the scheme (else the depth rule, else the config's ``kind``, else the experiment), tags = the
+    experiment and `tags`, and config = the stored config plus flat keys a filter needs: ``lr`` and
+    ``log2_lr`` (each derived from the other where only one is set), ``experiment``, ``git_sha``,
+    ``paramlab_version`` and `extra` (e.g. ``size``), with the provenance under ``paramlab_meta``."""
+    import math
+
+    scheme = lookup(config, NAME_KEYS["scheme"])
+    if scheme is None:  # depth_transfer's runs: the depth rule; an experiment's summary run: "summary"
+        scheme = config.get("rule", config.get("kind"))
+    flat: dict[str, Any] = {"experiment": experiment}
+    lr, log2_lr = config.get("lr"), config.get("log2_lr")
+    if isinstance(log2_lr, (int, float)) and not isinstance(log2_lr, bool) and lr is None:
+        flat["lr"] = 2.0 ** log2_lr
+    if isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0 and log2_lr is None:
+        flat["log2_lr"] = math.log2(lr)
+    git = meta.get("git") or {}
+    flat["git_sha"] = git.get("sha")
+    flat["paramlab_version"] = (meta.get("versions") or {}).get("paramlab")
+    wb_config = {**config, **flat, **dict(extra or {}),
+                 "paramlab_meta": {k: meta[k] for k in ("experiment", "group", "versions", "git") if k in meta}}
+    return {"name": name, "group": f"{experiment}-{group}",
+            "job_type": format_value(scheme) if scheme is not None else experiment,
+            "tags": [experiment, *tags], "config": wb_config}
+
+
 class Run:
     """One tracked run (built by ``start_run``, an alias): records config, versions and git SHA to the
     local store and to wandb.
@@ -64,9 +93,14 @@ class Run:
     group: one per experiment invocation; default :func:`default_group` (one per process).
     name: run folder and wandb name; default :func:`run_name` (``mup-w256-lr0.01-s0``).
     if_exists: the run folder exists already: ``"suffix"`` (``name-1``, ...), ``"overwrite"``
-        (delete it first, e.g. re-running a failed run of a resumed sweep) or ``"error"``.
+        (delete it first, e.g. re-running a failed run of a resumed sweep), ``"error"``, or ``"adopt"``
+        (use it as it is: the sweep made it for the wandb run it opened before training).
     use_wandb: False (or env PARAMLAB_WANDB=0) for the local store only.
-    project: wandb project (default ``$WANDB_PROJECT`` or ``"paramlab"``).
+    project, entity: wandb project (default ``$WANDB_PROJECT`` or ``"paramlab"``) and entity (default
+        ``$WANDB_ENTITY``, else the account's default).
+    wandb_config: extra flat wandb config keys (e.g. the experiment's size); see `wandb_identity`.
+    wandb_sink: a started `WandbSink` to record into (the sweep opens one per run before it trains and
+        sends the live points through it); history keys it already sent live are not logged again.
     wandb_mode: "offline" / "online"; default ``$WANDB_MODE`` if set, else "offline".
     wandb_settings: extra ``wandb.Settings`` fields (default ``silent=True, console="off"``).
 
@@ -92,11 +126,14 @@ class Run:
         wandb_mode: str | None = None,
         wandb_settings: Mapping[str, Any] | None = None,
         if_exists: str = "suffix",
+        entity: str | None = None,
+        wandb_config: Mapping[str, Any] | None = None,
+        wandb_sink: WandbSink | None = None,
     ):
         if not experiment:
             raise ValueError("start_run needs experiment='<name>' (e.g. 'coord_check')")
-        if if_exists not in ("suffix", "overwrite", "error"):
-            raise ValueError(f"if_exists must be 'suffix', 'overwrite' or 'error', not {if_exists!r}")
+        if if_exists not in ("suffix", "overwrite", "error", "adopt"):
+            raise ValueError(f"if_exists must be 'suffix', 'overwrite', 'error' or 'adopt', not {if_exists!r}")
         self.experiment = safe_component(experiment)
         self.group = safe_component(group if group is not None else default_group(self.experiment))
         self.config = to_jsonable(config)
@@ -142,14 +179,16 @@ class Run:
         # Line-per-call append, flushed each call: a crash loses at most the line being written.
         self._history = open(self.path / "history.jsonl", "a", encoding="utf-8")
 
-        if wandb_enabled(use_wandb):
+        if wandb_sink is not None:  # opened before the run trained (the sweep's live runs)
+            self._sink = wandb_sink
+            self.meta["wandb"] = wandb_sink.info
+            write_json_atomic(self.path / "meta.json", self.meta)
+        elif wandb_enabled(use_wandb):
             self._sink = WandbSink(self.meta["wandb"])
-            scheme = lookup(self.config, NAME_KEYS["scheme"])
-            wb_config = {**self.config, "paramlab_meta": {k: self.meta[k] for k in ("experiment", "group", "versions", "git")}}
-            self._sink.start(run_dir=self.path, name=self.name, group=f"{self.experiment}-{self.group}",
-                             job_type=format_value(scheme) if scheme is not None else self.experiment,
-                             tags=[self.experiment, *self.tags], config=wb_config, project=project,
-                             mode=resolve_wandb_mode(wandb_mode), settings=wandb_settings)
+            self._sink.start(run_dir=self.path, **wandb_identity(self.config, self.experiment, self.group, self.name,
+                                                                 self.tags, self.meta, wandb_config),
+                             project=project, entity=entity, mode=resolve_wandb_mode(wandb_mode),
+                             settings=wandb_settings)
             write_json_atomic(self.path / "meta.json", self.meta)
 
     # -- setup ---------------------------------------------------------------------------------
@@ -157,6 +196,9 @@ class Run:
     @staticmethod
     def _make_run_dir(group_dir: Path, name: str, if_exists: str) -> Path:
         path = group_dir / name
+        if if_exists == "adopt":  # made (and cleared) by the sweep before the run trained; holds its live wandb/
+            path.mkdir(exist_ok=True)
+            return path
         if if_exists == "overwrite" and path.exists():
             shutil.rmtree(path)
         if if_exists in ("overwrite", "error"):

@@ -17,6 +17,7 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
+from . import live
 from .checkpoint import load_checkpoint, read_checkpoint, restore_state, save_checkpoint, train_state
 from .divergence import DIVERGE_FACTOR, check_factor, diverged_reason
 from .losses import default_loss, loss_fn
@@ -206,8 +207,10 @@ def train(
             for h in hooks:
                 rec.update(h(step, model) or {})
         res.history.append(rec)
+        point = {k: v for k, v in rec.items() if k != "step"}
+        live.emit(point, step)
         if log is not None:
-            log({k: v for k, v in rec.items() if k != "step"}, step)
+            log(point, step)
         return rec
 
     def diverge(step: int, reason: str) -> None:
@@ -217,6 +220,7 @@ def train(
             res.history[-1]["diverged"] = 1
             return
         res.history.append({"step": step, "train/loss": float("nan"), "diverged": 1})
+        live.emit({"train/loss": float("nan"), "diverged": 1}, step)
         if log is not None:
             log({"train/loss": float("nan"), "diverged": 1}, step)
 

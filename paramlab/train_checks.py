@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["betas_reason", "check_data", "check_dtype", "check_output", "check_sizes", "eps_reason", "momentum_reason",
-           "seed_reason"]
-
 MAX_SEED = 2 ** 32  # numpy's legacy seeding (mnist1d's generator) takes [0, 2**32); torch takes more
 
 

@@ -1,9 +1,16 @@
 """The wandb side of a run: a small sink that `paramlab.tracking.Run` mirrors its records into.
 
-OFFLINE unless the user explicitly set ``WANDB_MODE`` (or passed ``mode``): online with a key and
-no network hangs in ``wandb.init`` for about 90 s. The sink never crashes a run: if wandb cannot
-be imported or started, or fails mid-run, it warns once per cause and process, records the error
-in the run's meta, and turns itself off; the local store carries on.
+OFFLINE unless the user explicitly set ``WANDB_MODE`` (or passed ``mode``). Online, ``wandb.init``
+waits at most `ONLINE_INIT_TIMEOUT` seconds for the server (wandb's own default is 90 s, paid by
+every run of a sweep when the network is down); the first online start that fails (no network, a
+bad key) switches this process to offline for every later run, with one warning: the runs land in
+their offline folders, ready for ``paramlab sync``. The sink never crashes a run: if wandb cannot be
+imported or started, or fails mid-run, it warns once per cause and process, records the error in the
+run's meta, and turns itself off; the local store carries on.
+
+Live points (`live.emit` while a sweep trains, see `paramlab.wandb_live`) go through `live`; the
+sink remembers their keys, and the history the sweep replays into `log` afterwards skips those
+keys, so wandb holds each point once, at the time it was computed.
 
 What wandb 0.31 writes in an offline run folder (checked, see tests/test_tracking.py)::
 
@@ -23,14 +30,28 @@ What wandb 0.31 writes in an offline run folder (checked, see tests/test_trackin
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["WandbSink", "resolve_wandb_mode", "wandb_enabled", "warn_once"]
-
 _WARNED: set[str] = set()
+ONLINE_INIT_TIMEOUT = 6.0  # seconds wandb.init may wait for the server (wandb's default: 90)
+# Why online wandb failed in this process (None: it has not): every later run goes offline at once.
+_ONLINE_DOWN: str | None = None
+_PROJECT_BAD = re.compile(r"[/\\#?%:&,'\"<>|\s]")  # characters W&B refuses in a project name
+
+
+def check_project(name: str | None) -> str | None:
+    """`name` if W&B accepts it as a project name (1-128 characters, none of ``/ \\ # ? % : & , ' " < > |``
+    nor whitespace), else ValueError naming the fault. None passes (the default applies)."""
+    if name is None:
+        return None
+    if not isinstance(name, str) or not name or len(name) > 128 or _PROJECT_BAD.search(name):
+        raise ValueError(f"malformed wandb project name {name!r}: use 1-128 letters, digits, '-', '_' or '.' "
+                         "(no '/', spaces or '#?%:&,\'\"<>|')")
+    return name
 
 
 def warn_once(key: str, message: str, stacklevel: int = 3) -> None:
@@ -73,9 +94,11 @@ class WandbSink:
         self.info = info
         self.run = None
         self._last_step: int | None = None
+        self.live_keys: set[str] = set()  # keys sent live: the replayed history skips them
 
     def start(self, *, run_dir: Path, name: str, group: str, job_type: str, tags: list[str], config: Mapping,
-              project: str | None, mode: str, settings: Mapping[str, Any] | None) -> None:
+              project: str | None, mode: str, settings: Mapping[str, Any] | None, entity: str | None = None) -> None:
+        global _ONLINE_DOWN
         self.info.clear()
         self.info.update(enabled=False, mode=mode)
         try:
@@ -84,21 +107,41 @@ class WandbSink:
             self.info["error"] = f"import failed: {type(e).__name__}: {e}"
             warn_once("wandb-import", f"paramlab.tracking: cannot import wandb ({e}); local store only", 5)
             return
+        entity = entity or os.environ.get("WANDB_ENTITY") or None
         self.info.update(project=project or os.environ.get("WANDB_PROJECT") or "paramlab", group=group,
-                         job_type=job_type)
+                         job_type=job_type, **({"entity": entity} if entity else {}))
+        if mode == "online" and _ONLINE_DOWN is not None:
+            mode = self.info["mode"] = "offline"
+            self.info["fallback"] = _ONLINE_DOWN
+        # silent + console="off": no banner, no stdout capture (paramlab's stdout stays clean);
+        # reinit="create_new": each paramlab Run owns its wandb run, several runs (a stacked unit's)
+        # live in one process at once, and a user's own wandb run is never finished behind their back.
+        base = {"silent": True, "console": "off"}
+        if mode == "online" and not os.environ.get("WANDB_INIT_TIMEOUT"):
+            base["init_timeout"] = ONLINE_INIT_TIMEOUT
+        kwargs = dict(project=self.info["project"], entity=entity, dir=str(run_dir), name=name, group=group,
+                      job_type=job_type, tags=[t[:64] for t in tags], config=dict(config), reinit="create_new")
         try:
-            # silent + console="off": no banner, no stdout capture (paramlab's stdout stays clean);
-            # reinit="create_new": each paramlab Run owns its wandb run, sequential runs in one
-            # process work and a user's own wandb run is never finished behind their back.
-            wb_settings = wandb.Settings(**{"silent": True, "console": "off", **dict(settings or {})})
-            self.run = wandb.init(project=self.info["project"], dir=str(run_dir), name=name, group=group,
-                                  job_type=job_type, tags=[t[:64] for t in tags], config=dict(config), mode=mode,
-                                  reinit="create_new", settings=wb_settings)
+            self.run = wandb.init(mode=mode, settings=wandb.Settings(**{**base, **dict(settings or {})}), **kwargs)
         except Exception as e:
-            self.info["error"] = f"init failed: {type(e).__name__}: {e}"
-            warn_once("wandb-init", f"paramlab.tracking: wandb.init failed ({e}); local store only", 5)
-            self.run = None
-            return
+            if mode != "online":
+                self.info["error"] = f"init failed: {type(e).__name__}: {e}"
+                warn_once("wandb-init", f"paramlab.tracking: wandb.init failed ({e}); local store only", 5)
+                self.run = None
+                return
+            # the server is out of reach (no network, a bad key): offline for the rest of this process
+            _ONLINE_DOWN = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+            warn_once("wandb-online", f"paramlab.tracking: wandb could not start online ({_ONLINE_DOWN}); this "
+                                      "process logs offline from now on (upload later: paramlab sync GROUP_DIR)", 5)
+            self.info.update(mode="offline", fallback=_ONLINE_DOWN)
+            try:
+                self.run = wandb.init(mode="offline", settings=wandb.Settings(**{**base, "init_timeout": 90,
+                                                                                 **dict(settings or {})}), **kwargs)
+            except Exception as e2:
+                self.info["error"] = f"init failed: {type(e2).__name__}: {e2}"
+                warn_once("wandb-init", f"paramlab.tracking: wandb.init failed ({e2}); local store only", 5)
+                self.run = None
+                return
         self.info["enabled"] = True
         self.info["id"] = getattr(self.run, "id", None)
         try:
@@ -122,10 +165,28 @@ class WandbSink:
             except Exception:
                 pass
 
-    def log(self, metrics: Mapping[str, Any], step: int) -> None:
-        """wandb.log at `step`; wandb drops steps lower than one logged already, so those are skipped."""
+    def live(self, metrics: Mapping[str, Any], step: int) -> None:
+        """A point sent while the run trains (a `paramlab.live` sink): logged now; its keys are not
+        replayed by `log` afterwards."""
         if self.run is None:
             return
+        if self._last_step is not None and step < self._last_step:
+            warn_once("wandb-live-step", f"paramlab.live: a point at step {step} after step {self._last_step} is not "
+                                         "sent to wandb (a second training inside one run? wrap it in "
+                                         "`with live.sending_to([]):` if its points are not the run's)")
+            return
+        self.live_keys.update(k for k in metrics if not k.startswith("_"))  # not wandb's own (_timestamp)
+        self.log(metrics, step, replay=False)
+
+    def log(self, metrics: Mapping[str, Any], step: int, replay: bool = True) -> None:
+        """wandb.log at `step`; wandb drops steps lower than one logged already, so those are skipped.
+        replay: a recorded history row; keys already sent live are left out (wandb holds them)."""
+        if self.run is None:
+            return
+        if replay and self.live_keys:
+            metrics = {k: v for k, v in metrics.items() if k not in self.live_keys}
+            if not metrics:
+                return
         if self._last_step is not None and step < self._last_step:
             warn_once("wandb-step", "paramlab.tracking: a step lower than one already logged goes to the local "
                                     "store only (wandb needs non-decreasing steps)")

@@ -62,3 +62,71 @@ class SdpaBlock(nn.Module):
         y = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
         x = x + self.proj(y.transpose(1, 2).reshape(b, t, c))
         return self.head(x)
+
+
+class NanoGPT(nn.Module):
+    """karpathy/nanoGPT's GPT, shaped as users have it (the same module names, fused c_attn, sdpa with its default
+    scale, lm_head tied to wte), written from its README's description: pre-LN blocks, GELU MLP of 4 n_embd,
+    learned positions, biases in Linears and LayerNorms (bias=True, as GPT-2).
+
+    `attn_scale`, `branch_mult`, `input_mult` and `head_mult` are the knobs a peer's fork adds to the forward
+    (None / 1.0: plain nanoGPT): q.k * attn_scale, x + branch_mult * branch(x), (wte + wpe) * input_mult,
+    lm_head(head_mult * x)."""
+
+    def __init__(self, n_embd, n_layer=2, n_head=4, block_size=16, vocab_size=V, bias=True, tied=True, device=None,
+                 dtype=None):
+        super().__init__()
+        kw = dict(device=device, dtype=dtype)
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(vocab_size, n_embd, **kw), wpe=nn.Embedding(block_size, n_embd, **kw),
+            h=nn.ModuleList(_NanoBlock(n_embd, n_head, bias, kw) for _ in range(n_layer)),
+            ln_f=nn.LayerNorm(n_embd, bias=bias, **kw)))
+        self.lm_head = nn.Linear(n_embd, vocab_size, bias=False, **kw)
+        if tied:
+            self.transformer.wte.weight = self.lm_head.weight
+        self.input_mult, self.head_mult = 1.0, 1.0
+
+    def forward(self, idx):  # (B, T) -> (B, T, V)
+        pos = torch.arange(idx.shape[1], device=idx.device)
+        x = self.transformer.wte(idx) + self.transformer.wpe(pos)
+        if self.input_mult != 1.0:
+            x = x * self.input_mult
+        for block in self.transformer.h:
+            x = block(x)
+        x = self.transformer.ln_f(x)
+        return self.lm_head(x * self.head_mult if self.head_mult != 1.0 else x)
+
+
+class _NanoAttention(nn.Module):
+    def __init__(self, n_embd, n_head, bias, kw):
+        super().__init__()
+        self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias, **kw)
+        self.c_proj = nn.Linear(n_embd, n_embd, bias=bias, **kw)
+        self.n_head, self.n_embd, self.attn_scale = n_head, n_embd, None
+
+    def forward(self, x):  # (B, T, C)
+        b, t, c = x.shape
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        q, k, v = (z.view(b, t, self.n_head, c // self.n_head).transpose(1, 2) for z in (q, k, v))  # (B, nh, T, hs)
+        if self.attn_scale is None:
+            y = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=True)
+        else:
+            y = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.attn_scale)
+        return self.c_proj(y.transpose(1, 2).contiguous().view(b, t, c))
+
+
+class _NanoBlock(nn.Module):
+    def __init__(self, n_embd, n_head, bias, kw):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(n_embd, bias=bias, **kw)
+        self.attn = _NanoAttention(n_embd, n_head, bias, kw)
+        self.ln_2 = nn.LayerNorm(n_embd, bias=bias, **kw)
+        self.mlp = nn.ModuleDict(dict(c_fc=nn.Linear(n_embd, 4 * n_embd, bias=bias, **kw), gelu=nn.GELU(),
+                                      c_proj=nn.Linear(4 * n_embd, n_embd, bias=bias, **kw)))
+        self.branch_mult = 1.0
+
+    def forward(self, x):
+        a = self.attn(self.ln_1(x))
+        x = x + (a * self.branch_mult if self.branch_mult != 1.0 else a)
+        h = self.mlp.c_proj(self.mlp.gelu(self.mlp.c_fc(self.ln_2(x))))
+        return x + (h * self.branch_mult if self.branch_mult != 1.0 else h)

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import torch
 
+from paramlab.measure.coord import coord_check
 from paramlab.measure.fit import fit_slope
 
 
@@ -39,3 +40,13 @@ def max_ratio(v):
 def slopes(widths, v):
     """Log-log slope against width of each step's column of v (n_widths, n_steps), where all positive."""
     return [fit_slope(widths, v[:, t])[0] for t in range(v.shape[1]) if np.all(v[:, t] > 0)]
+
+
+def activation_sizes(make_model, widths, x, y, optimizer, lr, loss, steps=3):
+    """name -> (n_widths, steps + 1) RMS of every named module's output at steps 0..steps (one seed,
+    the same batch each step), measured by `paramlab.coord_check`: the modules a forward calls, leaves
+    and containers (a container's output is the residual stream or a block's output)."""
+    names = [n for n, _ in make_model(widths[0]).named_modules() if n]
+    res = coord_check(make_model, widths, x, y, optimizer=optimizer, lr=lr, loss=loss, steps=steps, seeds=1,
+                      modules=names, quantities=("act/rms",), auto_predict=False)
+    return {n: np.stack([res.values(n, "act/rms", t)[:, 0] for t in range(steps + 1)], 1) for n in res.order}

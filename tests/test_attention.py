@@ -219,3 +219,33 @@ def test_sdpa_called_from_a_method_is_found():
     model = pl.parameterize(ViaMethod(256), "mup", base=ViaMethod(64, device="meta"))
     assert [s.how for s in pl.get_plan(model).attention] == ["sdpa"]
     assert sdpa_scales(model, tokens()) == pytest.approx([1 / 16])
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_attn_mult_gives_foreign_attention_the_builders_constant(arch):
+    """attn_mult replaces the model's base constant: scale = attn_mult / sqrt(d0) * (d0/d)^attn, on HF modules and
+    sdpa callers alike; 1/sqrt(d0) is nanoGPT-mup's q.k / d_head at every width (here 1/64 at d_head 64)."""
+    make = HF[arch]
+    idx = tokens()
+    for mult, scheme, want in ((16 ** -0.5, "mup", 1 / 64), (2.0, "mup", 2 / 16), (2.0, "sp", 2 / 8)):
+        model = pl.parameterize(make(256), scheme, base=make(64, device="meta"), seed=0, attn_mult=mult)
+        assert sdpa_scales(model, idx) == pytest.approx([want] * 2, rel=1e-14)
+    block = pl.parameterize(SdpaBlock(256), "mup", base=SdpaBlock(64, device="meta"), seed=0,
+                            attn_mult={"": 16 ** -0.5})
+    assert sdpa_scales(block, idx) == pytest.approx([1 / 64], rel=1e-14)
+    # negative control: without it the model's own constant, sqrt(d0)/d
+    assert sdpa_scales(pl.parameterize(make(256), "mup", base=make(64, device="meta")), idx) == pytest.approx([1 / 16] * 2)
+
+
+def test_attn_mult_refusals():
+    with pytest.raises(ValueError, match="attention='keep'"):
+        pl.parameterize(gpt2(64), "mup", base=gpt2(32, device="meta"), attention="keep", attn_mult=0.5)
+    with pytest.raises(ValueError, match="positive number"):
+        pl.parameterize(gpt2(64), "mup", base=gpt2(32, device="meta"), attn_mult=-1.0)
+    with pytest.raises(ValueError, match="matches no module"):
+        pl.parameterize(gpt2(64), "mup", base=gpt2(32, device="meta"), attn_mult={"nope.*": 1.0})
+    mha = lambda w, device=None: nn.MultiheadAttention(w, 4, batch_first=True, device=device)  # noqa: E731
+    with pytest.raises(ValueError, match="paramlab's own attention"):
+        pl.parameterize(pl.Transformer(V, 64), "mup", base=pl.Transformer(V, 32, device="meta"), attn_mult=2.0)
+    with pytest.raises(ValueError, match="attn_mult=2 cannot be set"):
+        pl.parameterize(mha(64), "ntk", base=mha(64, device="meta"), delta=mha(32, device="meta"), attn_mult=2.0)

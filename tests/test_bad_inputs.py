@@ -1,4 +1,4 @@
-"""Bad inputs at the command line and in specs: clear errors before anything is written (#14)."""
+"""Bad inputs at the command line and in specs: clear errors before anything is written."""
 
 import json
 
@@ -98,7 +98,7 @@ def test_diverged_run_records_its_reason(tmp_path):
 def test_ctrl_c_in_an_experiment_command_is_a_message(capsys):
     from types import SimpleNamespace
 
-    from paramlab.experiments import command
+    from paramlab.kit import command
 
     def run(*a, **k):
         raise KeyboardInterrupt

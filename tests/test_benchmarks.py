@@ -14,7 +14,7 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 def bench(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCH))
     yield
-    for name in ("hook_overhead", "coord_vs_mup", "_common"):
+    for name in ("hook_overhead", "coord_vs_mup", "optim_step", "_common"):
         sys.modules.pop(name, None)
 
 
@@ -27,7 +27,9 @@ def test_hook_overhead_dry_run(bench, tmp_path):
     rows = json.loads(out.read_text())["results"]
     assert [(r["model"], r["width"]) for r in rows] == [("mlp", 64), ("mlp", 128), ("transformer", 64), ("transformer", 128)]
     for r in rows:
-        assert {"overhead_pct", "overhead_pct_range", "null_pct", "null_pct_range"} <= set(r)
+        assert {"overhead_pct", "overhead_pct_range", "null_pct", "null_pct_range", "isolated_pct"} <= set(r)
+        if r["width"] == 64:  # no hook, nothing to isolate
+            assert r["isolated_pct"] == 0.0
         # muP at its base width has no multiplier; above it, the readout's input multiplier
         assert r["hooks"] == ([] if r["width"] == 64 else ["readout: InputScale"])
         assert (r["target_pct"] is not None) == (r["width"] >= 128)
@@ -42,3 +44,21 @@ def test_coord_vs_mup_dry_run_agrees_with_mup(bench, tmp_path):
     r = json.loads(out.read_text())
     assert r["values_agree"] and r["records_compared"] > 0
     assert r["clock"] == "cpu" and r["speedup_vs_mup"] > 0 and r["max_speedup_vs_mup"] > 0
+    # each side's defaults: paramlab's records its seven statistics, none of them spectral, act/l1 equal to mup's
+    assert r["speedup_vs_mup_default"] > 0 and r["default_values_agree"]
+    assert r["paramlab_default_quantities"] == sorted(["act/rms", "act/l1", "dact/rms", "dact/l1", "W/rms", "dW/rms",
+                                                       "upd/rms"])
+
+
+def test_optim_step_dry_run_times_known_families_and_skips_unknown_ones(bench, tmp_path):
+    import optim_step
+
+    out = tmp_path / "optim.json"
+    optim_step.main(["--families", "adam", "muon", "--models", "mlp", "--widths", "64", "--rounds", "1", "--steps", "1",
+                     "--out", str(out)])
+    r = json.loads(out.read_text())
+    assert [(x["family"], x["model"], x["width"]) for x in r["results"] if x["family"] == "adam"] == [("adam", "mlp", 64)]
+    for x in r["results"]:
+        assert {"overhead_pct", "overhead_pct_range", "null_pct", "target_pct"} <= set(x)
+    # muon: timed where paramlab.optimizer builds it, else listed as skipped with the reason
+    assert ("muon" in r["skipped"]) != any(x["family"] == "muon" for x in r["results"])

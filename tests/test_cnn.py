@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import paramlab as pl
-from helpers import max_ratio
+from helpers import activation_sizes, max_ratio
 from helpers import slopes as _slopes
 from paramlab.models.cnn import CNN, cnn
 from paramlab.schemes import PRESETS
@@ -111,30 +111,12 @@ def test_trains_on_sklearn_digits(scheme):
 WIDTHS = [32, 64, 128, 256]
 
 
-def coord_sizes(model, x, y, opt_name, lr, steps=3):
-    """RMS of every module's output in the forward pass at steps 0..steps (same batch each step)."""
-    rec = {}
-    hooks = [mod.register_forward_hook(lambda mod, a, out, name=name or "model": rec.setdefault(name, []).append(
-        out.detach().pow(2).mean().sqrt().item())) for name, mod in model.named_modules()]
-    opt = pl.optimizer(model, opt_name, lr=lr)
-    for t in range(steps + 1):
-        out = model(x)
-        if t < steps:
-            opt.zero_grad()
-            F.cross_entropy(out, y).backward()
-            opt.step()
-    for h in hooks:
-        h.remove()
-    return rec
-
-
 def coord_check(scheme, opt_name, lr, **kw):
     """name -> (n_widths, steps + 1) array of activation RMS."""
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(32, 1, 40, generator=g), torch.randint(0, 10, (32,), generator=g)
-    runs = [coord_sizes(cnn(1, 10, w, depth=3, dim=1, scheme=scheme, base_width=WIDTHS[0], seed=1, **kw), x, y,
-                        opt_name, lr) for w in WIDTHS]
-    return {n: np.array([r[n] for r in runs]) for n in runs[0]}
+    return activation_sizes(lambda w: cnn(1, 10, w, depth=3, dim=1, scheme=scheme, base_width=WIDTHS[0], seed=1, **kw),
+                            WIDTHS, x, y, opt_name, lr, "xent")
 
 
 def slopes(v):

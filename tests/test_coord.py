@@ -34,7 +34,7 @@ WIDTHS = [64, 128, 256, 512, 1024]
 @pytest.mark.parametrize("scheme", ["mup", "mf"])
 def test_mup_and_mf_pass_the_coord_check(scheme):
     x, y = batch()
-    res = coord_check(factory(scheme), WIDTHS, x, y, optimizer="sgd", lr=0.1, steps=3, seeds=3)
+    res = coord_check(factory(scheme), WIDTHS, x, y, optimizer="sgd", lr=0.1, steps=3, seeds=3, quantities="all")
     assert res.passed, slope_table(res)
     assert all(res.verdicts().values())
     # what is checked: activations of every module at every step, and every weight
@@ -104,7 +104,7 @@ def test_coord_check_runs_on_a_mup_package_model_and_it_passes():
     assert infos["readout.weight"].mult == pytest.approx(0.25)  # output_mult / width_mult
     x, y = batch()
     res = coord_check(make, WIDTHS, x, y, optimizer=lambda m: mup.MuSGD(m.parameters(), lr=0.1), steps=3,
-                      seeds=3)
+                      seeds=3, quantities="all")
     assert res.family == "sgd"
     assert res.passed, slope_table(res)
     assert res.fit("fc2", "dact/rms", 3)["predicted"] == 0.0
@@ -142,6 +142,96 @@ def test_xent_loss_and_adam():
                       quantities=("act", "dact"))
     assert res.family == "adam"
     assert res.fit("layers.1", "dact/rms", 2)["predicted"] == 0.0
+
+
+# -- what mup records: the same values (float64), and what is opt-in -------------------------------------
+
+
+class MupNet(nn.Module):
+    """float64, two distinct activations (one call each, as mup names them), MuReadout with 4 classes."""
+
+    def __init__(self, width, device=None):
+        import mup
+
+        super().__init__()
+        kw = dict(dtype=F64, device=device)
+        self.fc1, self.act1 = nn.Linear(D, width, **kw), nn.Tanh()
+        self.fc2, self.act2 = nn.Linear(width, width, **kw), nn.Tanh()
+        self.readout = mup.MuReadout(width, 4, **kw)
+
+    def forward(self, x):
+        return self.readout(self.act2(self.fc2(self.act1(self.fc1(x)))))
+
+
+def test_default_quantities_equal_mups_statistics_in_float64():
+    """mup's get_coord_data (MuSGD, xent, output 'l1' and 'l2', parameter 'l2') on the same models,
+    seeds and batch: act/l1 = 'l1', act/rms = 'l2' of every module's output and W/rms = multiplier x
+    the parameter's 'l2', at mup's t = paramlab's t + 1, to 1e-12. Controls: the same records one step
+    off differ, and the readout's W/rms differs from mup's raw 'l2' by exactly its multiplier."""
+    mup = pytest.importorskip("mup")
+    from mup.coord_check import get_coord_data
+
+    def make(width):
+        model = MupNet(width)
+        return mup.set_base_shapes(model, MupNet(64, device="meta"), delta=MupNet(128, device="meta"))
+
+    g = torch.Generator().manual_seed(0)
+    x, labels = torch.randn(16, D, generator=g, dtype=F64), torch.randint(0, 4, (16,), generator=g)
+    widths, seeds, steps = [64, 256], 2, 3
+    res = coord_check(make, widths, x, labels, optimizer=lambda m: mup.MuSGD(m.parameters(), lr=0.1), steps=steps,
+                      seeds=seeds, loss=torch.nn.functional.cross_entropy)
+    assert {r["quantity"] for r in res.records} == {"act/rms", "act/l1", "dact/rms", "dact/l1", "W/rms", "dW/rms",
+                                                     "upd/rms"}  # spectral norms are opt-in
+    def lazy(w):  # mup seeds once per seed, not per width: start every width from the seed, as coord_check does
+        def build():
+            torch.manual_seed(torch.initial_seed())
+            return make(w)
+        return build
+
+    df = get_coord_data({w: lazy(w) for w in widths}, [(x, labels)], optimizer="sgd", lr=0.1, mup=True,
+                        nsteps=steps, nseeds=seeds, lossfn="xent", cuda=False, show_progress=False,
+                        output_fdict={"l1": "l1", "l2": "l2"}, param_fdict={"l2": "l2"})
+    df = df[df["module"] != ""].copy()  # the root's output is the readout's
+    df = df[~df["module"].str.startswith(":")]  # ... and its parameters, each module's
+    df["seed"] = df.groupby(["width", "module", "t"]).cumcount()  # mup runs seed by seed
+    ours = {(r["width"], r["seed"], r["name"], r["quantity"], r["step"]): r["value"] for r in res.records}
+    mult = {w: {n: i.mult for n, i in mup_tensor_infos(make(w)).items()} for w in widths}
+    pairs = []  # (ours at t - 1, ours at t, mup's value)
+    for row in df.itertuples(index=False):
+        if ":param[" in row.module:  # '<module>:param[weight]'
+            mod, pname = row.module.split(":param[")
+            name = f"{mod}.{pname[:-1]}"
+            stats = [("W/rms", row.l2 * mult[row.width][name])]
+        else:
+            name, stats = row.module, [("act/l1", row.l1), ("act/rms", row.l2)]
+        for q, v in stats:
+            key = (row.width, row.seed, name, q)
+            pairs.append((ours[key + (row.t - 1,)], ours.get(key + (row.t,)), v))
+    assert len(pairs) > 100
+    assert max(abs(a - v) / abs(v) for a, _, v in pairs) < 1e-12
+    off = [abs(b - v) / abs(v) for _, b, v in pairs if b is not None]  # one step off: the values move
+    assert np.median(off) > 1e-4
+    key = (256, 0, "readout.weight", "W/rms", 0)
+    raw = df[(df["module"] == "readout:param[weight]") & (df["width"] == 256) & (df["t"] == 1)]["l2"].iloc[0]
+    assert mult[256]["readout.weight"] == pytest.approx(0.25) and ours[key] == pytest.approx(0.25 * raw, rel=1e-12)
+    assert abs(ours[key] - raw) / raw > 0.5
+
+
+def test_spectral_norms_are_opt_in_and_named_in_the_error():
+    x, y = batch(8)
+    res = coord_check(factory("mup"), [64, 128], x, y, steps=1, seeds=1)
+    assert not any(r["quantity"].endswith("/spec") for r in res.records)
+    with pytest.raises(KeyError, match="quantities='all'"):
+        res.fit("layers.1.weight", "dW/spec", 1)
+    full = coord_check(factory("mup"), [64, 128], x, y, steps=1, seeds=1, quantities="all")
+    assert {r["quantity"] for r in full.records} >= {"W/spec", "dW/spec", "upd/spec"}
+    # the rows both record are the same numbers; a spectral norm never exceeds sqrt(numel) x RMS (Frobenius)
+    a = {(r["name"], r["quantity"], r["step"]): r["value"] for r in res.records}
+    b = {(r["name"], r["quantity"], r["step"]): r["value"] for r in full.records}
+    assert all(b[k] == v for k, v in a.items())
+    assert b[("layers.1.weight", "dW/spec", 1)] <= 128 * b[("layers.1.weight", "dW/rms", 1)] * (1 + 1e-6)
+    # at t = 1 the last update is the change since init
+    assert b[("layers.1.weight", "upd/spec", 1)] == b[("layers.1.weight", "dW/spec", 1)]
 
 
 # -- one step, batch 1: THEORY.md §3.3 -------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Depth rules (issue #11): base-depth bit-identity with negative controls, the branch multiplier is
+"""Depth rules: base-depth bit-identity with negative controls, the branch multiplier is
 output scaling, optimizer factors per role and composition with every width scheme, flat-vs-growing
 depth slopes with a negative control, the linearization instrument is exact, errors name the fix."""
 
@@ -225,7 +225,7 @@ def test_depth_slopes_flat_vs_growing(tmp_path):
     ctrl = _rel_slope(DepthRule("alpha-0.5-no-lr", 0.5, DepthExponents()))
     assert ctrl.slope("rel") > 0.15, ctrl.table()
     assert not ctrl.passed  # the check flags it
-    from paramlab.measure.depth_coord import plot_depth_coord
+    from paramlab.report import plot_depth_coord
 
     assert plot_depth_coord([none, dmup, cp, ctrl], tmp_path / "d.png").stat().st_size > 0
 

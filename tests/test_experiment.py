@@ -1,4 +1,4 @@
-"""paramlab.experiments.experiment: `paramlab run` is a sweep. Its options are checked before anything
+"""paramlab.kit.experiment: `paramlab run` is a sweep. Its options are checked before anything
 runs (a bad --set leaves nothing behind), a killed run resumes with the same command, and the
 summary lands next to the runs. (The experiments' science is in test_experiments.py.)"""
 
@@ -16,7 +16,7 @@ from paramlab.cli import main
 from paramlab.experiments import get
 from paramlab.records import load_runs
 from paramlab.runners import SpecError
-from paramlab.store import read_json
+from paramlab.io import read_json
 
 
 @pytest.mark.parametrize("args, message", [
@@ -41,7 +41,7 @@ def test_the_same_options_are_fine_when_good(tmp_path):
     root = tmp_path / "runs"
     out = get("kernel_limit").run("tiny", root=root, use_wandb=False, progress=False, group="g", steps=2,
                                   dtype="float64", widths=[64, 128])
-    assert out["verdicts"] and (root / "kernel_limit" / "g" / "summary.json").exists()
+    assert out["verdicts"] and (root / "kernel_limit" / "g" / "summary" / "summary.json").exists()
 
 
 def test_options_come_from_every_size_and_axes_are_lists():
@@ -70,7 +70,7 @@ def test_a_killed_paramlab_run_resumes_with_the_same_command(tmp_path):
            "--set", "steps=600", "--root", str(root), "--group", "k", "--no-wandb", "--no-progress"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     group = root / "kernel_limit" / "k"
-    runs = lambda: [p for p in group.iterdir() if p.is_dir()] if group.exists() else []  # noqa: E731
+    runs = lambda: [p for p in group.iterdir() if p.is_dir() and p.name != "summary"] if group.exists() else []  # noqa: E731
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     try:
         deadline = time.time() + 90
@@ -85,7 +85,7 @@ def test_a_killed_paramlab_run_resumes_with_the_same_command(tmp_path):
         except ProcessLookupError:
             pass
     done = [p for p in runs() if _complete(p)]
-    assert 2 <= len(done) < 12 and not (group / "summary.json").exists()
+    assert 2 <= len(done) < 12 and not (group / "summary" / "summary.json").exists()
     before = {p.name: _files(p) for p in done}
 
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
@@ -95,5 +95,52 @@ def test_a_killed_paramlab_run_resumes_with_the_same_command(tmp_path):
     assert len(recs) == 12 and all(r.status == "finished" for r in recs)
     for name, files in before.items():
         assert _files(group / name) == files, f"the completed run {name} was touched"
-    summary = json.loads((group / "summary.json").read_text())
+    summary = json.loads((group / "summary" / "summary.json").read_text())
     assert set(summary["verdicts"]) == {"ntk", "mup"} and "records: " in out.stdout
+
+
+def test_a_summary_is_a_record_of_its_own_kind_not_a_run(tmp_path):
+    """The summary lives in the group's summary/ folder, which run discovery skips, and every file is
+    written whole: rewriting it leaves no temp file and the old text or the new one, never a mix."""
+    from paramlab.kit.summary import Summary, summary_markdown, summary_record, write_summary
+    from paramlab.store import SUMMARY_DIR
+
+    group = tmp_path / "e" / "g"
+    (group / "run-1").mkdir(parents=True)
+    (group / "run-1" / "config.json").write_text(json.dumps({"width": 64}))
+    s = Summary("title", ["scheme", "slope"], [["mup", 0.01], ["sp", 0.5]], extra={"verdicts": {"mup": True}})
+    for _ in range(2):
+        data = write_summary(s, experiment="e", group="g", out_dir=group / SUMMARY_DIR, use_wandb=False)
+    assert data == summary_record(s) == read_json(group / SUMMARY_DIR / "summary.json")
+    assert data["verdicts"] == {"mup": True} and data["rows"] == [["mup", 0.01], ["sp", 0.5]]
+    assert (group / SUMMARY_DIR / "summary.md").read_text() == summary_markdown(s)
+    assert "| mup | 0.01 |" in summary_markdown(s)
+    assert sorted(p.name for p in (group / SUMMARY_DIR).iterdir()) == ["summary.json", "summary.md"]
+    assert [r.path.name for r in load_runs(group)] == ["run-1"]  # the summary is not a run
+    # a store written when the summary was a run (config.json in summary/): discovery skips it all the same
+    (group / SUMMARY_DIR / "config.json").write_text(json.dumps({"kind": "summary"}))
+    assert [r.path.name for r in load_runs(group)] == ["run-1"]
+    # with wandb: one summary run per group, replaced when the group is summarized again
+    from paramlab.records import find_wandb_offline_runs
+
+    for _ in range(2):
+        write_summary(s, experiment="e", group="g", out_dir=group / SUMMARY_DIR, use_wandb=True)
+    assert len(find_wandb_offline_runs(group / SUMMARY_DIR)) == 1 and find_wandb_offline_runs(group) == []
+
+
+def test_pl_run_and_pl_coord_check_are_on_the_package_face(tmp_path):
+    """`pl.run(NAME, size, ...)` is `paramlab run NAME`: options checked before anything is written,
+    then the sweep and its summary; `pl.coord_check` is the width instrument itself."""
+    import paramlab as pl
+    from paramlab.measure.coord import coord_check
+
+    assert pl.coord_check is coord_check
+    with pytest.raises(SpecError, match="unknown option 'stpes' for kernel_limit"):
+        pl.run("kernel_limit", "tiny", root=tmp_path, use_wandb=False, stpes=3)
+    with pytest.raises(ValueError, match="unknown experiment 'nope'"):
+        pl.run("nope")
+    assert not any(tmp_path.iterdir())
+    out = pl.run("kernel_limit", "tiny", root=tmp_path, use_wandb=False, progress=False, group="g")
+    assert out == read_json(tmp_path / "kernel_limit" / "g" / "summary" / "summary.json") and out["verdicts"]
+    recs = load_runs(tmp_path / "kernel_limit" / "g")
+    assert recs and all(r.status in ("finished", "diverged") for r in recs)

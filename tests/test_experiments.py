@@ -38,18 +38,21 @@ def test_transfer_muP_features_transfer_and_beat_kernels(transfer):
 
 
 def test_every_run_is_in_the_local_store_and_in_offline_wandb(transfer, root):
-    recs = [r for r in load_runs(root / "transfer" / "test") if r.config.get("kind") != "summary"]
+    recs = load_runs(root / "transfer" / "test")  # the summary is not a run: discovery skips its folder
     assert len(recs) == 8 and all(r.status == "finished" for r in recs)
     assert all(r.history and "train/loss" in r.history[-1] for r in recs)
-    offline = [w for w in find_wandb_offline_runs(root / "transfer" / "test") if (w.config or {}).get("kind") != "summary"]
+    offline = find_wandb_offline_runs(root / "transfer" / "test")
     assert len(offline) == len(recs)  # one offline wandb run per grid point, with its config readable
     assert sorted(w.config["scheme"] + str(w.config["width"]) for w in offline) == \
         sorted(r.config["scheme"] + str(r.config["width"]) for r in recs)
-    summary = json.loads((root / "transfer" / "test" / "summary.json").read_text())
-    # one store layout: the summary (and its wandb run) next to the runs, not nested below them
-    assert (root / "transfer" / "test" / "summary" / "meta.json").exists()
+    summary = json.loads((root / "transfer" / "test" / "summary" / "summary.json").read_text())
+    # one store layout: the summary (and its wandb run) in its own folder beside the runs, a record of its own
+    # kind (no run files), not nested below them
+    assert (root / "transfer" / "test" / "summary" / "summary.md").exists()
+    assert not (root / "transfer" / "test" / "summary" / "meta.json").exists()
+    assert len(find_wandb_offline_runs(root / "transfer" / "test" / "summary")) == 1
     assert not (root / "transfer" / "test" / "transfer").exists()
-    assert (root / "transfer" / "test" / "transfer_gain_vs_width.png").stat().st_size > 10_000
+    assert (root / "transfer" / "test" / "summary" / "transfer_gain_vs_width.png").stat().st_size > 10_000
     assert summary["rows"]
     # paramlab compare redraws the metrics from the local store alone
     out = compare([root / "transfer" / "test"], out=root / "cmp")
@@ -86,8 +89,8 @@ def test_lr_transfer_batched_grid_equals_one_by_one(tmp_path):
         k: p[k] for k in ("dtype", "log2_lrs", "seeds")})
     alone = run_sweep(dataclasses.replace(exp.spec(p, root=tmp_path, group="s", use_wandb=False), ensemble="never"),
                       progress=False)
-    recs = {g: {json.dumps(r.config, sort_keys=True): r for r in load_runs(tmp_path / "lr_transfer" / g)
-                if r.config.get("kind") != "summary"} for g in ("b", "s")}
+    recs = {g: {json.dumps(r.config, sort_keys=True): r for r in load_runs(tmp_path / "lr_transfer" / g)}
+            for g in ("b", "s")}
     assert len(recs["b"]) == len(recs["s"]) == alone.total == 2 * 2 * 3 * 2
     assert {r.meta["sweep"]["ensemble"] for r in recs["b"].values()} == {6}  # lrs x seeds of one (scheme, width)
     assert {r.meta["sweep"]["ensemble"] for r in recs["s"].values()} == {1}

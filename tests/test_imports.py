@@ -132,11 +132,11 @@ def test_the_graph_reader_sees_what_it_must():
     """A check that cannot fail is no check: the reader finds real edges, a planted cycle and a
     planted private import."""
     edges = graph()
-    assert "paramlab.sweep" in edges["paramlab.experiments.experiment"]  # a lazy import inside a function
+    assert "paramlab.sweep" in edges["paramlab.kit.experiment"]  # a lazy import inside a function
     assert "paramlab.measure" in edges["paramlab.report"]  # report -> measure.fit runs measure/__init__
     assert cycles({**edges, "paramlab.store": edges["paramlab.store"] | {"paramlab.tracking"}})
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == [["a", "b", "c"]]
-    assert ("paramlab.store", "write_json_atomic") in {(t, n) for t, n, _ in imports("paramlab.tracking")}
+    assert ("paramlab.io", "write_json_atomic") in {(t, n) for t, n, _ in imports("paramlab.tracking")}
     planted = "from .store import _DEFAULT_GROUPS\n\ndef f():\n    from . import schemes\n    return schemes._SGD_CLASSES\n"
     found = {(t, n) for t, n, _ in imports("paramlab.tracking", planted)}
     assert {("paramlab.store", "_DEFAULT_GROUPS"), ("paramlab.schemes", "_SGD_CLASSES")} <= found
@@ -179,3 +179,9 @@ sys.exit(1 if bad else 0)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+
+
+def test_the_io_leaf_imports_nothing_of_paramlab():
+    """Files written whole and JSON are the floor every writer stands on (store, checkpoints, dataset caches)."""
+    assert graph()["paramlab.io"] == set()
+    assert "paramlab.store" not in graph()["paramlab.checkpoint"] | graph()["paramlab.data.mnist1d"]

@@ -31,7 +31,7 @@ def test_tiny_size_end_to_end(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "shift robust" in printed and "plot (lm_loss_vs_lr):" in printed
     size = SIZES["tiny"]
-    recs = [r for r in load_runs(tmp_path / "lm_lr_transfer" / "t") if r.config.get("kind") != "summary"]
+    recs = load_runs(tmp_path / "lm_lr_transfer" / "t")
     assert len(recs) == len(size["schemes"]) * len(size["widths"]) * len(size["log2_lrs"]) * size["seeds"]
     assert all(math.isfinite(r.summary["val/loss"]) or r.summary["diverged"] for r in recs)
     assert find_wandb_offline_runs(tmp_path / "lm_lr_transfer" / "t")
@@ -39,7 +39,7 @@ def test_tiny_size_end_to_end(tmp_path, capsys):
     assert out["check_sp_equals_mup_at_base"] == {"max_abs_diff": 0.0, "same_divergence": True}
     assert set(out["verdicts"]) >= {"mup_shift_within_1_step", "mup_loss_falls_with_width", "sp_drifts_down_2_steps"}
     assert len(out["sample"]["text"]) == size["sample_chars"]
-    assert (tmp_path / "lm_lr_transfer" / "t" / "lm_loss_vs_lr.png").exists()
+    assert (tmp_path / "lm_lr_transfer" / "t" / "summary" / "lm_loss_vs_lr.png").exists()
 
 
 def test_shift_table_reads_a_known_shift():
@@ -105,13 +105,13 @@ def test_lm_feature_learning_tiny(tmp_path):
     (the kernel regime's 1/sqrt(m) factor on each Adam step; the width exponents need the default size)."""
     out = get("lm_feature_learning").run("tiny", root=tmp_path, use_wandb=False, progress=False, group="t")
     recs = {(r.config["scheme"], r.config["width"]): r.summary
-            for r in load_runs(tmp_path / "lm_feature_learning" / "t") if r.config.get("kind") != "summary"}
+            for r in load_runs(tmp_path / "lm_feature_learning" / "t")}
     blocks = ["tok_emb", "blocks.0", "blocks.1"]
     for n in blocks:
         assert recs[("ntk", 32)][f"{n}/feat"] == recs[("mup", 32)][f"{n}/feat"]
         assert recs[("ntk", 64)][f"{n}/feat"] < recs[("mup", 64)][f"{n}/feat"]
     assert set(out["verdicts"]["ntk_steeper_than_mup"]) == set(blocks)
-    assert (tmp_path / "lm_feature_learning" / "t" / "lm_feature_movement_vs_width.png").exists()
+    assert (tmp_path / "lm_feature_learning" / "t" / "summary" / "lm_feature_movement_vs_width.png").exists()
 
 
 def test_sweep_stacked_equals_one_by_one(tmp_path):

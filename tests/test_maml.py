@@ -1,4 +1,4 @@
-"""First-order MAML across widths (issue #16, item 3): the meta-gradient against a hand-written one,
+"""First-order MAML across widths: the meta-gradient against a hand-written one,
 the scheme's inner learning rates, the episodes (no leakage, determinism), bad input, and the tiny
 experiment through the runner."""
 
@@ -167,7 +167,7 @@ def test_bad_input_is_refused_with_the_fix():
 
 def test_tiny_runs_end_to_end(tmp_path):
     s = get("maml").run("tiny", root=tmp_path, use_wandb=False, progress=False, group="t")
-    out = tmp_path / "maml" / "t"
+    out = tmp_path / "maml" / "t" / "summary"
     assert (out / "summary.json").exists() and (out / "maml_mnist1d.png").exists() and (out / "summary.md").exists()
     p = s["params"]
     assert s["verdicts"].keys() == {"k1", "k5"}

@@ -1,5 +1,5 @@
 """A private Ray instance listens on loopback only, ignores a stray RAY_ADDRESS and ends with its driver, even a
-SIGKILLed one (#14 item 5)."""
+SIGKILLed one."""
 
 import os
 import select

@@ -1,4 +1,4 @@
-"""Damaged or duplicated records are warned by name, never silently dropped or double-counted (#14 item 4)."""
+"""Damaged or duplicated records are warned by name, never silently dropped or double-counted."""
 
 import shutil
 
@@ -7,7 +7,7 @@ import pytest
 from paramlab.cli import main
 from paramlab.compare import compare
 from paramlab.records import RecordWarning, load_run, load_runs
-from paramlab.store import write_json_atomic
+from paramlab.io import write_json_atomic
 
 
 def fake_run(group, name, scheme, width, loss, status="finished"):
@@ -36,7 +36,7 @@ def test_clean_store_gives_the_slopes(store, recwarn):
 @pytest.mark.parametrize("damage, text", [
     ("summary.json", '{"train/loss": 0.1'),      # truncated
     ("config.json", "garbage"),                  # not JSON
-    ("summary.json", "[1, 2]"),                  # a JSON list (was an AttributeError)
+    ("summary.json", "[1, 2]"),                  # a JSON list, not an object
 ])
 def test_unreadable_records_are_named(store, damage, text):
     bad = store / "sp-w64"

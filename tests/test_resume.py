@@ -1,4 +1,4 @@
-"""Resumed sweeps are bit-identical to uninterrupted ones: summaries compared byte for byte (#14 item 3).
+"""Resumed sweeps are bit-identical to uninterrupted ones: summaries compared byte for byte.
 
 Stacked ensembles are float32 here on purpose (the sweep default): a run computed in another stack, or
 alone, differs in the last bits, so only recomputing it in its original stack passes these checks.

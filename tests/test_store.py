@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from paramlab.store import (atomic_write, read_json, run_dir_name, run_name, run_state, safe_component, safe_relpath,
-                            to_jsonable, write_json_atomic)
+from paramlab.io import atomic_write, read_json, to_jsonable, write_json_atomic
+from paramlab.store import run_dir_name, run_name, run_state, safe_component, safe_relpath
 
 
 def test_to_jsonable_and_run_name():

@@ -12,7 +12,8 @@ import pytest
 from paramlab import records, tracking
 from paramlab.runners import SpecError, register_runner
 from paramlab.spec import load_spec
-from paramlab.store import read_json, run_dir_name
+from paramlab.io import read_json
+from paramlab.store import run_dir_name
 from paramlab.sweep import run_sweep
 
 SMALL = {"task": "multi_index", "task_args": {"n_train": 256, "n_test": 128, "d": 8, "k": 2}, "steps": 20,

@@ -15,21 +15,10 @@ import numpy as np
 import pytest
 import torch
 
+import paramlab
 from paramlab import store, wandb_sink
 from paramlab.records import find_wandb_offline_runs, load_runs
 from paramlab.tracking import start_run
-
-
-@pytest.fixture(scope="module")
-def wandb_home(tmp_path_factory):
-    """wandb's cache/config/data folders (core logs, artifact staging) in a tmp dir, not ~."""
-    base = tmp_path_factory.mktemp("wandb_home")
-    with pytest.MonkeyPatch.context() as mp:
-        for var, sub in [("WANDB_CACHE_DIR", "cache"), ("WANDB_CONFIG_DIR", "config"),
-                         ("WANDB_DATA_DIR", "data"), ("WANDB_DIR", "dir")]:
-            (base / sub).mkdir()
-            mp.setenv(var, str(base / sub))
-        yield base
 
 
 @pytest.fixture(autouse=True)
@@ -118,7 +107,11 @@ def test_run_roundtrip_local_store_and_offline_wandb(tmp_path, monkeypatch):
     assert off.run_id == wb["id"] and off.paramlab_run == run.path
     assert off.wandb_file is not None and off.wandb_file.stat().st_size > 0
     assert off.config_source in ("debug.log", "config.yaml")
-    assert {k: v for k, v in off.config.items() if k != "paramlab_meta"} == CONFIG_JSON
+    # the stored config, plus the flat keys a wandb filter needs (the lr's log2 derived from the lr)
+    flat = {k: v for k, v in off.config.items() if k != "paramlab_meta"}
+    assert {k: flat.pop(k) for k in CONFIG_JSON} == CONFIG_JSON
+    assert flat.pop("log2_lr") == pytest.approx(math.log2(0.01))
+    assert flat == {"experiment": "coord_check", "git_sha": meta["git"]["sha"], "paramlab_version": paramlab.__version__}
     assert off.config["paramlab_meta"]["versions"]["torch"] == torch.__version__
     assert "files/requirements.txt" in [f"files/{f}" for f in off.files]
     assert any(f.startswith("media/table/") for f in off.files)

@@ -24,7 +24,7 @@ def model(d_out=1, scheme="mup", width=32, seed=0):
 
 @pytest.mark.parametrize("kw, match", [
     (dict(batch_size=0), "batch_size must be >= 1"),
-    (dict(batch_size=-3), "batch_size must be >= 1"),  # used to train on perm[0:-3]
+    (dict(batch_size=-3), "batch_size must be >= 1"),  # else a slice perm[0:-3] would train silently
     (dict(batch_size=2.5), "batch_size must be an int"),
     (dict(steps=-1), "steps must be >= 0"),
     (dict(steps="abc"), "steps must be an int"),
@@ -73,7 +73,7 @@ def test_divergence_rule_and_reason():
 
 
 def test_finite_blow_up_is_diverged_with_its_reason(task):
-    # Adam at lr 10 on SP ends at a huge but finite loss: it used to be recorded as "finished"
+    # Adam at lr 10 on SP ends at a huge but finite loss: it must not be recorded as "finished"
     res = train(model(scheme="sp", width=256), task, optimizer="adam", lr=10.0, steps=30, batch_size=32)
     assert res.diverged and res.final["diverged"] == 1
     assert res.diverged_reason.startswith("loss ") and "x initial" in res.diverged_reason

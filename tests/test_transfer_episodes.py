@@ -1,4 +1,4 @@
-"""The transfer experiment on real-data pairs (issue #16) at its tiny size: per-pair options, the
+"""The transfer experiment on real-data pairs at its tiny size: per-pair options, the
 many-draw probe, the kernel baselines on the same draws, the fresh readout for another output size."""
 
 import copy
@@ -12,7 +12,7 @@ from paramlab import data as D
 from paramlab.data.episodes import Episodes
 from paramlab.experiments import get
 from paramlab.experiments import transfer as T
-from paramlab.experiments import transfer_episodes as TE
+from paramlab.kit import transfer_episodes as TE
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_tiny_runs_end_to_end(tiny_runs):
             assert set(vv["gap_at_largest"]) == {"mup - ntk"}
             g = vv["schemes"]["mup"]["gain"]
             assert g[0] == pytest.approx(vv["schemes"]["ntk"]["gain"][0], abs=1e-12)  # base width: one network
-        assert (root / "transfer" / task / "transfer_gain_vs_width.png").stat().st_size > 10_000
+        assert (root / "transfer" / task / "summary" / "transfer_gain_vs_width.png").stat().st_size > 10_000
 
 
 def test_finetune_with_a_fresh_readout_of_another_size(tiny_runs):
@@ -66,7 +66,7 @@ def test_finetune_with_a_fresh_readout_of_another_size(tiny_runs):
     from paramlab.records import load_runs
 
     root, _ = tiny_runs
-    recs = [r for r in load_runs(root / "transfer" / "mnist1d_compose") if r.config.get("kind") != "summary"]
+    recs = load_runs(root / "transfer" / "mnist1d_compose")
     assert recs and all(np.isfinite(r.summary["B/k1/finetune"]) for r in recs)
 
 

@@ -1,4 +1,4 @@
-"""The real-data transfer pairs (issue #16): shapes, no leakage between A and B, determinism, and
+"""The real-data transfer pairs: shapes, no leakage between A and B, determinism, and
 the CBOW model and kernel baseline they rely on."""
 
 import numpy as np
@@ -135,7 +135,7 @@ def test_cbow_schemes_coincide_at_base_width():
 def test_cbow_kernel_is_the_bag_of_words_kernel():
     """Monte Carlo: the initial CBOW features' Gram / width -> bow . bow' = vocab * MLPKernel(depth=1,
     linear) NNGP of the normalized bag of words (the baseline the experiment uses for text pairs)."""
-    from paramlab.experiments.transfer_episodes import bag_of_words
+    from paramlab.kit.transfer_episodes import bag_of_words
 
     vocab, width = 40, 8192
     ids = torch.tensor([[1.0, 2, -1], [2.0, 3, -1], [4.0, -1, -1], [1.0, 2, 2]])

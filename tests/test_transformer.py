@@ -14,7 +14,7 @@ from einops import rearrange
 from torch import nn
 
 import paramlab as pl
-from helpers import max_ratio
+from helpers import activation_sizes, max_ratio
 from helpers import slopes as _slopes
 from paramlab.models.transformer import Transformer, transformer
 from paramlab.schemes import PRESETS
@@ -246,23 +246,6 @@ WIDTHS = [64, 128, 256, 512]
 LOGITS = ("blocks.0.attn.attn_logits", "blocks.1.attn.attn_logits")
 
 
-def coord_sizes(model, x, y, lr, steps=3):
-    """RMS of every module's output in the forward pass at steps 0..steps (same batch, Adam)."""
-    rec = {}
-    hooks = [mod.register_forward_hook(lambda mod, a, out, name=name or "model": rec.setdefault(name, []).append(
-        out.detach().pow(2).mean().sqrt().item())) for name, mod in model.named_modules()]
-    opt = pl.optimizer(model, "adam", lr=lr)
-    for t in range(steps + 1):
-        out = model(x)
-        if t < steps:
-            opt.zero_grad()
-            lm_loss(out, y).backward()
-            opt.step()
-    for h in hooks:
-        h.remove()
-    return rec
-
-
 _CACHE = {}
 
 
@@ -272,9 +255,9 @@ def coord_check(scheme, lr=1e-2, **kw):
     if key not in _CACHE:
         g = torch.Generator().manual_seed(0)
         data = torch.randint(0, V, (8, 17), generator=g)
-        runs = [coord_sizes(transformer(V, w, depth=2, n_heads=4, scheme=scheme, base_width=WIDTHS[0], max_len=16,
-                                        seed=1, attn_logits=True, **kw), data[:, :-1], data[:, 1:], lr) for w in WIDTHS]
-        _CACHE[key] = {n: np.array([r[n] for r in runs]) for n in runs[0]}
+        _CACHE[key] = activation_sizes(
+            lambda w: transformer(V, w, depth=2, n_heads=4, scheme=scheme, base_width=WIDTHS[0], max_len=16, seed=1,
+                                  attn_logits=True, **kw), WIDTHS, data[:, :-1], data[:, 1:], "adam", lr, "xent")
     return _CACHE[key]
 
 
@@ -321,12 +304,11 @@ def logit_sizes(scheme, steps=12, seeds=(1, 2), **kw):
     data = torch.randint(0, V, (8, 17), generator=g)
     out = {n: np.zeros((len(WIDTHS), steps + 1)) for n in LOGITS}
     for seed in seeds:
-        for i, w in enumerate(WIDTHS):
-            model = transformer(V, w, depth=2, n_heads=4, scheme=scheme, base_width=WIDTHS[0], max_len=16, seed=seed,
-                                attn_logits=True, **kw)
-            rec = coord_sizes(model, data[:, :-1], data[:, 1:], 1e-2, steps=steps)
-            for n in LOGITS:
-                out[n][i] += np.array(rec[n]) / len(seeds)
+        rec = activation_sizes(lambda w: transformer(V, w, depth=2, n_heads=4, scheme=scheme, base_width=WIDTHS[0],
+                                                     max_len=16, seed=seed, attn_logits=True, **kw),
+                               WIDTHS, data[:, :-1], data[:, 1:], "adam", 1e-2, "xent", steps=steps)
+        for n in LOGITS:
+            out[n] += rec[n] / len(seeds)
     return out
 
 

@@ -2,7 +2,7 @@
 
 Each factory returns (A, B): A a classification `Task` to pretrain on, B an `Episodes` pool. Inputs
 are standardized with A's training statistics only; no item of B (shots or test) is ever in A's
-training set. Designs were fixed before any width/seed run (issue #16's research notes).
+training set. Each design is fixed before any width/seed run, so no result chose it.
 
 ``mnist1d_disjoint``  A: mnist1d classes 0-4 (their ~2000 training signals).
                       B: classes 5-9; `k` shots per class from their training signals, tested on

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..store import atomic_write
+from ..io import atomic_write
 from .task import Task, check_classes, check_pos, classification_task, select_classes, standardize_inputs
 
 _MNIST1D_CACHE_FORMAT = 2  # 2: the arrays' sha256 stored and checked

@@ -11,10 +11,10 @@ optimizer and seeds; only the scheme and the width change), run as a sweep (`par
     lm_feature_learning  feature and kernel movement per block of that Transformer LM, NTK vs muP
     maml               does first-order MAML meta-learn features for few-shot mnist1d at every width?
 
-and the built-in sweep runner ``train_mlp`` (`train_mlp`). Run one with ``paramlab run NAME``,
-``python experiments/NAME.py`` or ``get(NAME).run(size, ...)``; `experiment.Experiment.run` has the
-options. Each run lands in ``<root>/<NAME>/<group>/``; the summary (table, figures, verdicts) next
-to the runs.
+(what they share, and the built-in sweep runner ``train_mlp``, is `paramlab.kit`). Run one with
+``paramlab run NAME``, ``python experiments/NAME.py`` or ``get(NAME).run(size, ...)``;
+`paramlab.kit.experiment.Experiment.run` has the options. Each run lands in
+``<root>/<NAME>/<group>/``; the summary (table, figures, verdicts) beside them in ``summary/``.
 
 Adding an experiment
 --------------------
@@ -40,7 +40,7 @@ Write ``paramlab/experiments/<name>.py`` with:
     def main(argv=None):
         return command.main(EXPERIMENT, argv)
 
-then add its name to `paramlab.runners.EXPERIMENTS` (that is all the registration there is), a thin
+then add its name to `NAMES` below (that is all the registration there is), a thin
 CLI ``experiments/<name>.py`` at the repository root if you like, and its test at the tiny size in
 tests/test_experiments.py. Nothing else needs to change: ``paramlab run <name>`` and ``paramlab
 sweep`` with ``runner: <name>`` pick it up.
@@ -50,11 +50,14 @@ from __future__ import annotations
 
 import importlib
 
-from ..runners import EXPERIMENTS
+__all__ = ["NAMES", "RUNNERS", "get", "run"]
 
-NAMES = EXPERIMENTS
-
-__all__ = ["NAMES", "get"]
+# The experiments, in the order `paramlab run` lists them; each is a module paramlab.experiments.<name>
+# with an EXPERIMENT (paramlab.kit.experiment.Experiment) and its RUNNER.
+NAMES = ("coord_check", "feature_learning", "transfer", "lr_transfer", "kernel_limit", "depth_transfer",
+         "lm_lr_transfer", "lm_feature_learning", "maml")
+# name -> "module:attribute" of each experiment's Runner (`paramlab.runners.get_runner` reads it by name)
+RUNNERS = {name: f"{__name__}.{name}:RUNNER" for name in NAMES}
 
 
 def get(name: str):
@@ -63,3 +66,10 @@ def get(name: str):
     if key not in NAMES:
         raise ValueError(f"unknown experiment {name!r}: known are {', '.join(NAMES)}")
     return importlib.import_module(f"{__name__}.{key}").EXPERIMENT
+
+
+def run(name: str, size: str = "default", **options) -> dict:
+    """Run (or resume) the experiment `name` at `size` and return its summary dict: ``pl.run("coord_check",
+    "tiny", root="runs", widths=[64, 128])``. `options`: `paramlab.kit.experiment.Experiment.run`'s
+    (root, group, use_wandb, ...) and the experiment's own (its sizes' keys)."""
+    return get(name).run(size, **options)

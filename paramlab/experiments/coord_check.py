@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from ..io import atomic_write
 from ..measure.coord import coord_check
 from ..measure.coord_result import CoordResult
 from ..models.cnn import cnn
@@ -27,9 +28,9 @@ from ..models.mlp import mlp
 from ..models.transformer import transformer
 from ..report import plot_coord, slope_table
 from ..schemes import get_scheme
-from . import command
-from .experiment import Experiment
-from .summary import Summary
+from ..kit import command
+from ..kit.experiment import Experiment
+from ..kit.summary import Summary
 
 NAME = "coord_check"
 _MLP = dict(model="mlp", d_in=16, depth=3, activation="tanh", base_width=64, optimizer="sgd", lr=0.1, batch_size=16,
@@ -76,7 +77,8 @@ def run_one(cfg: dict, log) -> dict:
     """The coordinate check of one scheme over every width and seed (one run per scheme)."""
     x, y = _batch(cfg)
     res = coord_check(_factory(cfg, cfg["scheme"]), cfg["widths"], x, y, optimizer=cfg["optimizer"], lr=cfg["lr"],
-                      steps=cfg["steps"], seeds=cfg["seeds"], loss="xent" if cfg["model"] == "transformer" else "mse")
+                      steps=cfg["steps"], seeds=cfg["seeds"], loss="xent" if cfg["model"] == "transformer" else "mse",
+                      quantities="all")
     fails = res.failures()
     worst = max((f["slope"] for f in res.fits if f["quantity"] == "act/l1" and f["slope"] == f["slope"]),
                 default=float("nan"))
@@ -107,7 +109,8 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
                        "n_fail": r["n_fail"], "max_act_slope": r["max_act_slope"], "failures": r["failures"]}
         rows.append([s, "pass" if act_ok else "FAIL", "pass" if w_ok else "FAIL", f"{r['n_fail']}/{r['n_rows']}",
                      r["max_act_slope"], r["failing_modules"][:80]])
-    (out_dir / "slopes.md").write_text("\n\n".join(tables) + "\n")
+    with atomic_write(out_dir / "slopes.md") as f:
+        f.write("\n\n".join(tables) + "\n")
     notes = (f"{p['model']}, {p['optimizer']} lr {p['lr']}, {p['steps']} steps on one batch, widths {p['widths']}, "
              f"{p['seeds']} seeds; predictions from each scheme's plan (r: "
              + ", ".join(f"{s} {get_scheme(s).predicted_r():g}" for s in p["schemes"]) + "). Per-module slopes: slopes.md")

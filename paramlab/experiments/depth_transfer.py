@@ -17,7 +17,7 @@ rule the optimum drifts to smaller lr as depth grows; with either rule it stays 
 Optimum: the robust optimum of `paramlab.measure.optimum` (a parabola in log-loss around the grid
 point of least seed-mean loss, bootstrap over seeds), beside the grid argmin; an optimum on the grid
 edge is flagged. The transformer does not separate the rules at CPU sizes
-(research round: d_model 64, L = 2..16, 300 steps; every optimum within one step, basin flat to
+(measured: d_model 64, L = 2..16, 300 steps; every optimum within one step, basin flat to
 0.01-0.03 nats; see README), so it is not an option here.
 """
 
@@ -37,9 +37,9 @@ from ..measure.optimum import robust_optimum
 from ..models.mlp import mlp
 from ..report import pyplot, save_figure
 from ..train import train
-from . import command
-from .experiment import Experiment
-from .summary import Summary
+from ..kit import command
+from ..kit.experiment import Experiment
+from ..kit.summary import Summary
 
 NAME = "depth_transfer"
 RULES = ("none", "depth-mup", "completep")
@@ -51,7 +51,7 @@ SIZES = {
     "quick": {**_BASE, "rules": list(RULES), "depths": [2, 4, 8, 16], "seeds": 1, "steps": 150,
               "log2_lrs": list(range(-13, -5))},
     # one seed and 7 lrs keep it near 15 min on 2 cores (the cost grows like the sum of the depths); every optimum
-    # measured so far (research round, 2 seeds, L = 2..32) lay in -11..-8
+    # measured (2 seeds, L = 2..32) lies in -11..-8
     "default": {**_BASE, "rules": list(RULES), "depths": [2, 4, 8, 16, 32], "seeds": 1, "steps": 300,
                 "log2_lrs": list(range(-12, -5))},
 }

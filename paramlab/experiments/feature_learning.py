@@ -35,9 +35,9 @@ from ..models.mlp import mlp
 from ..report import plot_vs_width, pyplot, save_figure
 from ..schemes import get_scheme
 from ..train import train
-from . import command
-from .experiment import Experiment
-from .summary import Summary, by_width
+from ..kit import command
+from ..kit.experiment import Experiment
+from ..kit.summary import Summary, by_width
 
 NAME = "feature_learning"
 _BASE = dict(n_train=1024, d=32, k=2, link="tanh_prod", depth=2, activation="tanh", base_width=64, optimizer="sgd",

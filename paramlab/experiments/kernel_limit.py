@@ -41,9 +41,9 @@ from ..measure.kernels import MLPKernel
 from ..models.mlp import mlp
 from ..report import plot_vs_width, pyplot, save_figure
 from ..train import train
-from . import command
-from .experiment import Experiment
-from .summary import Summary, by_width
+from ..kit import command
+from ..kit.experiment import Experiment
+from ..kit.summary import Summary, by_width
 
 NAME = "kernel_limit"
 _BASE = dict(n_train=256, n_test=512, d=32, k=2, link="tanh_prod", depth=1, gain=math.sqrt(2.0), base_width=64,

@@ -16,8 +16,8 @@ at init (h_0) and after training (h_T), per block output:
 and fits the width exponent of each (log2-log2 least squares over widths, seeds in log space:
 measure.fit.fit_slope). Prediction (TP4 Def. 3.2 with THEORY.md's Adam rows; `Scheme.predicted_r`):
 NTK features move like width^-1/2 (kernel regime) and its kernels fall at least as fast; muP features
-move like width^0 (feature learning). At CPU widths (<= 512) the research round measured the NTK slope
-still steepening towards -1/2 from a small base width and muP's still flattening towards 0.
+move like width^0 (feature learning). At CPU widths (<= 512) the measured NTK slope is still
+steepening towards -1/2 from a small base width and muP's still flattening towards 0.
 """
 
 from __future__ import annotations
@@ -32,11 +32,11 @@ from ..measure.features import kernel_change, linear_cka, rel_change
 from ..measure.fit import fit_slope
 from ..report import pyplot, save_figure
 from ..schemes import get_scheme
-from . import command
-from .experiment import Experiment
-from .lm_common import OnDevice, check_task, lm_model, lm_task, protocol
+from ..kit import command
+from ..kit.experiment import Experiment
+from ..kit.lm import OnDevice, check_task, lm_model, lm_task, protocol
 from .lm_train import train_lm
-from .summary import Summary, by_width
+from ..kit.summary import Summary, by_width
 
 NAME = "lm_feature_learning"
 _BASE = dict(task="shakespeare_char", depth=2, n_heads=4, base_width=32, context=32, batch=16, n_eval=128,

@@ -20,23 +20,25 @@ from pathlib import Path
 
 import numpy as np
 
+from ..measure.fit import slope_per_doubling
 from ..measure.optimum import align_shift, robust_optimum
 from ..report import pyplot, save_figure
-from . import command
-from .experiment import LR_AXES, Batch, Experiment
-from .lm_common import OnDevice, check_task, lm_model, lm_task, protocol
+from ..runners import BatchKey
+from ..kit import command
+from ..kit.experiment import LR_AXES, Batch, Experiment
+from ..kit.lm import OnDevice, check_task, lm_model, lm_task, protocol
 from .lm_train import sample, train_lm, train_lm_stacked
-from .summary import Summary
+from ..kit.summary import Summary
 
 NAME = "lm_lr_transfer"
 _BASE = dict(task="shakespeare_char", depth=2, n_heads=4, base_width=32, context=32, batch=16, n_eval=256,
              eval_seed=0, betas=[0.9, 0.999], eps=1e-8, dtype="float32", device="cpu", sample_chars=300)
-# Sizes from the issue-#12 research round (2-core CPU, 1 thread per run). Widths span 8x from the base
+# Sizes measured on a 2-core CPU, 1 thread per run. Widths span 8x from the base
 # width (the smallest width, where every scheme is the same network).
 SIZES = {
     "tiny": {**_BASE, "schemes": ["sp", "mup"], "widths": [32, 64], "log2_lrs": [-10, -8, -6, -4], "seeds": 1,
              "steps": 20, "n_eval": 32, "sample_chars": 40},
-    # the issue's setting: 150 steps of 16 x 32 tokens (77k tokens per run), 1 seed
+    # 150 steps of 16 x 32 tokens (77k tokens per run), 1 seed
     "quick": {**_BASE, "schemes": ["sp", "mup"], "widths": [32, 64, 128, 256], "log2_lrs": list(range(-11, -3)),
               "seeds": 1, "steps": 150},
     # 250 steps (128k tokens), 3 seeds, two spare grid points on each side of both optima
@@ -68,12 +70,8 @@ def run_one(cfg: dict, log) -> dict:
     return _summary(res, cfg)
 
 
-_PER_MODEL = ("log2_lr", "seed")  # what the models of one stack may differ in
-
-
-def batch_key(cfg: dict):
-    """Grid points that differ only in lr and seed may train as one stack (one scheme and width)."""
-    return tuple(sorted((k, repr(v)) for k, v in cfg.items() if k not in _PER_MODEL))
+# grid points that differ only in lr and seed may train as one stacked ensemble
+batch_key = BatchKey(("log2_lr", "seed"))
 
 
 def batch_pays(cfg: dict) -> bool:
@@ -123,12 +121,11 @@ def shift_table(results, p: dict, metric: str = "val/loss") -> dict:
         b, t = per[0], per[-1]
         cb, ct = curves(results, s, widths[0], lrs, metric), curves(results, s, widths[-1], lrs, metric)
         i0 = lrs.index(b["grid"]) if np.isfinite(b["grid"]) else None
-        lw = np.log2(widths)
         out[s] = dict(per_width=per, shift_grid=t["grid"] - b["grid"], shift_robust=t["robust"] - b["robust"],
                       shift_se=float(np.hypot(b["se"], t["se"])),
                       shift_status="ok" if b["status"] == t["status"] == "ok" else f"{b['status']}/{t['status']}",
                       shift_align=align_shift(x, cb, ct),
-                      slope_per_doubling=float(np.polyfit(lw, [r["robust"] for r in per], 1)[0]),
+                      slope_per_doubling=slope_per_doubling(widths, [r["robust"] for r in per]),
                       best_loss_by_width=[r["best_loss"] for r in per],
                       widest_loss_at_base_lr=float(ct.mean(0)[i0]) if i0 is not None else float("nan"))
     return out

@@ -23,6 +23,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from .. import live
 from ..optim import optimizer as make_optimizer
 from ..stacked.functional import Stacked
 from ..stacked.optim import StackedOptimizer
@@ -70,8 +71,10 @@ def train_lm(model, task, *, lr: float, seed: int, steps: int, batch: int, conte
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if log is not None and (step % max(1, steps // 10) == 0 or step == steps):
-            log({"train/loss": lv}, step)
+        if step % max(1, steps // 10) == 0 or step == steps:
+            live.emit({"train/loss": lv}, step)
+            if log is not None:
+                log({"train/loss": lv}, step)
     val = evaluate(model, *eval_xy)
     return LMResult(val if math.isfinite(val) else math.inf, not math.isfinite(val), steps, losses)
 
@@ -135,9 +138,12 @@ def train_lm_stacked(models: Sequence, task, *, lrs: Sequence[float], seeds: Seq
             loss_k = _per_model_ce(stack(x, per_model), y)
         loss_k.sum().backward()
         opt.step(stack)
-        if logs is not None and (step % max(1, steps // 10) == 0 or step == steps):
+        if step % max(1, steps // 10) == 0 or step == steps:
             for r, i in enumerate(alive):
-                logs[i]({"train/loss": lv[r] if not bad else float(loss_k[r])}, step)
+                point = {"train/loss": lv[r] if not bad else float(loss_k[r])}
+                live.emit(point, step, model=i)
+                if logs is not None:
+                    logs[i](point, step)
     if alive:
         if write_back:
             stack.write_back([models[i] for i in alive], range(len(alive)))

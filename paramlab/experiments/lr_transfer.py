@@ -18,11 +18,12 @@ from .. import data as D
 from ..measure.optimum import robust_optimum
 from ..models.mlp import mlp
 from ..report import pyplot, save_figure
+from ..runners import BatchKey
 from ..stacked import train_ensemble, use_ensemble
 from ..train import train
-from . import command
-from .experiment import LR_AXES, Batch, Experiment
-from .summary import Summary
+from ..kit import command
+from ..kit.experiment import LR_AXES, Batch, Experiment
+from ..kit.summary import Summary
 
 NAME = "lr_transfer"
 _BASE = dict(task="mnist1d", depth=2, activation="relu", base_width=64, optimizer="adam", batch_size=128,
@@ -61,12 +62,8 @@ def run_one(cfg: dict, log) -> dict:
     return _summary(res)
 
 
-_PER_MODEL = ("log2_lr", "seed")  # what the models of one stacked ensemble may differ in
-
-
-def batch_key(cfg: dict):
-    """Grid points that differ only in lr and seed may train as one stacked ensemble."""
-    return tuple(sorted((k, repr(v)) for k, v in cfg.items() if k not in _PER_MODEL))
+# grid points that differ only in lr and seed may train as one stacked ensemble
+batch_key = BatchKey(("log2_lr", "seed"))
 
 
 def batch_pays(cfg: dict) -> bool:
@@ -87,7 +84,7 @@ def run_batch(cfgs: list[dict], logs: list) -> list[dict]:
 BATCH = Batch(batch_key, run_batch, batch_pays)
 
 
-def optimum(log2_lrs, losses) -> float:
+def grid_argmin(log2_lrs, losses) -> float:
     """log2 lr of the smallest finite mean loss (nan if all diverged): the grid argmin."""
     losses = np.where(np.isfinite(losses), losses, np.inf)
     return float(log2_lrs[int(np.argmin(losses))]) if np.isfinite(losses).any() else float("nan")
@@ -123,8 +120,8 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
 
     Why the held-out loss: on a task a width can memorize (digits), the train loss saturates and falls
     until the divergence edge, which barely moves with width, so its minimum (argmin or robust) is pinned
-    there and reports no shift; the test loss has an interior optimum set by generalization (measured in
-    the #12 research round: SP -2.58 +- 0.29 steps, muP -0.10 +- 0.26 over 8x width, 3 seeds)."""
+    there and reports no shift; the test loss has an interior optimum set by generalization (measured on
+    digits: SP -2.58 +- 0.29 steps, muP -0.10 +- 0.26 over 8x width, 3 seeds)."""
     lrs, widths, metric = np.array(p["log2_lrs"], dtype=float), p["widths"], p["metric"]
 
     def curve(s, w):  # mean over seeds of the metric per lr (inf where diverged)
@@ -144,7 +141,7 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
         opts = []
         for i, w in enumerate(widths):
             c = curve(s, w)
-            opt = optimum(lrs, c)
+            opt = grid_argmin(lrs, c)
             opts.append(opt)
             shown = np.where(np.isfinite(c), c, np.nan)
             ax.plot(lrs, shown, "o-", ms=3, color=cmap(i / max(1, len(widths) - 1)), label=f"width {w}")
@@ -159,8 +156,12 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
         rob = robust_shift(results, p, s, metric)
         head = rob if metric == HEADLINE else robust_shift(results, p, s, HEADLINE)
         rows.append([s] + opts + [shift, spread, fmt(rob), fmt(head)])
+        # the prediction as yes/no (on the headline robust shift; an edge-pinned fit is no answer): muP
+        # within 1 grid step, SP at least 2
+        ok = head["shift_status"] == "ok"
         verdicts[s] = {"optima": opts, "shift_steps": shift, "spread_steps": spread, "robust": rob,
-                       "robust_headline": head}
+                       "robust_headline": head, "shift_within_1_step": bool(ok and abs(head["shift"]) <= 1.0),
+                       "shift_at_least_2_steps": bool(ok and abs(head["shift"]) >= 2.0)}
     np.atleast_1d(axes)[0].set_ylabel(f"{metric} after {p['steps']} steps")
     np.atleast_1d(axes)[0].legend(fontsize=8)
     path = save_figure(fig, out_dir / "loss_vs_lr.png")

@@ -38,9 +38,10 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from .. import live
 from ..data.episodes import k_shot_episodes
 from ..data.image_pairs import mnist1d_disjoint
-from ..measure.fit import mean_ci
+from ..measure.fit import mean_ci, slope_per_doubling
 from ..measure.kernels import MLPKernel
 from ..measure.probe import kernel_ridge_loo
 from ..meta import adapt, fomaml_grads, inner_lrs, meta_params
@@ -50,14 +51,12 @@ from ..optim import optimizer as make_optimizer
 from ..report import pyplot, save_figure
 from ..runners import positive
 from ..schemes import get_scheme
-from . import command
-from .experiment import Experiment
-from .summary import Summary, by_width
-from .transfer_episodes import CHECKS as EPISODE_CHECKS
-from .transfer_episodes import fmt_ci, kernel_lines, paired_gaps, prediction, width_axes
+from ..kit import command
+from ..kit.experiment import Experiment
+from ..kit.summary import Summary, by_width
+from ..kit.transfer_episodes import CHECKS as EPISODE_CHECKS
+from ..kit.transfer_episodes import fit_indices, fmt_ci, kernel_lines, paired_gaps, prediction, width_axes
 
-__all__ = ["EXPERIMENT", "RUNNER", "SIZES", "Episode", "kernel_baselines", "meta_test", "meta_train", "run_one",
-           "summarize", "test_episodes", "train_episodes"]
 
 NAME = "maml"
 N_CLASSES = 5  # mnist1d_disjoint: classes 0-4 meta-train, 5-9 meta-test
@@ -243,12 +242,20 @@ def _model(cfg: dict) -> nn.Module:
 def run_one(cfg: dict, log) -> dict:
     """One (scheme, width, seed): per shot count k, meta-train a fresh network and meta-test it and its init."""
     out: dict = {"diverged": 0}
+    done = 0  # outer steps of the earlier shot counts: the live (wandb) step keeps growing across them
     for k in cfg["shots"]:
         (xa, ya), (xb, yb), meta_tr, meta_val, meta_te = _pools(cfg, k)
         model = _model(cfg)
         init = copy.deepcopy(model)
-        klog = (lambda m, s, k=k: log({f"k{k}/{n}": v for n, v in m.items()}, s)) if log is not None else None
+
+        def klog(m, s, k=k, base=done):
+            point = {f"k{k}/{n}": v for n, v in m.items()}
+            live.emit(point, base + s)
+            if log is not None:
+                log(point, s)
+
         losses = meta_train(model, xa, ya, meta_tr, cfg, klog)
+        done += len(losses)
         if losses and not np.isfinite(losses[-1]):
             return {**out, "diverged": 1}
         a0, _ = meta_test(init, xb, yb, meta_te, cfg)
@@ -308,8 +315,7 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
     widths, schemes = p["widths"], p["schemes"]
     kern = kernel_baselines(p)
     variants = [f"k{k}" for k in p["shots"]]
-    fit = [i for i, w in enumerate(widths) if w > p["base_width"]]  # above the base width schemes differ
-    fit = fit if len(fit) >= 2 else list(range(len(widths)))
+    fit = fit_indices(widths, p["base_width"])
     rows, verdicts, gap_notes = [], {}, []
     plt = pyplot()
     fig, axes = plt.subplots(len(variants), 3, figsize=(16, 3.8 * len(variants)), squeeze=False)
@@ -326,7 +332,7 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
             im, ih = mean_ci(at_init[s])
             vm, vh = mean_ci(val_acc[s])
             over = mean_ci(acc[s][-1:] - best_kernel)
-            slope = float(np.polyfit(np.log2(np.array(widths)[fit]), gm[fit], 1)[0]) if len(widths) > 1 else float("nan")
+            slope = slope_per_doubling(np.array(widths)[fit], gm[fit])
             regime = "feature learning" if get_scheme(s).predicted_r() == 0 else "kernel"
             vv["schemes"][s] = {"regime": regime, "gain": gm.tolist(), "gain_ci95": gh.tolist(), "acc": am.tolist(),
                                 "acc_ci95": ah.tolist(), "acc_init": im.tolist(), "acc_init_ci95": ih.tolist(),

@@ -1,6 +1,6 @@
 """One optimizer step on one example, measured across widths: the cleanest test of a scheme's
 width exponents (THEORY.md §3.3: batch 1, one step, linear response). `paramlab demo` draws it;
-tests/test_width_scaling.py checks its slopes."""
+tests/test_one_step.py checks its slopes."""
 
 from __future__ import annotations
 

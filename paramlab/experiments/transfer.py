@@ -15,7 +15,7 @@ Prediction (TP4; the seed post "NTK/GP models of neural nets can't learn feature
 Default task: a multi-index teacher. A is y = g_A(U x) and B is y = g_B(U x), with the same rank-2
 subspace U in d = 32 and 64 examples for B.
 
-Real-data pairs (``--set task=NAME``; `paramlab.data.EPISODE_PAIRS`, issue #16): B is a pool with
+Real-data pairs (``--set task=NAME``; `paramlab.data.EPISODE_PAIRS`): B is a pool with
 `n_episodes` few-shot draws for each shot count in `shots`. One network trained on A is probed on
 every draw (features of the pool once at init, once trained; one ridge solve per draw); a run
 reports the mean over draws, the summary gives 95% t-intervals over seeds. The NNGP / NTK kernel
@@ -38,6 +38,8 @@ import numpy as np
 import torch
 
 from .. import data as D
+from .. import live
+from ..measure.fit import slope_per_doubling
 from ..measure.kernels import MLPKernel
 from ..measure.probe import kernel_ridge_loo, linear_probe, score
 from ..models.mlp import mlp
@@ -45,11 +47,11 @@ from ..models.activations import GAINS
 from ..report import plot_vs_width, pyplot, save_figure
 from ..runners import Option
 from ..train import train
-from . import command
-from . import transfer_episodes as TE
-from .checks import check_transfer_pair
-from .experiment import Experiment
-from .summary import Summary, by_width
+from ..kit import command
+from ..kit import transfer_episodes as TE
+from ..kit.checks import check_transfer_pair
+from ..kit.experiment import Experiment
+from ..kit.summary import Summary, by_width
 
 NAME = "transfer"
 _BASE = dict(task="multi_index", depth=2, activation="relu", base_width=64, optimizer="sgd", lr=0.1,
@@ -88,8 +90,9 @@ def _finetune(model, B, p: dict) -> float:
     B's size under the same names, so they keep the output role's plan (multiplier, lr scaling)."""
     model = copy.deepcopy(model)
     TE.fresh_readout(model, B.d_out)
-    res = train(model, B, optimizer=p["optimizer"], lr=p["lr"] * p["ft_lr_ratio"], steps=p["ft_steps"], loss="mse",
-                seed=p["seed"])
+    with live.sending_to([]):  # a measurement, not the run's training: its points are not the run's
+        res = train(model, B, optimizer=p["optimizer"], lr=p["lr"] * p["ft_lr_ratio"], steps=p["ft_steps"],
+                    loss="mse", seed=p["seed"])
     if res.diverged:
         return float("nan")
     with torch.no_grad():
@@ -158,7 +161,7 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
     rows, verdicts = [], {}
     for s in schemes:
         g = np.nanmean(gains[s], axis=1)
-        per_doubling = float(np.polyfit(np.log2(widths), g, 1)[0]) if len(widths) > 1 else float("nan")
+        per_doubling = slope_per_doubling(widths, g)
         rows.append([s] + [float(x) for x in g] + [per_doubling, float(np.nanmean(probe[s][-1]))])
         verdicts[s] = {"gain": [float(x) for x in g], "gain_per_doubling": per_doubling,
                        "positive_everywhere": bool(np.all(g > 0)), "probe_at_largest": float(np.nanmean(probe[s][-1]))}

@@ -20,7 +20,8 @@ depth_coord     coordinate check over depth: stream and branch sizes vs L, predi
 lazy            laziness of residual blocks: distance of a block's change from its linearization (CompleteP)
 optimum         robust optimum of a loss-vs-log2(lr) curve and its shift between widths, with errors
 
-Tables and plots of these results live in `paramlab.report` (slope_table, plot_coord, plot_vs_width).
+Tables and plots of these results live in `paramlab.report` (slope_table, plot_coord, plot_depth_coord,
+plot_vs_width).
 """
 
 from .coord import coord_check

@@ -10,7 +10,12 @@ forward pass of step t is the one whose loss gives update t+1) for every module 
     dW/rms, dW/spec      the same for W_t - W_0, the change since init            (t >= 1)
     upd/rms, upd/spec    the same for W_t - W_{t-1}, the last update               (t >= 1)
 
-(spectral norms on the 2-D view (fan_out, -1), vectors: l2 norm; see `features.spectral_norm`).
+By default all but the spectral norms (`DEFAULT_QUANTITIES`): they cost more than the rest of the
+check together; ``quantities="all"`` adds them. Spectral norms are on the 2-D view (fan_out, -1),
+vectors: l2 norm, by `weights.spectral_norm` with `SPECTRAL` (20 Lanczos steps above a 64-wide side: a
+lower bound, within 2.5% with probability >= 97%; ``spectral={"steps": None}`` converges it instead).
+act/l1 and act/rms are mup's 'l1' and 'l2' statistics (`mup.coord_check`), W/rms its parameter 'l2'
+times the multiplier; mup's t = k is the forward pass of t = k - 1 here (tests/test_coord.py).
 Attention modules in the model's plan (HF attention, modules calling scaled_dot_product_attention;
 `paramlab.attention`) also get rows '<module>.logits': the act/dact sizes of their q.k * scale logits
 (B, heads, T, T), before any mask. A model inside DDP, FSDP1 or torch.compile is measured on the module
@@ -45,8 +50,13 @@ from .coord_result import WEIGHT_QUANTITIES, CoordResult, fit_all, wanted_quanti
 from .capture import Capture, capture, leaf_module_names
 from .weights import spectral_norm
 from .mup_shapes import mup_tensor_infos
+from .coord_result import DEFAULT_QUANTITIES
 
-__all__ = ["coord_check"]
+__all__ = ["SPECTRAL", "coord_check"]
+
+# spectral norms (opt-in quantities): exact SVD up to a 64-wide side, above it 20 Lanczos steps, a lower
+# bound within 2.5% with probability >= 97% for any matrix up to 4096 wide (`weights.spectral_norm`)
+SPECTRAL = {"steps": 20, "exact_max": 64}
 
 
 def _optimizer(model: nn.Module, optimizer, lr) -> torch.optim.Optimizer:
@@ -91,6 +101,18 @@ def _stats(t: torch.Tensor, rms: bool = True, l1: bool = True) -> tuple[float | 
     return r, a
 
 
+def _rms(t: torch.Tensor) -> float:
+    """RMS of a (weight-sized) tensor without a temporary copy (a fresh MB-sized one page-faults).
+
+    Norms of the rows of the 2-D view (shape[0], -1) in t's dtype, combined in float64: within ~1e-8
+    relative of the float64 value for a 4096 x 4096 float32 matrix (a single float32 norm or dot: ~1e-4).
+    """
+    t = t.detach()
+    if t.dtype not in (torch.float32, torch.float64):
+        t = t.float()
+    rows = t.reshape(t.shape[0], -1) if t.dim() > 1 else t.reshape(1, -1)
+    return float(torch.linalg.vector_norm(rows, dim=1).double().square().sum().sqrt()) / math.sqrt(max(t.numel(), 1))
+
 
 class _StatCapture(Capture):
     """`Capture` that reduces each module output to (RMS, l1) as the forward produces it (before any
@@ -120,11 +142,13 @@ class _StatCapture(Capture):
         self.stats = {}
 
 
-def _run(model, opt, x, y, loss, steps, names, qs, infos, spectral_kw, record):
+def _run(model, opt, x, y, loss, steps, names, qs, infos, spectral_kw, record, pool):
     """Train `steps` steps on (x, y), calling record(step, name, quantity, value).
 
     Returns (the recorded names of the first forward, the parameter names measured, the captured
-    modules' names in the order the first forward called them).
+    modules' names in the order the first forward called them). `pool` holds the weight-sized buffers
+    (W_0, W_{t-1}, W_t - W_0, W_t - W_{t-1}) by (name, shape, dtype, device) from run to run: the next
+    seed at the same width reuses them (a fresh MB-sized tensor page-faults on its first write).
     """
     want_act = ("act/rms" in qs, "act/l1" in qs)
     want_dact = ("dact/rms" in qs, "dact/l1" in qs)
@@ -140,22 +164,38 @@ def _run(model, opt, x, y, loss, steps, names, qs, infos, spectral_kw, record):
         if want_w:
             owned = parameter_owners(model)
             wnames = [n for n, m in owned.items() if m in set(mods) and params[n].is_floating_point()]
-        mult = {n: (infos[n].mult if n in infos else 1.0) for n in wnames}
-        w0 = {n: params[n].detach().clone() for n in wnames}
-        prev = dict(w0)
+        # |multiplier|: RMS and spectral norm of the effective weight mult * W are |mult| times W's
+        scale = {n: abs(infos[n].mult if n in infos else 1.0) for n in wnames}
+        want_d, want_upd = (any(q.startswith(f"{tag}/") for q in qs) for tag in ("dW", "upd"))
+        bufs = {}
+        for n in wnames if want_d or want_upd else ():
+            p = params[n].detach()
+            key = (n, tuple(p.shape), p.dtype, p.device)
+            if key not in pool:
+                pool[key] = tuple(torch.empty_like(p, memory_format=torch.contiguous_format) for _ in range(4))
+            bufs[n] = pool[key]
+            bufs[n][0].copy_(p)
         out0 = None
         for t in range(steps + 1):
             for n in wnames:  # weights used by the forward pass of step t
                 cur = params[n].detach()
-                for tag, tensor in (("W", cur), ("dW", cur - w0[n]), ("upd", cur - prev[n])):
-                    if tag != "W" and t == 0:
-                        continue
-                    eff = tensor.double() * mult[n]
-                    if f"{tag}/rms" in qs:
-                        record(t, n, f"{tag}/rms", float(eff.square().mean().sqrt()))
-                    if f"{tag}/spec" in qs:
-                        record(t, n, f"{tag}/spec", spectral_norm(eff, **spectral_kw))
-                prev[n] = cur.clone()
+                tensors = [("W", cur)]
+                if t > 0:
+                    b0, b1, bd, bu = bufs[n]  # W_0, W_{t-1}, W_t - W_0, W_t - W_{t-1}
+                    if want_d or (want_upd and t == 1):
+                        tensors.append(("dW", torch.sub(cur, b0, out=bd)))
+                    if want_upd:  # at t = 1 the update is the change since init: measured once
+                        tensors.append(("upd", bd if t == 1 else torch.sub(cur, b1, out=bu)))
+                done = {}
+                for tag, tensor in tensors:
+                    for stat in ("rms", "spec"):
+                        if f"{tag}/{stat}" in qs:
+                            if (id(tensor), stat) not in done:
+                                done[id(tensor), stat] = (_rms(tensor) if stat == "rms"
+                                                          else spectral_norm(tensor, **spectral_kw))
+                            record(t, n, f"{tag}/{stat}", scale[n] * done[id(tensor), stat])
+                if want_upd and 0 < t < steps:
+                    bufs[n][1].copy_(cur)
             cap.clear()
             loss_t = 0.0
             with attention_logits(model) if has_sites else contextlib.nullcontext({}) as logits:
@@ -225,14 +265,16 @@ def coord_check(
             (y: class indices; (B, T, C) logits are B*T predictions), or a callable(out, y) -> scalar.
         modules: module names to record (default: all leaf modules with a tensor output); the
             parameters these modules own are measured too.
-        quantities: subset of QUANTITIES or prefixes ('act', 'dact', 'W', 'dW', 'upd'); default all.
+        quantities: subset of QUANTITIES or prefixes ('act', 'dact', 'W', 'dW', 'upd'), or "all";
+            default `DEFAULT_QUANTITIES` (all but the spectral norms, which are opt-in).
         predicted: user slopes, overriding the automatic ones: a callable(name, quantity, step) ->
             slope or None, or a dict keyed by (name, quantity, step), (name, quantity), or
             name -> {quantity or prefix -> slope or {step: slope}}. A slope may be a (lo, hi) range.
         auto_predict: derive slopes from the model's plan (or mup infshapes); see the module docstring.
         family: 'sgd' or 'adam' for the predictions (default: from the optimizer's class).
         tol: tolerance on the predicted slope and on growth (float, or dict quantity/prefix -> tol).
-        spectral: keyword arguments for `features.spectral_norm` (e.g. {"exact_max": 1024}).
+        spectral: keyword arguments for `weights.spectral_norm`, over `SPECTRAL` (e.g. {"steps": None}:
+            converged Lanczos, exact up to rtol 1e-7).
         progress: show a tqdm progress bar.
     """
     widths = [int(w) for w in widths]
@@ -241,12 +283,14 @@ def coord_check(
         raise ValueError(f"coord_check needs at least 2 widths to fit a slope, got {widths}")
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
-    qs = wanted_quantities(quantities)
+    qs = wanted_quantities(DEFAULT_QUANTITIES if quantities is None else quantities)
+    spectral_kw = {**SPECTRAL, **(spectral or {})}
     if not callable(loss) and loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}: use one of {', '.join(LOSSES)} or a callable(out, y)")
     names = None if modules is None else list(modules)
     res = CoordResult(widths=widths, seeds=seeds, steps=steps, family=family or "sgd")
     shapes: dict[str, list[tuple]] = {}
+    pool: dict = {}  # weight-sized buffers, reused by the next seed at the same width
     first = None
     runs = [(w, s) for s in seeds for w in widths]
     bar = None
@@ -275,7 +319,7 @@ def coord_check(
                 with torch.no_grad(), capture(model, every, clone=False) as cap:
                     model(xx)
                     full_order = cap.order
-        order, wnames, run_order = _run(model, opt, xx, yy, loss, steps, names, qs, infos, dict(spectral or {}), record)
+        order, wnames, run_order = _run(model, opt, xx, yy, loss, steps, names, qs, infos, spectral_kw, record, pool)
         if every is not None and (names is None or every == names):
             full_order = run_order
         if s == seeds[0]:

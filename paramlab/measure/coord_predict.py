@@ -49,9 +49,8 @@ import numpy as np
 from torch import nn
 
 from ..parameterize import PLAN_ATTR
+from ..schemes import backward_signal_exponent, invariants
 from .fit import fit_slope
-
-__all__ = ["TensorInfo", "parameter_owners", "plan_tensor_infos", "predict_slopes"]
 
 
 @dataclass(frozen=True)
@@ -77,7 +76,6 @@ class TensorInfo:
                 "vector": (True, False), "scalar": (False, False)}[self.role]
 
 
-
 def parameter_owners(model: nn.Module) -> dict[str, str]:
     """parameter name -> the name of the module that owns it (first owner of a shared tensor)."""
     owner = {}
@@ -98,96 +96,78 @@ def plan_tensor_infos(model: nn.Module) -> dict[str, TensorInfo]:
     plan = getattr(model, PLAN_ATTR, None)
     if plan is None:
         return {}
-    infos = {t.name: TensorInfo(t.name, t.module, t.role, t.a + t.b, 2 * t.a + t.c_sgd, t.a + t.c_adam,
+    infos = {t.name: TensorInfo(t.name, t.module, t.role, *invariants(t.a, t.b, t.c_sgd, t.c_adam),
                                 t.init == "zeros", t.mult) for t in plan}
     for u in plan.uses:
         t = plan[u.tensor]
-        infos[u.name] = TensorInfo(u.name, u.module, u.role, u.a + t.b, 2 * u.a + t.c_sgd, u.a + t.c_adam,
+        infos[u.name] = TensorInfo(u.name, u.module, u.role, *invariants(u.a, t.b, t.c_sgd, t.c_adam),
                                    t.init == "zeros", u.mult, tied=u.tensor)
     return infos
 
 
-def predict_slopes(order: Sequence[tuple[str, str]], infos: Mapping[str, TensorInfo], family: str, steps: int,
-                   shapes: Mapping[str, Sequence[tuple]] | None = None, widths: Sequence[int] | None = None
-                   ) -> dict[tuple[str, str, int], tuple[float, float]]:
-    """Predicted slopes {(name, quantity, step): (lo, hi)} (see the module docstring for the rules).
+_EPS = 1e-12
 
-    ``hi`` is the asymptotic exponent. When a quantity is a sum of terms with different exponents
-    (the init and the change of an activation or weight, a weight term and a nonzero-init bias) the
-    finite-width slope lies between them, so ``lo`` is the smallest term's exponent; lo == hi otherwise.
-    order: (recorded name, module name) in the order the forward calls finish. infos: name ->
-    TensorInfo. shapes: param name -> its shape at each width (for the finite-size W/spec slope).
-    Rows the rules do not cover are absent.
-    """
-    by_module: dict[str, list[TensorInfo]] = {}
-    for t in infos.values():
-        by_module.setdefault(t.module, []).append(t)
-    outs = [t for t in infos.values() if t.role == "output"]
-    if not outs:
-        return {}
-    std_out = min(t.std for t in outs)
-    s_out = min(t.step(family) for t in outs)
+
+def _upd_rms(t: TensorInfo, family: str, back: float) -> float:
+    """Exponent of one update's RMS: -s, and -(s + back) for an SGD step on a tensor the backward
+    signal reaches (input, hidden, vector)."""
+    s = t.step(family)
+    if family == "adam" or t.role in ("output", "scalar"):
+        return -s
+    return -(s + back)
+
+
+def _walk(order, by_module: Mapping[str, list], family: str, back: float | None) -> dict[str, tuple | None]:
+    """{name: (size_lo, size_hi, d)} along the forward order; None where unknown. back None: init only."""
     adam = family == "adam"
-    back_of = {1: std_out, 2: min(std_out, s_out)}  # backward-signal exponent for update u (u >= 2 alike)
-    eps = 1e-12
-
-    def upd_rms(t: TensorInfo, back: float) -> float:
-        s = t.step(family)
-        if adam or t.role in ("output", "scalar"):
-            return -s
-        return -(s + back)
-
-    def walk(back: float | None) -> dict[str, tuple | None]:
-        """{name: (size_lo, size_hi, d)} along the forward order; None where unknown. back None: init only."""
-        lo = hi = 0.0  # the data: Theta(1), fixed
-        d = None if back is None else -math.inf  # the data do not change
-        res: dict[str, tuple | None] = {}
-        blown = False
-        for rec, mname in order:
-            ts = by_module.get(mname, [])
-            mats = [t for t in ts if t.role in ("input", "hidden", "output")]
-            vecs = [t for t in ts if t.role in ("vector", "scalar")]
-            if not ts:  # parameterless: a nonlinearity keeps exponents only while the signal is O(1)
-                blown = blown or hi > eps or (d is not None and d > eps)
-            if blown:
-                res[rec] = None
-                continue
-            if mats:
-                w = mats[0]
-                s = w.step(family)
-                if w.role == "input":
-                    lo = hi = -w.std
-                    nd = None if back is None else (-s if adam else -(s + back))
+    lo = hi = 0.0  # the data: Theta(1), fixed
+    d = None if back is None else -math.inf  # the data do not change
+    res: dict[str, tuple | None] = {}
+    blown = False
+    for rec, mname in order:
+        ts = by_module.get(mname, [])
+        mats = [t for t in ts if t.role in ("input", "hidden", "output")]
+        vecs = [t for t in ts if t.role in ("vector", "scalar")]
+        if not ts:  # parameterless: a nonlinearity keeps exponents only while the signal is O(1)
+            blown = blown or hi > _EPS or (d is not None and d > _EPS)
+        if blown:
+            res[rec] = None
+            continue
+        if mats:
+            w = mats[0]
+            s = w.step(family)
+            if w.role == "input":
+                lo = hi = -w.std
+                nd = None if back is None else (-s if adam else -(s + back))
+            else:
+                grow = 0.5 - w.std  # iid weights on a Theta(n^size) vector (CLT)
+                lo, hi = grow + lo, grow + hi
+                if w.tied is not None:  # a tied readout: its row of each input token is in the signal (LLN)
+                    hi += 0.5
+                if back is None or d is None:
+                    nd = None
                 else:
-                    grow = 0.5 - w.std  # iid weights on a Theta(n^size) vector (CLT)
-                    lo, hi = grow + lo, grow + hi
-                    if w.tied is not None:  # a tied readout: its row of each input token is in the signal (LLN)
-                        hi += 0.5
-                    if back is None or d is None:
-                        nd = None
+                    size = hi
+                    if adam:
+                        own = 1 + size - s
                     else:
-                        size = hi
-                        if adam:
-                            own = 1 + size - s
-                        else:
-                            own = 1 + 2 * size - s - (0.0 if w.role == "output" else back)
-                        prop = d + (1 - w.std if w.role == "output" else max(0.0, 0.5 - w.std, 1 - 2 * w.std))
-                        nd = max(own, prop)
-                d = nd
-            for v in vecs:
-                if back is not None and d is not None:
-                    d = max(d, upd_rms(v, back))
-                if not v.zero_init:
-                    lo, hi = min(lo, -v.std), max(hi, -v.std)
-            res[rec] = (lo, hi, d)
-        return res
+                        own = 1 + 2 * size - s - (0.0 if w.role == "output" else back)
+                    prop = d + (1 - w.std if w.role == "output" else max(0.0, 0.5 - w.std, 1 - 2 * w.std))
+                    nd = max(own, prop)
+            d = nd
+        for v in vecs:
+            if back is not None and d is not None:
+                d = max(d, _upd_rms(v, family, back))
+            if not v.zero_init:
+                lo, hi = min(lo, -v.std), max(hi, -v.std)
+        res[rec] = (lo, hi, d)
+    return res
 
-    pred: dict[tuple[str, str, int], tuple[float, float]] = {}
-    init, first, later = walk(None), walk(back_of[1]), walk(back_of[2])
-    unstable_1 = any(r is None or r[1] > eps for r in init.values()) or any(
-        r is not None and r[2] is not None and r[2] > eps for r in first.values())
-    unstable_2 = unstable_1 or any(r is not None and r[2] is not None and r[2] > eps for r in later.values())
-    out_mods = {t.module for t in outs}
+
+def _activation_slopes(order, out_mods: set, walks: tuple, steps: int, unstable_1: bool, unstable_2: bool) -> dict:
+    """act / dact rows from the walks at init, after the first update and after later ones."""
+    init, first, later = walks
+    pred = {}
     after_out, seen_out = set(), False  # the readout and what follows it: the logits
     for rec, mname in order:
         seen_out = seen_out or mname in out_mods
@@ -212,19 +192,26 @@ def predict_slopes(order: Sequence[tuple[str, str]], infos: Mapping[str, TensorI
             if not unstable_1:
                 for q in ("act/rms", "act/l1"):
                     pred[(rec, q, t)] = (min(lo, d), max(hi, d))
+    return pred
 
-    # weights
-    def w0_spec(t: TensorInfo) -> float:
-        gr, gc = t.grows()
-        if shapes is None or widths is None or t.name not in shapes:
-            return -t.std + max(gr, gc) * 0.5
-        vals = []
-        for shp in shapes[t.name]:
-            r = shp[0] if len(shp) else 1
-            c = int(np.prod(shp[1:])) if len(shp) > 1 else 1
-            vals.append(math.sqrt(max(r, c)) if min(r, c) == 1 else math.sqrt(r) + math.sqrt(c))
-        return -t.std + fit_slope(widths, vals)[0]
 
+def _w0_spec(t: TensorInfo, shapes, widths) -> float:
+    """Slope of the spectral norm at init: std * (sqrt(rows) + sqrt(cols)) over the actual shapes."""
+    gr, gc = t.grows()
+    if shapes is None or widths is None or t.name not in shapes:
+        return -t.std + max(gr, gc) * 0.5
+    vals = []
+    for shp in shapes[t.name]:
+        r = shp[0] if len(shp) else 1
+        c = int(np.prod(shp[1:])) if len(shp) > 1 else 1
+        vals.append(math.sqrt(max(r, c)) if min(r, c) == 1 else math.sqrt(r) + math.sqrt(c))
+    return -t.std + fit_slope(widths, vals)[0]
+
+
+def _weight_slopes(infos: Mapping[str, TensorInfo], family: str, back_of: Mapping[int, float], steps: int,
+                   unstable_1: bool, unstable_2: bool, shapes, widths) -> dict:
+    """W / dW / upd rows of every tensor but scalars."""
+    pred = {}
     for t in infos.values():
         if t.role == "scalar":  # no width dim: Theta(1), but one signed number does not concentrate
             continue
@@ -232,12 +219,12 @@ def predict_slopes(order: Sequence[tuple[str, str]], infos: Mapping[str, TensorI
         spec_add = 0.5 * (gr + gc)  # the change has rank <= batch * steps
         if not t.zero_init:
             pred[(t.name, "W/rms", 0)] = (-t.std, -t.std)
-            pred[(t.name, "W/spec", 0)] = (w0_spec(t),) * 2
+            pred[(t.name, "W/spec", 0)] = (_w0_spec(t, shapes, widths),) * 2
         for step in range(1, steps + 1):
             if step >= 2 and unstable_2:
                 break
             # the change since init is dominated by the largest update, the last one (back_2 <= back_1)
-            u = upd_rms(t, back_of[min(step, 2)])
+            u = _upd_rms(t, family, back_of[min(step, 2)])
             for tag in ("dW", "upd"):
                 pred[(t.name, f"{tag}/rms", step)] = (u, u)
                 pred[(t.name, f"{tag}/spec", step)] = (u + spec_add, u + spec_add)
@@ -248,6 +235,37 @@ def predict_slopes(order: Sequence[tuple[str, str]], infos: Mapping[str, TensorI
                 pred[(t.name, "W/spec", step)] = (u + spec_add, u + spec_add)
             else:
                 pred[(t.name, "W/rms", step)] = (min(-t.std, u), max(-t.std, u))
-                w0 = w0_spec(t)
+                w0 = _w0_spec(t, shapes, widths)
                 pred[(t.name, "W/spec", step)] = (min(w0, u + spec_add), max(w0, u + spec_add))
+    return pred
+
+
+def predict_slopes(order: Sequence[tuple[str, str]], infos: Mapping[str, TensorInfo], family: str, steps: int,
+                   shapes: Mapping[str, Sequence[tuple]] | None = None, widths: Sequence[int] | None = None
+                   ) -> dict[tuple[str, str, int], tuple[float, float]]:
+    """Predicted slopes {(name, quantity, step): (lo, hi)} (see the module docstring for the rules).
+
+    ``hi`` is the asymptotic exponent. When a quantity is a sum of terms with different exponents
+    (the init and the change of an activation or weight, a weight term and a nonzero-init bias) the
+    finite-width slope lies between them, so ``lo`` is the smallest term's exponent; lo == hi otherwise.
+    order: (recorded name, module name) in the order the forward calls finish. infos: name ->
+    TensorInfo. shapes: param name -> its shape at each width (for the finite-size W/spec slope).
+    Rows the rules do not cover are absent.
+    """
+    by_module: dict[str, list[TensorInfo]] = {}
+    for t in infos.values():
+        by_module.setdefault(t.module, []).append(t)
+    outs = [t for t in infos.values() if t.role == "output"]
+    if not outs:
+        return {}
+    std_out = min(t.std for t in outs)
+    s_out = min(t.step(family) for t in outs)
+    # backward-signal exponent for update u (u >= 2 alike: the readout has moved)
+    back_of = {1: backward_signal_exponent(std_out), 2: backward_signal_exponent(std_out, s_out)}
+    init, first, later = (_walk(order, by_module, family, back) for back in (None, back_of[1], back_of[2]))
+    unstable_1 = any(r is None or r[1] > _EPS for r in init.values()) or any(
+        r is not None and r[2] is not None and r[2] > _EPS for r in first.values())
+    unstable_2 = unstable_1 or any(r is not None and r[2] is not None and r[2] > _EPS for r in later.values())
+    pred = _activation_slopes(order, {t.module for t in outs}, (init, first, later), steps, unstable_1, unstable_2)
+    pred.update(_weight_slopes(infos, family, back_of, steps, unstable_1, unstable_2, shapes, widths))
     return pred

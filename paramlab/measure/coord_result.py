@@ -20,17 +20,23 @@ import numpy as np
 
 from .fit import fit_slope
 
-__all__ = ["ACT_QUANTITIES", "QUANTITIES", "WEIGHT_QUANTITIES", "CoordResult", "fit_all", "wanted_quantities"]
+__all__ = ["ACT_QUANTITIES", "DEFAULT_QUANTITIES", "QUANTITIES", "WEIGHT_QUANTITIES", "CoordResult", "agrees",
+           "fit_all", "wanted_quantities"]
 
 ACT_QUANTITIES = ("act/rms", "act/l1", "dact/rms", "dact/l1")
 WEIGHT_QUANTITIES = ("W/rms", "W/spec", "dW/rms", "dW/spec", "upd/rms", "upd/spec")
 QUANTITIES = ACT_QUANTITIES + WEIGHT_QUANTITIES
+# what a coordinate check records unless asked: all but the spectral norms, which cost more than the
+# rest of the check together (benchmarks/README.md); quantities="all" adds them
+DEFAULT_QUANTITIES = tuple(q for q in QUANTITIES if not q.endswith("/spec"))
 
 
 def wanted_quantities(quantities) -> tuple[str, ...]:
-    """Quantity names from names or prefixes ('act', 'dact', 'W', 'dW', 'upd'); None: all."""
-    if quantities is None:
+    """Quantity names from names or prefixes ('act', 'dact', 'W', 'dW', 'upd'); None or "all": all."""
+    if quantities is None or quantities == "all":
         return QUANTITIES
+    if isinstance(quantities, str):
+        quantities = (quantities,)
     out = []
     for q in quantities:
         hits = [k for k in QUANTITIES if k == q or k.split("/")[0] == q]
@@ -74,7 +80,11 @@ class CoordResult:
         for f in self.fits:
             if f["name"] == name and f["quantity"] == quantity and f["step"] == step:
                 return f
-        raise KeyError(f"no fit for ({name!r}, {quantity!r}, step {step}); names: {self.order + self.params}")
+        hint = ""
+        if quantity.endswith("/spec") and not any(f["quantity"] == quantity for f in self.fits):
+            hint = (f"; {quantity} was not recorded: spectral norms are opt-in, "
+                    f"coord_check(..., quantities='all') or e.g. quantities=('act', 'dact', '{quantity}')")
+        raise KeyError(f"no fit for ({name!r}, {quantity!r}, step {step}); names: {self.order + self.params}{hint}")
 
     def slope(self, name: str, quantity: str, step: int) -> float:
         return self.fit(name, quantity, step)["slope"]
@@ -118,21 +128,27 @@ class CoordResult:
         return pd.DataFrame(self.records)
 
 
+def agrees(slope: float, lo: float, hi: float, tol: float) -> bool:
+    """The pass rule of a measured slope against a predicted range [lo, hi] (lo = hi: one value):
+    lo - tol <= slope <= hi + tol. NaN never agrees."""
+    return bool(lo - tol <= slope <= hi + tol)
+
+
 def fit_all(res: CoordResult, pred: Mapping, user_pred, tol) -> None:
     """Fit every (name, quantity, step) of `res.records` and append the rows to `res.fits`.
 
     pred: automatic predictions {(name, quantity, step): (lo, hi)}; user_pred: the user's, which win
     (see `coord_check`'s `predicted`); tol: float, or dict quantity / prefix -> tolerance.
     """
-    keys = []
-    seen = set()
+    wi = {w: i for i, w in enumerate(res.widths)}
+    si = {s: i for i, s in enumerate(res.seeds)}
+    table: dict[tuple, np.ndarray] = {}  # (name, quantity, step) -> (n_widths, n_seeds), as `values` gives it
     for r in res.records:
         k = (r["name"], r["quantity"], r["step"])
-        if k not in seen:
-            seen.add(k)
-            keys.append(k)
-    for name, q, step in keys:
-        vals = res.values(name, q, step)
+        if k not in table:
+            table[k] = np.full((len(res.widths), len(res.seeds)), np.nan)
+        table[k][wi[r["width"]], si[r["seed"]]] = r["value"]
+    for (name, q, step), vals in table.items():
         p = _lookup(user_pred, name, q, step)
         if p is None:
             p = pred.get((name, q, step))
@@ -152,7 +168,7 @@ def fit_all(res: CoordResult, pred: Mapping, user_pred, tol) -> None:
             s, c = fit_slope(res.widths, vals)
             row.update(slope=s, intercept=c)
             if p is not None:
-                row["agrees"] = bool(lo - tl <= s <= p + tl)
+                row["agrees"] = agrees(s, lo, p, tl)
             if q in ACT_QUANTITIES:
                 row["stable"] = bool(s <= tl)
             row["passed"] = row["agrees"] is not False and row["stable"] is not False

@@ -24,10 +24,11 @@ times a block's own change, which is m_L^(alpha-1) under the rule's lr):
     dW         0              alpha - 1
     dout       -              0
 
-A row passes when its slope lies in [lo - tol, hi + tol] (tol 0.15 as the width check). SGD has
-no table here (rows are measured, verdicts None). Measured with these predictions (research round,
-3 seeds, Adam lr 1e-2, 3 steps): transformer d_model 64, L = 2..32: rel slope +0.70 (none), +0.05
-(depth-muP), -0.02 (CompleteP); residual MLP width 128, L = 2..64: +0.62 / +0.01 / +0.05.
+A row passes when its slope lies in [lo - tol, hi + tol] (`coord_result.agrees`, tol 0.15 as the
+width check); `paramlab.report.plot_depth_coord` draws the results. SGD has no table here (rows are
+measured, verdicts None). Measured against these predictions (3 seeds, Adam lr 1e-2, 3 steps):
+transformer d_model 64, L = 2..32: rel slope +0.70 (none), +0.05 (depth-muP), -0.02 (CompleteP);
+residual MLP width 128, L = 2..64: +0.62 / +0.01 / +0.05.
 """
 
 from __future__ import annotations
@@ -40,9 +41,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from .coord_result import agrees
 from .fit import fit_slope
 
-__all__ = ["DepthCoordResult", "depth_coord_check", "plot_depth_coord", "predicted_depth_slopes"]
+__all__ = ["DepthCoordResult", "depth_coord_check", "predicted_depth_slopes"]
 
 QUANTITIES = ("stream0", "dstream", "rel", "branch0", "dbranch", "dW", "dout")
 INF = math.inf
@@ -182,29 +184,6 @@ def depth_coord_check(make: Callable[[int, int], nn.Module], depths: Sequence[in
         slope = fit_slope(depths, v)[0] if np.all(np.isfinite(v) & (v > 0)) else float("nan")
         p = pred.get(q)
         lo, hi = (None, None) if p is None else p
-        passed = None if p is None else bool(lo - tol <= slope <= hi + tol)
+        passed = None if p is None else agrees(slope, lo, hi, tol)
         res.rows.append({"quantity": q, "slope": slope, "lo": lo, "hi": hi, "passed": passed, "tol": tol})
     return res
-
-
-def plot_depth_coord(results: Sequence[DepthCoordResult], path, quantities=("rel", "dstream", "branch0", "dbranch", "dW"),
-                     title: str = "depth coordinate check"):
-    """One panel per quantity, one line per rule (legend: measured slope / predicted range); returns the path."""
-    from ..report import pyplot, save_figure
-
-    plt = pyplot()
-    fig, axes = plt.subplots(1, len(quantities), figsize=(3.4 * len(quantities), 3.3))
-    for ax, q in zip(np.atleast_1d(axes), quantities):
-        for res in results:
-            row = next(r for r in res.rows if r["quantity"] == q)
-            pred = "" if row["lo"] is None else (f" / {row['lo']:+.2g}" if row["lo"] == row["hi"] else
-                                                  f" / [{row['lo']:+.2g}, {row['hi']:+.2g}]")
-            ax.plot(res.depths, np.exp(np.log(res.values[q]).mean(1)), "o-", label=f"{res.rule} {row['slope']:+.2f}{pred}")
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_title(q)
-        ax.set_xlabel("depth L (residual blocks)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle(f"{title} (legend: slope / predicted)")
-    return save_figure(fig, path)

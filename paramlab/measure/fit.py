@@ -25,6 +25,16 @@ def fit_slope(widths, values) -> tuple[float, float]:
     return float(slope), float(intercept)
 
 
+def slope_per_doubling(widths, values) -> float:
+    """Least-squares slope of `values` (one per width, on the scale they are given: a gain, an
+    accuracy, a log2 learning rate, a log2 size) against log2(width): the change per doubling of
+    width. nan with fewer than 2 widths."""
+    w = np.asarray(widths, dtype=float)
+    if len(w) < 2:
+        return float("nan")
+    return float(np.polyfit(np.log2(w), np.asarray(values, dtype=float), 1)[0])
+
+
 def slope_where_positive(widths, values) -> float:
     """`fit_slope`'s slope over the widths whose values (all seeds) are finite and positive; nan when
     fewer than 2 widths qualify (e.g. runs that diverged, or a quantity that is exactly 0)."""

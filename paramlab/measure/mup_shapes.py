@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..schemes import MUP, ROLES
 from .coord_predict import TensorInfo, parameter_owners
 
-__all__ = ["MUP_PACKAGE_INVARIANTS", "mup_tensor_infos"]
 
-# muP invariants of a model set up with the `mup` package and trained with MuSGD / MuAdam
-# (THEORY.md §4.5): role -> (effective init std, SGD step, Adam step) exponents of 1/m.
-MUP_PACKAGE_INVARIANTS = {"input": (0.0, -1.0, 0.0), "hidden": (0.5, 0.0, 1.0), "output": (1.0, 1.0, 1.0),
-                          "vector": (0.0, -1.0, 0.0), "scalar": (0.0, 0.0, 0.0)}
+# muP invariants of a model set up with the `mup` package and trained with MuSGD / MuAdam: those of
+# the muP preset (THEORY.md §4.5): role -> (effective init std, SGD step, Adam step) exponents of 1/m.
+MUP_PACKAGE_INVARIANTS = {r: tuple(float(v) for v in MUP[r].invariants()) for r in ROLES}
 
 
 def mup_tensor_infos(model: nn.Module) -> dict[str, TensorInfo]:

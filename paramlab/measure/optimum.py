@@ -32,8 +32,8 @@ squared difference between f(curve)(x) and f(ref)(x - s) + c over the lrs where 
 (linear interpolation of the reference), by a grid search with 0.01-step resolution and a parabolic
 refinement.
 
-Method and its calibration: the issue-#12 research round (measured on synthetic curves and on the
-MLP / LM lr-transfer grids; see the README's LR-transfer section).
+The method is calibrated on synthetic curves and on the MLP / LM lr-transfer grids (see the README's
+LR-transfer section).
 """
 
 from __future__ import annotations

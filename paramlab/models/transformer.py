@@ -225,18 +225,47 @@ class Transformer(nn.Module):
 
         m = d_model / base d_model is read from the plan (the width multiplier of a hidden weight),
         so d_head_base = d_head / m; scale = attn_mult / sqrt(d_head_base) * m ** -scheme.attn, and the
-        tied readout's mult = output_mult * m ** -scheme.output.a.
+        tied readout's mult = output_mult * m ** -scheme.output.a. A unit-frame scheme (u-mup) has m = d_model
+        and d_head_base = 1: scale = attn_mult / d_head ** scheme.attn.
         """
         m, attn_exp, a_out = 1.0, 0.5, 0.0
         if plan is not None:
             m = plan["blocks.0.attn.q.weight"].m if self.depth else plan["tok_emb.weight"].m
             attn_exp, a_out = plan.scheme.attn, plan.scheme.output.a
+        unit = plan is not None and plan.scheme.unit  # u-muP's frame: base head dim 1 (paramlab.unit)
         for block in self.blocks:
+            if unit:
+                block.attn.scale = self.attn_mult * block.attn.d_head ** (-attn_exp)
+                continue
             d_head_base = block.attn.d_head / m
             block.attn.scale = self.attn_mult / math.sqrt(d_head_base) * m ** (-attn_exp)
         if self.tied:
             self.readout.mult = self.output_mult * m ** (-a_out)
         self._applied_plan = plan
+
+    @torch.no_grad()
+    def fold_plan(self, plan) -> None:
+        """Put the numbers `apply_plan` set into the weights (`paramlab.fold` calls it on a copy whose hooks and
+        plan are gone): each attn.q (weight and bias) times scale * sqrt(d_head), so that attn_mult 1 gives the
+        same logits; a tied readout becomes an nn.Linear holding mult * W (the embedding keeps W), so the model
+        is a plain `Transformer(..., tied=False)` with attn_mult = output_mult = 1. Call apply_plan(None) after.
+        """
+        for block in self.blocks:
+            f = block.attn.scale * math.sqrt(block.attn.d_head)
+            if f != 1.0:
+                for p in block.attn.q.parameters():
+                    p.mul_(f)
+        if self.tied:
+            old, w = self.readout, self.tok_emb.weight
+            lin = nn.Linear(self.d_model, self.vocab_size, bias=old.bias is not None, device=w.device, dtype=w.dtype)
+            lin.weight.copy_(w * old.mult)
+            if old.bias is not None:
+                lin.bias.copy_(old.bias)
+            self.readout, self.tied = lin, False
+            for hooks in (self._load_state_dict_pre_hooks, self._load_state_dict_post_hooks):
+                for k in [k for k, h in hooks.items() if getattr(h, "hook", h) in (_check_tied_checkpoint, _retie)]:
+                    del hooks[k]
+        self.attn_mult = self.output_mult = 1.0
 
     def expose_attn_logits(self, on: bool = True) -> "Transformer":
         """Compute attention explicitly so that each block's logits pass through `blocks.i.attn.attn_logits`."""

@@ -30,6 +30,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 from torch import nn
 
+from .. import live
 from ..divergence import DIVERGE_FACTOR, check_factor, diverged_reason
 from ..losses import default_loss, stacked_loss_fn
 from ..models.mlp import MLP
@@ -185,8 +186,10 @@ def train_ensemble(
                     for h in hooks:
                         rec.update(h(step, models[mi]) or {})
             results[mi].history.append(rec)
+            point = {kk: v for kk, v in rec.items() if kk != "step"}
+            live.emit(point, step, model=mi)
             if logs[mi] is not None:
-                logs[mi]({kk: v for kk, v in rec.items() if kk != "step"}, step)
+                logs[mi](point, step)
             if step == 0:
                 initial[mi] = rec["train/loss"]
             why = diverged_reason(rec["train/loss"], initial[mi], diverge_factor)
@@ -249,6 +252,7 @@ def train_ensemble(
                 mi = alive[r]
                 results[mi].diverged, results[mi].diverged_reason = True, whys[r]
                 results[mi].history.append({"step": step, "train/loss": float("nan"), "diverged": 1})
+                live.emit({"train/loss": float("nan"), "diverged": 1}, step, model=mi)
                 if logs[mi] is not None:
                     logs[mi]({"train/loss": float("nan"), "diverged": 1}, step)
             del out, values
@@ -292,8 +296,11 @@ def train_sequential(models: Sequence[nn.Module], task, *, lr=0.1, seed=0, weigh
     logs = list(log) if log is not None else [None] * k
     if len(logs) != k:
         raise ValueError(f"log has {len(logs)} entries for {k} models")
-    return [train(m, task, lr=lr_k, seed=s, weight_decay=wd, eps=e, log=lg, **kwargs)
-            for m, lr_k, s, wd, e, lg in zip(models, lrs, seeds, wds, epss, logs)]
+    out = []
+    for i, (m, lr_k, s, wd, e, lg) in enumerate(zip(models, lrs, seeds, wds, epss, logs)):
+        with live.as_model(i):  # train() emits as model 0: model i of this list
+            out.append(train(m, task, lr=lr_k, seed=s, weight_decay=wd, eps=e, log=lg, **kwargs))
+    return out
 
 
 # ----------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import os
 from typing import Mapping, Sequence
 
 from ..plan_options import PlanOptions
-from ..runners import Option, Runner, SpecError
+from ..runners import BatchKey, Option, Runner, SpecError
 from ..models.build import BASE_WIDTH
 from .checks import (CHECKS, check_activation, check_betas, check_device, check_optimizer, check_scheme,
                      check_task, non_negative, positive)
@@ -173,8 +173,7 @@ def train_mlp_batch(configs: Sequence[Mapping]) -> list[dict]:
     return [_result(r) for r in results]
 
 
-def _train_mlp_batch_key(cfg: Mapping):
-    return json.dumps({k: v for k, v in cfg.items() if k not in PER_MODEL}, sort_keys=True)
+_train_mlp_batch_key = BatchKey(PER_MODEL)
 
 
 def _train_mlp_batch_pays(cfg: Mapping) -> bool:

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ..data import EPISODE_PAIRS, transfer_episodes
-from ..measure.fit import mean_ci
+from ..measure.fit import mean_ci, slope_per_doubling
 from ..measure.kernels import MLPKernel
 from ..measure.probe import kernel_ridge_loo, linear_probe
 from ..models.activations import GAINS
@@ -41,12 +41,10 @@ from ..schemes import get_scheme
 from ..train import train
 from .summary import Summary, by_width
 
-__all__ = ["CHECKS", "PAIR_SIZES", "fmt_ci", "fresh_readout", "is_episode_pair", "kernel_baselines", "kernel_lines",
-           "pair_key", "paired_gaps", "prediction", "run_one", "summarize", "width_axes"]
 
 _SCHEMES = ["sp-stable", "ntk", "mf", "mup"]
 # lr / optimizer / steps of each pair: chosen once at the base width (where every scheme is the same
-# network) by the lowest final test loss on A alone; B was never looked at (issue #16's notes).
+# network) by the lowest final test loss on A alone, without looking at B (which would leak the answer).
 _MLP = dict(model="mlp", depth=2, activation="relu", base_width=64, optimizer="sgd", lr=0.1, batch_size=128,
             steps=1000, shots=[1, 5], n_episodes=50, ft_steps=0, ft_episodes=0, max_train=0)
 _CBOW = dict(model="cbow", vocab=2000, window=2, base_width=64, optimizer="adam", lr=3e-3, batch_size=256,
@@ -271,13 +269,19 @@ def paired_gaps(per_scheme: dict, values: dict) -> dict:
     return {f"{top} - {k}": [float(x[0]) for x in mean_ci(values[top][-1:] - values[k][-1:])] for k in kr}
 
 
+def fit_indices(widths, base_width: int) -> list[int]:
+    """The widths a gain's slope is fitted on: those above the base width, where the schemes differ (at
+    the base width every scheme is the same network); all of them if fewer than 2 are above."""
+    fit = [i for i, w in enumerate(widths) if w > base_width]
+    return fit if len(fit) >= 2 else list(range(len(widths)))
+
+
 def summarize(results: list, p: dict, out_dir: Path) -> Summary:
     """Per shot count: gain vs width with intervals per scheme, probe vs the kernels, verdicts, figure."""
     widths, schemes = p["widths"], p["schemes"]
     kern = kernel_baselines(p)
     variants = [f"k{k}" for k in p["shots"]]
-    fit = [i for i, w in enumerate(widths) if w > p["base_width"]]  # above the base width schemes differ
-    fit = fit if len(fit) >= 2 else list(range(len(widths)))
+    fit = fit_indices(widths, p["base_width"])
     rows, verdicts, gap_notes = [], {}, []
     plt = pyplot()
     fig, axes = plt.subplots(len(variants), 2, figsize=(11, 3.8 * len(variants)), squeeze=False)
@@ -292,7 +296,7 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
             gm, gh = mean_ci(gains[s])
             pm, ph = mean_ci(probe[s])
             over_kernel = mean_ci(probe[s][-1:] - best_kernel)
-            slope = float(np.polyfit(np.log2(np.array(widths)[fit]), gm[fit], 1)[0]) if len(widths) > 1 else float("nan")
+            slope = slope_per_doubling(np.array(widths)[fit], gm[fit])
             regime = "feature learning" if get_scheme(s).predicted_r() == 0 else "kernel"
             vv["schemes"][s] = {"regime": regime, "gain": gm.tolist(), "gain_ci95": gh.tolist(),
                                 "gain_per_doubling": slope, "probe": pm.tolist(), "probe_ci95": ph.tolist(),

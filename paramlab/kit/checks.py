@@ -6,10 +6,6 @@ from __future__ import annotations
 from ..runners import non_negative, positive
 from ..train_checks import betas_reason, eps_reason, momentum_reason, seed_reason
 
-__all__ = ["CHECKS", "CROSS_CHECKS", "check_activation", "check_betas", "check_device", "check_dtype", "check_link",
-           "check_heads", "check_optimizer", "check_scheme", "check_task", "check_transfer_pair", "check_widths",
-           "cross_check", "non_negative", "positive"]
-
 
 def check_scheme(v) -> str | None:
     from ..schemes import get_scheme

@@ -9,8 +9,6 @@ import torch
 
 from ..models.transformer import transformer
 
-__all__ = ["OnDevice", "check_task", "eval_xy", "lm_model", "lm_task", "protocol"]
-
 
 @functools.lru_cache(maxsize=2)
 def lm_task(name: str):

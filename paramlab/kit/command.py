@@ -9,8 +9,6 @@ from ..keyvalue import parse_assignments
 from ..runners import SpecError
 from .experiment import Experiment
 
-__all__ = ["main", "storage_error"]
-
 # errno name -> what to do about it (the runs already complete are kept either way)
 _FIXES = {"ENOSPC": "the disk is full: free space", "EDQUOT": "the disk quota is used up: free space",
           "EFBIG": "a file outgrew the file-size limit (ulimit -f): raise it",
@@ -35,6 +33,14 @@ def storage_error(e: OSError, where: str) -> str:
             "command: complete runs are kept and the rest run (nothing half-written is kept)")
 
 
+def add_wandb_options(p: argparse.ArgumentParser) -> None:
+    """--wandb-project, --wandb-entity, --tags (shared by `paramlab run` and `paramlab sweep`)."""
+    p.add_argument("--wandb-project", default=None,
+                   help="wandb project (default: $WANDB_PROJECT, else paramlab-<experiment>, e.g. paramlab-lr-transfer)")
+    p.add_argument("--wandb-entity", default=None, help="wandb entity (default: $WANDB_ENTITY, else your account's)")
+    p.add_argument("--tags", nargs="+", default=None, metavar="TAG", help="extra wandb tags of every run")
+
+
 def main(experiment: Experiment, argv=None) -> dict:
     """Parse `argv` and run `experiment`; returns its summary."""
     sizes = list(experiment.sizes)
@@ -57,6 +63,7 @@ def main(experiment: Experiment, argv=None) -> dict:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any other option of the size")
     p.add_argument("--executor", choices=("local", "ray"), default="local", help="as `paramlab sweep`")
     p.add_argument("--address", default=None, help="Ray cluster address (with --executor ray)")
+    add_wandb_options(p)
     a = p.parse_args(argv)
     extra = parse_assignments(a.set)
     axes = {"schemes": a.schemes, "widths": a.widths, "seeds": a.seeds}
@@ -67,7 +74,8 @@ def main(experiment: Experiment, argv=None) -> dict:
             axes[key] = extra.pop(key)
     try:
         return experiment.run(a.size, a.root, a.use_wandb, a.progress, a.group, a.threads, executor=a.executor,
-                              address=a.address, **axes, **extra)
+                              address=a.address, wandb_project=a.wandb_project, wandb_entity=a.wandb_entity,
+                              tags=a.tags, **axes, **extra)
     except KeyboardInterrupt:  # Ctrl-C: a message, not a traceback (also for python experiments/NAME.py)
         print(f"\n{experiment.name}: interrupted; rerun with the same --group to resume: complete runs are kept",
               file=sys.stderr)

@@ -7,7 +7,8 @@ any run starts (a bad value leaves nothing behind), one store layout
 (``<root>/<experiment>/<group>/<run>/``), resume (run the same command with the same ``--group``
 after a crash: complete runs are kept, the rest run), the lock against two processes on one group,
 stacked ensembles where the experiment can batch, and Ray. Then `summarize` turns the runs'
-summaries into a table, figures and verdicts, written next to the runs (`paramlab.experiments.summary`).
+summaries into a table, figures and verdicts, written beside the runs in the group's ``summary/``
+folder (`paramlab.kit.summary`).
 
 The per-run part is also a runner of its own (`Experiment.runner`, registered under the experiment's
 name in `paramlab.runners`), so ``paramlab sweep`` specs can use it with any grid.
@@ -21,7 +22,7 @@ from typing import Callable, Hashable, Mapping
 
 from ..runners import Option, Runner, SpecError
 from ..spec import SweepSpec, load_spec
-from ..store import default_group, safe_component
+from ..store import SUMMARY_DIR, default_group, safe_component
 from .checks import CHECKS, cross_check
 from .summary import Summary, write_summary
 
@@ -165,12 +166,14 @@ class Experiment:
 
     def run(self, size: str = "default", root="runs", use_wandb: bool = True, progress: bool = True,
             group: str | None = None, threads: int | None = None, *, executor: str = "local",
-            address: str | None = None, **overrides) -> dict:
+            address: str | None = None, wandb_project: str | None = None, wandb_entity: str | None = None,
+            tags: list[str] | None = None, **overrides) -> dict:
         """Run (or resume) the experiment at `size` with `overrides`; returns its summary dict.
 
         group: the store folder of this invocation (default: a new timestamped one). Give the same
         group to resume: complete runs are kept, the others run. threads: torch threads per run
-        (default 1: small models on a shared CPU). executor / address: as `paramlab.sweep.run_sweep`.
+        (default 1: small models on a shared CPU). executor / address / wandb_project / wandb_entity /
+        tags: as `paramlab.sweep.run_sweep` (the wandb config of every run also holds the size).
         """
         import torch
 
@@ -185,15 +188,19 @@ class Experiment:
         old = torch.get_num_threads()
         torch.set_num_threads(threads or 1)
         try:
-            report = run_sweep(spec, executor=executor, address=address, threads=threads or 1, progress=progress)
+            wb = {"wandb_project": wandb_project, "wandb_entity": wandb_entity, "tags": tags,
+                  "wandb_config": {"size": size}}
+            report = run_sweep(spec, executor=executor, address=address, threads=threads or 1, progress=progress, **wb)
             failed = [r for r in report.runs if r["status"] not in ("finished", "diverged")]
             if failed:
                 raise RuntimeError(
                     f"{len(failed)} of {report.total} runs of {self.name} failed (errors in their meta.json, e.g. "
                     f"{failed[0]['path']}); fix the cause and rerun with --group {report.name}: complete runs are kept")
             results = [(r["config"], r["summary"]) for r in report.runs]
-            summary = self.summarize(results, p, report.path)
-            return write_summary(summary, experiment=self.name, root=root, group=report.name, out_dir=report.path,
-                                 use_wandb=use_wandb)
+            out_dir = Path(report.path) / SUMMARY_DIR
+            out_dir.mkdir(parents=True, exist_ok=True)
+            summary = self.summarize(results, p, out_dir)
+            return write_summary(summary, experiment=self.name, group=report.name, out_dir=out_dir,
+                                 use_wandb=use_wandb, wandb=wb)
         finally:
             torch.set_num_threads(old)
