@@ -76,9 +76,30 @@ def read_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    import pickle
+    import zipfile
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except PermissionError:
+        raise PermissionError(f"cannot read checkpoint {path}: permission denied") from None
+    except pickle.UnpicklingError as e:
+        if "unsupported global" not in str(e).lower():  # no foreign object named: bytes that are no pickle
+            raise ValueError(f"checkpoint {path} is damaged (not a torch file it can read): delete it and rerun, "
+                             "training starts again from step 0") from None
+        # weights_only refused an object: paramlab writes tensors and plain values only
+        raise ValueError(f"checkpoint {path} holds Python objects that are not tensors or plain values, which "
+                         "paramlab never writes (loading them could run code): it was not written by paramlab; "
+                         "refused") from None
+    except (EOFError, OSError, RuntimeError, zipfile.BadZipFile, ValueError, KeyError, IndexError) as e:
+        text = str(e).splitlines()[0][:120] if str(e) else ""
+        why = "empty" if path.stat().st_size == 0 else f"{type(e).__name__}: {text}"
+        raise ValueError(f"checkpoint {path} is damaged ({why}; truncated by a full disk or a copy cut short?): "
+                         "delete it and rerun, training starts again from step 0") from None
     if not isinstance(state, dict) or "model" not in state or "step" not in state:
         raise ValueError(f"{path} is not a paramlab checkpoint (no model state and step)")
+    if isinstance(state["step"], bool) or not isinstance(state["step"], int) or state["step"] < 0:
+        raise ValueError(f"checkpoint {path} has step {state['step']!r}, not a count of steps: it is damaged")
     state["_path"] = str(path)
     return state
 
@@ -94,27 +115,48 @@ def load_checkpoint(path: str | Path, model: nn.Module, opt: torch.optim.Optimiz
     return int(state["step"])
 
 
+TRAIN_KEYS = ("gen", "perm", "pos", "history", "initial_loss", "diverged", "diverged_reason", "torch_rng", "args")
+
+
 def train_state(gen: torch.Generator, perm: torch.Tensor, pos: int, history: list, initial_loss: float,
-                diverged: bool, diverged_reason: str | None, run_args: dict) -> dict:
-    """What `train` needs to continue exactly where it stopped (plain values and tensors only)."""
+                diverged: bool, diverged_reason: str | None, run_args: dict, steps: int | None = None) -> dict:
+    """What `train` needs to continue exactly where it stopped (plain values and tensors only); `steps`:
+    the run's requested steps (a resume may not ask for fewer)."""
     return {"gen": gen.get_state(), "perm": perm.detach().cpu().clone(), "pos": int(pos),
             "history": [dict(r) for r in history], "initial_loss": float(initial_loss), "diverged": bool(diverged),
-            "diverged_reason": diverged_reason, "torch_rng": torch.get_rng_state(), "args": dict(run_args)}
+            "diverged_reason": diverged_reason, "torch_rng": torch.get_rng_state(), "args": dict(run_args),
+            "steps": steps}
 
 
 def restore_state(state: dict, model: nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator, run_args: dict,
-                  path) -> dict:
+                  path, steps: int | None = None) -> dict:
     """Load a `read_checkpoint` result into model, optimizer and batch generator for `train(resume=...)`;
-    returns {step, perm, pos, history, initial_loss, diverged, diverged_reason}."""
+    returns {step, perm, pos, history, initial_loss, diverged, diverged_reason}.
+
+    The resume key is `run_args` (an eval_every left at its default is stored as None, so the default
+    steps // 10 may follow the steps). `steps` may grow, never shrink: a checkpoint past `steps`, or
+    from a run asked for more steps, is refused with the numbers (it would return the longer run)."""
     check_plan(state.get("plan"), model, path)
     tr = state.get("train")
     if tr is None or "optimizer" not in state:
         raise ValueError(f"checkpoint {path} has no training state to resume from (written by an older paramlab, "
                          "or by save_checkpoint without one): load its weights with load_checkpoint instead")
+    missing = [k for k in TRAIN_KEYS if not isinstance(tr, dict) or k not in tr]
+    if missing or not isinstance(tr["args"], dict):
+        raise ValueError(f"checkpoint {path} has a damaged training state (missing {missing or ['args']}): delete it "
+                         "and rerun, training starts again from step 0")
+    done, total = int(state["step"]), tr.get("steps")
+    if steps is not None and done > steps:
+        raise ValueError(f"checkpoint {path} is at step {done}, past the requested steps={steps}: resume with "
+                         f"steps >= {done} (a run may grow, never shrink), or start a fresh run without resume")
+    if steps is not None and isinstance(total, int) and total > steps:
+        raise ValueError(f"checkpoint {path} (step {done}) is from a run of steps={total}; resuming it with "
+                         f"steps={steps} would cut that run short: resume with steps >= {total}, or start a fresh run")
     diff = {k: (tr["args"].get(k), v) for k, v in run_args.items() if tr["args"].get(k) != v}
     if diff:
+        fmt = lambda v: "the default" if v is None else repr(v)  # noqa: E731
         raise ValueError(f"checkpoint {path} was written by a run with other arguments "
-                         + ", ".join(f"{k}={a!r} (now {b!r})" for k, (a, b) in diff.items())
+                         + ", ".join(f"{k}={fmt(a)} (now {fmt(b)})" for k, (a, b) in diff.items())
                          + ": resume with the same ones (only steps may change)")
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])

@@ -102,6 +102,9 @@ def _sweep(args):
         wandb_project=args.wandb_project, wandb_entity=args.wandb_entity, tags=args.tags,
     )
     if args.dry_run:
+        if report.unimported:
+            print(f"runner {report.unimported!r} not imported: a spec's runner is code, and --dry-run runs none; "
+                  "its options are checked when the sweep runs")
         for r in report.runs:
             print(f"{r['status']:<10} {r['name']}")
         print(f"{report.total} runs, {report.skipped} complete, {report.total - report.skipped} to run -> {report.path}")
@@ -230,20 +233,36 @@ def _main(p, args, rest) -> int:
         except (ValueError, TypeError, RuntimeError, FileNotFoundError) as e:  # bad options; failed runs
             print(f"paramlab: error: {e}", file=sys.stderr)
             return 2
+        except SystemExit as e:  # an interrupt or a storage error, already told in one line
+            return e.code if isinstance(e.code, int) else 1
         return 0
     if rest:
         p.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         rc = args.fn(args)
     except (ValueError, TypeError, FileNotFoundError, NotADirectoryError) as e:
+        if args.cmd == "sweep" and isinstance(e, OSError) and e.errno is not None:
+            return _storage_error(e, args)
         print(f"paramlab: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        if args.cmd != "sweep":
+            raise
+        return _storage_error(e, args)
     except RuntimeError as e:
         if args.cmd != "sweep":
             raise
         print(f"paramlab: error: {e}", file=sys.stderr)
         return 2
     return rc if isinstance(rc, int) else 0
+
+
+def _storage_error(e: OSError, args) -> int:
+    from .kit.command import storage_error
+
+    print("paramlab: error: " + storage_error(e, f"under {args.root}" if args.root else "in the sweep's store"),
+          file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

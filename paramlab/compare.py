@@ -29,21 +29,21 @@ def _warn(what: str, paths: list) -> None:
 
 
 def _records(paths: Iterable[str | Path]):
-    """Local-store records for the given paths; wandb offline folders map to the run they belong to.
+    """Local-store records for the given paths; a folder holding wandb offline folders and no store runs
+    (``<run>/wandb/``, an ``offline-run-*`` folder) maps to the runs they belong to (`_runs_at`).
 
     Every run left out is named in a RecordWarning: an unreadable config.json or summary.json
     (truncated, garbage, a JSON list), a run without a 'width', a duplicate of another run's config
     (the same grid point stored twice would count twice; the first by path is kept), a run that did
-    not finish (running, failed).
+    not finish (running, failed), a wandb run folder that belongs to no paramlab run.
     """
     recs, seen, by_config = [], set(), {}
-    unreadable, no_width, unfinished, dupes = [], [], [], []
+    unreadable, no_width, unfinished, dupes, orphans = [], [], [], [], []
     for p in paths:
         p = Path(p)
         if not p.exists():
             raise FileNotFoundError(f"{p} does not exist: give a run, group or experiment folder of the store")
-        wb = [w for w in find_wandb_offline_runs(p) if w.paramlab_run is not None] if "wandb" in str(p) else []
-        for r in load_runs([Path(w.paramlab_run) for w in wb] if wb else p):
+        for r in _runs_at(p, orphans):
             if r.path in seen:
                 continue
             seen.add(r.path)
@@ -66,7 +66,23 @@ def _records(paths: Iterable[str | Path]):
     _warn("runs left out, no 'width' in their config", no_width)
     _warn("runs left out, not finished (no result)", unfinished)
     _warn("duplicated runs left out (counted once)", dupes)
+    _warn("wandb runs left out, not inside a paramlab run folder (no config.json beside their wandb/ folder)",
+          orphans)
     return recs
+
+
+def _runs_at(p: Path, orphans: list) -> list:
+    """The store's runs under `p`; where it holds none, the runs its wandb offline folders belong to.
+
+    Decided by what the folder holds, not by its name: a group under ``my_wandb_study/`` is a group.
+    A wandb folder that belongs to no paramlab run is added to `orphans` (and warned)."""
+    runs = load_runs(p)
+    if runs or p.is_file():
+        return runs
+    found = find_wandb_offline_runs(p)
+    orphans.extend(w.path for w in found if w.paramlab_run is None)
+    owners = list(dict.fromkeys(Path(w.paramlab_run) for w in found if w.paramlab_run is not None))
+    return load_runs(owners) if owners else []
 
 
 def _num(v) -> float | None:

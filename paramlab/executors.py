@@ -45,6 +45,7 @@ import math
 import os
 import time
 import traceback
+import warnings
 from typing import Any, Callable, Mapping
 
 from . import live
@@ -52,8 +53,9 @@ from .runners import Runner
 from .io import to_jsonable
 from .store import COMPLETE_STATUSES, RESERVED_SUMMARY_KEYS
 
-__all__ = ["execute_unit", "failure", "resources", "run_local", "run_ray", "start_private_ray"]
+__all__ = ["check_ray_address", "execute_unit", "failure", "resources", "run_local", "run_ray", "start_private_ray"]
 
+CONNECT_TIMEOUT_S = 10.0  # a Ray address that does not accept a TCP connection in this time is refused
 Record = Callable[[list, list], None]  # record(unit, outcomes): the sweep writes the unit's runs
 # open(unit) -> one `live` sink per config of the unit, called just before the unit trains (None: no live view)
 OpenLive = Callable[[list], list]
@@ -161,12 +163,95 @@ def start_private_ray(ray_init: Mapping[str, Any] | None = None) -> None:
     from ray._private import ray_constants
 
     ray_constants.ENABLE_RAY_CLUSTER = False  # read at call time; ray may have been imported already
-    kw = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False, **dict(ray_init or {})}
+    stray = os.environ.get("RAY_ADDRESS")
+    if stray:
+        warnings.warn(f"RAY_ADDRESS={stray} is set in the environment and ignored: without --address the ray "
+                      "executor starts a private instance on loopback; to use that cluster pass "
+                      f"--address {stray}", stacklevel=2)
+    # address "local": a new instance, never the one RAY_ADDRESS or /tmp/ray/ray_current_cluster names
+    kw = {"address": "local", "include_dashboard": False, "log_to_driver": False, "configure_logging": False,
+          **dict(ray_init or {})}
     ray.init(**kw)
     from .ray_watchdog import watch
 
     watch()
 
+
+def check_ray_address(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Raise RuntimeError naming `address` unless a TCP connection to it opens within `timeout` seconds
+    and a gRPC server answers there within `timeout` more.
+
+    Ray itself retries an address that refuses or does not answer for minutes (its GCS client waits
+    out several 30 s timeouts); one TCP connect tells a dead address apart at once, and the HTTP/2
+    preface every gRPC server answers tells a Ray server from another program on that port. The address is
+    resolved the way Ray resolves it before dialing (``auto``: RAY_ADDRESS, then the cluster started
+    on this machine; a loopback host: this node's IP), so the check dials what Ray would.
+    """
+    import socket
+
+    try:
+        import ray
+    except ImportError:
+        raise RuntimeError("the ray executor needs Ray: pip install ray") from None
+    if ray.is_initialized():  # run_ray uses the instance this process holds
+        return
+
+    def split(addr):
+        host, sep, port = (addr.split("://", 1)[1] if "://" in addr else addr).rpartition(":")
+        if not sep or not host.strip("[]") or not port.isdigit():
+            raise RuntimeError(f"Ray address {address!r} is not 'auto', 'host:port' or 'ray://host:port'")
+        return host.strip("[]"), int(port)
+
+    if address != "auto":
+        split(address)
+    target = address
+    if "://" not in address:  # the address Ray itself dials: "auto" looked up, 127.0.0.1 -> this node's IP
+        from ray._private.services import canonicalize_bootstrap_address
+
+        try:
+            target = canonicalize_bootstrap_address(address)
+        except (ConnectionError, ValueError) as e:
+            raise RuntimeError(f"Ray address {address!r}: {e}") from None
+        if target is None:
+            raise RuntimeError(f"--address {address}: no Ray cluster found on this machine (start one with `ray "
+                               "start --head`, or leave --address out for a private instance)")
+    host, port = split(target)
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as conn:
+            grpc = _speaks_http2(conn, timeout)
+    except OSError as e:
+        why = (f"no answer within {timeout:g} s" if isinstance(e, socket.timeout)
+               else e.strerror or str(e) or type(e).__name__)
+        raise RuntimeError(f"cannot reach the Ray cluster at {address}"
+                           + (f" ({target})" if target != address else "")
+                           + f": {why}; is Ray running there (`ray status --address "
+                           f"{host}:{port}`)? Leave --address out to start a private instance on this "
+                           "machine") from None
+    if not grpc:
+        raise RuntimeError(f"{address}" + (f" ({target})" if target != address else "") + " accepts connections "
+                           f"but does not answer as a Ray server (gRPC) within {timeout:g} s: give the Ray head's "
+                           "port (6379 by default, 10001 for ray://), or leave --address out to start a private "
+                           "instance on this machine")
+
+
+def _speaks_http2(conn, timeout: float) -> bool:
+    """Whether the server on `conn` answers the HTTP/2 connection preface with a SETTINGS frame, as every
+    gRPC server (Ray's GCS and its client server) does at once; another server stays silent or answers
+    otherwise, and Ray would wait out its own GCS timeouts on it (minutes)."""
+    import socket
+
+    conn.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes(3) + b"\x04" + bytes(5))  # preface, empty SETTINGS
+    conn.settimeout(timeout)
+    head = b""
+    try:
+        while len(head) < 9:  # a frame header: length (3), type (1: 4 is SETTINGS), flags (1), stream (4)
+            chunk = conn.recv(9 - len(head))
+            if not chunk:
+                break
+            head += chunk
+    except (socket.timeout, OSError):
+        pass
+    return len(head) == 9 and head[3] == 4
 
 class _QueueSink:
     """A live sink on a Ray worker: each point goes to the driver through a Ray queue (picklable)."""
@@ -204,6 +289,7 @@ def run_ray(runner: Runner, units: list, record: Record, address, num_cpus, num_
         if address is None:  # a private instance on this machine: loopback only, ends with this process
             start_private_ray(ray_init)
         else:
+            check_ray_address(address)
             ray.init(address=address, **{"include_dashboard": False, "log_to_driver": False, **dict(ray_init or {})})
         started = True
     try:

@@ -45,6 +45,7 @@ from . import attention as A
 from . import audit as AU
 from . import depth as DP
 from . import multipliers as MU
+from . import replaced as RP
 from . import wrappers as W
 from .layouts import layout_of
 from .parameterize import PLAN_ATTR, get_plan
@@ -65,6 +66,7 @@ def fold(model: nn.Module, example=None) -> nn.Module:
     DP.remove(out)
     A.restore(out, plan.attention)
     AU.remove(out)
+    RP.remove(out)
     del out.__dict__[PLAN_ATTR]
     with torch.no_grad():
         for mod in out.modules():

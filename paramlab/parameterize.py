@@ -48,6 +48,7 @@ from . import audit as AU
 from . import depth as DP
 from . import guard as GU
 from . import multipliers as MU
+from . import replaced as RP
 from . import roles as R
 from . import tied as TI
 from . import unit as UN
@@ -232,12 +233,26 @@ def get_plan(model: nn.Module) -> Plan:
             "this model has no paramlab plan: build it with a paramlab builder (paramlab.mlp, ...) "
             "or call paramlab.parameterize(model, scheme, base=...) first"
         )
+    if "fsdp1" not in W.wrapper_kinds(model):  # FSDP shows its shards between passes: its forward checks
+        RP.check(W.unwrap(model), plan)  # a planned layer replaced since: refused with the fix
     return plan
 
 
 def role_table(model: nn.Module, optimizer: str = "sgd") -> str:
     """The role table of a parameterized model, as text."""
     return get_plan(model).table(optimizer)
+
+
+def replan_resized(model: nn.Module) -> nn.Module:
+    """Take tensors resized in place in a dim that is not a width (a new head's number of outputs, a
+    vocabulary grown by resize_token_embeddings) into the model's plan; multipliers and lrs stay. A
+    changed width dim or a replaced module is refused (`paramlab.replaced`). Returns the model."""
+    inner = W.unwrap(model)
+    plan = inner.__dict__.get(PLAN_ATTR)
+    if plan is None:
+        raise ValueError("replan_resized needs a parameterized model")
+    inner.__dict__[PLAN_ATTR] = RP.resized_plan(inner, plan)
+    return model
 
 
 def unparameterize(model: nn.Module) -> nn.Module:
@@ -248,6 +263,7 @@ def unparameterize(model: nn.Module) -> nn.Module:
     DP.remove(inner)
     A.restore(inner, plan.attention if plan is not None else ())
     AU.remove(inner)
+    RP.remove(inner)
     if PLAN_ATTR in inner.__dict__:
         del inner.__dict__[PLAN_ATTR]
     return model
@@ -549,6 +565,7 @@ def parameterize(
     A.apply(model, plan.attention)
     if check_forward and not type(model).__module__.startswith("paramlab."):
         AU.install(model, plan, check_attention=attention != "keep")
+    RP.stamp(model, plan)
     model.__dict__[PLAN_ATTR] = plan
     GU.watch(model, plan)  # a plan-blind optimizer warns at its first step (paramlab.guard)
     return wrapped

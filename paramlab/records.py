@@ -267,13 +267,20 @@ def _literal(text: str) -> Any:
 
 
 def _config_from_debug_log(path: Path) -> dict[str, Any] | None:
+    """The ``config: {...}`` line of a wandb debug.log; None (warned with the file's path) if it is damaged."""
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             for line in f:
                 if line.startswith("config: "):
                     cfg = _literal(line[len("config: "):].strip())
-                    return cfg if isinstance(cfg, dict) else None
-    except (OSError, ValueError, SyntaxError, RecursionError):
+                    if not isinstance(cfg, dict):
+                        raise ValueError(f"a {type(cfg).__name__}, not a mapping")
+                    return cfg
+    except FileNotFoundError:
+        return None
+    except Exception as e:  # damaged: any parse or evaluation error ({[1]: 2} is a TypeError), or unreadable
+        warnings.warn(f"{path}: its config line cannot be read ({type(e).__name__}: {e}); that wandb run's "
+                      "config is left empty", RecordWarning, stacklevel=2)
         return None
     return None
 
@@ -292,7 +299,9 @@ def _read_wandb_folder(path: Path, run_id: str, started: str) -> WandbOfflineRun
                 k: (v["value"] if isinstance(v, dict) and "value" in v else v) for k, v in raw.items()
             }
             source = "config.yaml"
-        except Exception:
+        except Exception as e:  # damaged: named, then the debug.log line is tried
+            warnings.warn(f"{files_dir / 'config.yaml'}: cannot be read ({type(e).__name__}: {e})", RecordWarning,
+                          stacklevel=2)
             config = None
     if config is None:
         config = _config_from_debug_log(path / "logs" / "debug.log")

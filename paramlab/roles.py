@@ -188,10 +188,19 @@ def load_bsh(path: str | Path) -> dict[str, WidthDims]:
     """Read a `mup` base-shapes (.bsh) yaml file: name -> list of base dims (null = fixed dim)."""
     import yaml
 
-    with open(path) as f:
-        data = yaml.safe_load(f)
+    try:
+        data = yaml.safe_load(Path(path).read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a mup base-shapes file (binary, not yaml text)") from None
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not a mup base-shapes file (yaml error: {str(e).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: not a mup base-shapes file (expected a yaml mapping name -> dims)")
+    for k, v in data.items():
+        if not (isinstance(v, list) and all(d is None or (isinstance(d, int) and not isinstance(d, bool) and d > 0)
+                                            for d in v)):
+            raise ValueError(f"{path}: {k!r} has dims {v!r}; a mup base-shapes file gives each parameter a list of "
+                             "base dims, a positive int per width dim and null per fixed dim (e.g. [64, null])")
     return {k: tuple(v) for k, v in data.items()}
 
 
@@ -254,6 +263,11 @@ def resolve_width_dims(model: nn.Module, base=None, delta=None) -> dict[str, Wid
             if bad:
                 raise ValueError(f"{label}: parameter {n!r} has base dims {list(dims[n])}: a width dim's base size "
                                  "must be a positive int (null marks a fixed dim)")
-        return dims
-    return width_dims_from_models(model, base, delta)
+    else:
+        dims = width_dims_from_models(model, base, delta)
+    for n, shp in _shapes(model).items():  # m = size / base: neither may be 0
+        if any(b is not None and (b == 0 or size == 0) for size, b in zip(shp, dims.get(n, ()))):
+            raise ValueError(f"parameter {n!r} has shape {tuple(shp)} and base dims {list(dims[n])}: a width of 0 "
+                             "(in the model or its base) has no width multiplier; build both with a positive width")
+    return dims
 

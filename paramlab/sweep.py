@@ -37,6 +37,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
+import json
 import os
 import sys
 from dataclasses import dataclass, field
@@ -45,7 +47,7 @@ from typing import Any, Mapping
 
 from .executors import run_local, run_ray
 from .runners import Runner, SpecError, get_runner
-from .spec import ENSEMBLE_MODES, EXECUTORS, MAX_POINTS, SweepSpec, load_spec
+from .spec import ENSEMBLE_MODES, EXECUTORS, MAX_POINTS, SweepSpec, describe_point, foreign_runner, load_spec
 from .io import read_json, write_json_atomic
 from .store import RESERVED_SUMMARY_KEYS, check_name, config_hash, now_iso, run_dir_name, run_state, safe_component
 from .tracking import start_run
@@ -67,7 +69,12 @@ def _sweep_lock(group_dir: Path):
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except ImportError:  # not POSIX: no lock
             pass
-        except OSError:
+        except OSError as e:
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):  # the lock itself failed
+                raise RuntimeError(
+                    f"cannot lock {path} ({e.strerror or e}): this filesystem does not support flock (a network "
+                    "filesystem without lock service?), so two processes could write this sweep at once; put --root "
+                    "on a local disk") from None
             raise RuntimeError(
                 f"another process is running this sweep ({group_dir} is locked); wait for it or give another name"
             ) from None
@@ -98,6 +105,7 @@ class SweepReport:
     diverged: int = 0
     failed: int = 0
     runs: list = field(default_factory=list)
+    unimported: str | None = None  # a dry run's runner left unimported (given by import path: code)
 
     @property
     def ok(self) -> bool:
@@ -195,7 +203,9 @@ def run_sweep(
     """
     if executor not in EXECUTORS:
         raise SpecError(f"executor must be one of {list(EXECUTORS)}, got {executor!r}")
-    s = load_spec(spec, max_points=None if yes else MAX_POINTS)
+    s = load_spec(spec, max_points=None if yes else MAX_POINTS, import_runner=not dry_run)
+    if dry_run and foreign_runner(s.runner):  # a spec's runner is code: a dry run does not import it
+        return _dry_run_unimported(s, root, name)
     if root is not None:
         s.root = str(root)
     if name is not None:
@@ -230,6 +240,10 @@ def run_sweep(
     experiment = safe_component(s.experiment)
     group_dir = Path(s.root) / experiment / group
     report = SweepReport(experiment, group, group_dir, len(points))
+    if executor == "ray" and address is not None and not dry_run:
+        from .executors import check_ray_address
+
+        check_ray_address(address)  # a dead address fails here, in seconds, before anything is written
     if dry_run:
         for n, c in zip(names, points):
             st = run_state(group_dir / n, c)
@@ -294,6 +308,34 @@ def run_sweep(
             meta, summary = {"status": "unreadable"}, {}
         report.runs.append({"name": n, "path": path, "status": meta.get("status", "missing"), "config": c,
                             "summary": {k: v for k, v in summary.items() if k not in RESERVED_SUMMARY_KEYS}})
+    return report
+
+
+def _dry_run_unimported(s: SweepSpec, root, name) -> SweepReport:
+    """A dry run that leaves the spec's runner (code) unimported: without its defaults the run folders
+    cannot be named, so each grid point is matched against the stored configs that contain it; a point
+    no stored run contains is 'absent'. Status 'complete' needs the full config: 'stored' says a run of
+    the point exists (and its meta.json status)."""
+    s.root = str(root) if root is not None else s.root
+    s.name = check_name(name, "sweep (group)") if name is not None else s.name
+    group_dir = Path(s.root) / safe_component(s.experiment) / safe_component(s.name or "sweep")
+    stored = []
+    if group_dir.is_dir():
+        for d in sorted(p for p in group_dir.iterdir() if p.is_dir()):
+            cfg = read_json(d / "config.json")
+            if isinstance(cfg, dict):
+                stored.append((d, cfg, (read_json(d / "meta.json", {}) or {}).get("status", "missing")))
+    points = s.raw_points()
+    report = SweepReport(safe_component(s.experiment), group_dir.name, group_dir, len(points))
+    for p in points:
+        hit = next(((d, st) for d, cfg, st in stored
+                    if all(json.dumps(cfg.get(k), sort_keys=True) == json.dumps(v, sort_keys=True) for k, v in p.items())),
+                   None)
+        status = "absent" if hit is None else ("complete" if hit[1] in ("finished", "diverged") else "incomplete")
+        report.skipped += status == "complete"
+        report.runs.append({"name": hit[0].name if hit else describe_point(p, s.varying()), "status": status,
+                            "path": hit[0] if hit else group_dir, "config": p})
+    report.unimported = s.runner
     return report
 
 

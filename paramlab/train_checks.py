@@ -11,6 +11,34 @@ from __future__ import annotations
 
 import torch
 
+MAX_SEED = 2 ** 32  # numpy's legacy seeding (mnist1d's generator) takes [0, 2**32); torch takes more
+
+
+# Value rules of optimizer options and seeds: each returns None for a good value, else the reason (the
+# runners' Option checks use them, so a bad value is refused before any run, never recorded as a run).
+
+def momentum_reason(v) -> str | None:
+    """Heavy-ball momentum mu in [0, 1): at mu >= 1 an old gradient never fades and the step grows without bound."""
+    return None if 0 <= v < 1 else "must be in [0, 1) (at 1 or more past gradients never fade)"
+
+
+def eps_reason(v) -> str | None:
+    """Adam's eps > 0: at 0 a coordinate with zero gradient history divides 0 by 0 (NaN, not a divergence)."""
+    return None if v > 0 else "must be > 0 (Adam divides by sqrt(v) + eps)"
+
+
+def betas_reason(v) -> str | None:
+    """Adam's (beta1, beta2), each in [0, 1)."""
+    ok = (isinstance(v, (list, tuple)) and len(v) == 2
+          and all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in v))
+    return None if ok else "must be a list of two numbers in [0, 1)"
+
+
+def seed_reason(v) -> str | None:
+    """A seed is an int in [0, 2**32)."""
+    return None if 0 <= v < MAX_SEED else "must be in [0, 2**32)"
+
+
 
 def _int(name: str, v, low: int, allow_none: bool) -> None:
     if v is None and allow_none:
@@ -26,6 +54,15 @@ def check_sizes(steps, batch_size, eval_every) -> None:
     _int("steps", steps, 0, False)
     _int("batch_size", batch_size, 1, True)
     _int("eval_every", eval_every, 1, True)
+
+
+def check_dtype(dtype, param_dtype, autocast: bool) -> None:
+    """The data's dtype is the parameters' (a float16 batch into float32 weights fails inside the first matmul),
+    unless the forward runs under autocast."""
+    if dtype is not None and dtype != param_dtype and not autocast:
+        raise ValueError(f"dtype={dtype} casts the data to {dtype}, but the model's parameters are {param_dtype}: "
+                         f"leave dtype unset (the parameters' dtype), convert the model (model.to({dtype})), or "
+                         "train with autocast='bf16' for mixed precision")
 
 
 def check_data(task) -> None:

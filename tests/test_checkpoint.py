@@ -72,3 +72,70 @@ def test_checkpoint_into_another_plan_is_an_error(task, tmp_path):
     with pytest.raises(ValueError, match=r"lr=0.01 \(now 0.02\)"):
         train(model("mup"), task, lr=2e-2, resume=tmp_path / "c.pt", **KW)
     assert load_checkpoint(tmp_path / "c.pt", model("mup")) == 3
+
+
+class _Evil:
+    """A pickle that would call a function on load (print here; os.system in an attack)."""
+
+    def __reduce__(self):
+        return (print, ("this ran at load time",))
+
+
+def test_steps_may_grow_with_the_default_eval_every(task, tmp_path):
+    """eval_every left at its default (steps // 10) is not part of the resume key: 20 -> 40 steps resumes,
+    and the weights equal a fresh 40-step run's bit for bit (evaluation does not touch the trajectory)."""
+    kw = {k: v for k, v in KW.items() if k not in ("steps", "eval_every")}
+    train(model(), task, lr=1e-2, steps=20, checkpoint=tmp_path / "c.pt", **kw)
+    m = model()
+    res = train(m, task, lr=1e-2, steps=40, resume=tmp_path / "c.pt", **kw)
+    fresh_m = model()
+    fresh = train(fresh_m, task, lr=1e-2, steps=40, **kw)
+    assert res.steps_done == 40 and res.history[-1]["step"] == 40
+    assert all(torch.equal(a, b) for a, b in zip(m.parameters(), fresh_m.parameters()))
+    assert res.history[-1] == fresh.history[-1]
+    with pytest.raises(ValueError, match=r"eval_every=the default \(now 5\)"):  # an explicit change is refused
+        train(model(), task, lr=1e-2, steps=40, eval_every=5, resume=tmp_path / "c.pt", **kw)
+
+
+def test_checkpoint_past_the_steps_or_from_a_longer_run_is_refused(task, tmp_path):
+    ck = tmp_path / "c.pt"
+    train(model(), task, lr=1e-2, checkpoint=ck, **KW)  # 24 steps
+    with pytest.raises(ValueError, match=r"is at step 24, past the requested steps=20"):
+        train(model(), task, lr=1e-2, resume=ck, **{**KW, "steps": 20})
+    state = torch.load(ck, weights_only=True)
+    state["step"] = 10 ** 6
+    torch.save(state, ck)
+    with pytest.raises(ValueError, match=r"is at step 1000000, past the requested steps=40"):
+        train(model(), task, lr=1e-2, resume=ck, **{**KW, "steps": 40})
+
+    def kill(metrics, step):
+        if step == 15:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # a 24-step run cut after its checkpoint at step 14
+        train(model(), task, lr=1e-2, checkpoint=ck, checkpoint_every=7, log=kill, **KW)
+    with pytest.raises(ValueError, match=r"\(step 14\) is from a run of steps=24; resuming it with steps=20"):
+        train(model(), task, lr=1e-2, resume=ck, **{**KW, "steps": 20})
+    assert train(model(), task, lr=1e-2, resume=ck, **KW).steps_done == 24  # negative control
+
+
+def test_damaged_checkpoints_get_one_line_naming_the_file(task, tmp_path):
+    ck = tmp_path / "c.pt"
+    train(model(), task, lr=1e-2, checkpoint=ck, **{**KW, "steps": 3})
+    good = ck.read_bytes()
+    cases = {"empty": b"", "truncated": good[: len(good) // 2], "garbage": b"\x00\xffnot a checkpoint" * 10}
+    for what, data in cases.items():
+        ck.write_bytes(data)
+        with pytest.raises(ValueError, match=rf"checkpoint {ck} is damaged \(") as e:
+            read_checkpoint(ck)
+        assert "\n" not in str(e.value) and ("empty" in str(e.value)) == (what == "empty")
+    ck.write_bytes(good)
+    state = torch.load(ck, weights_only=True)
+    del state["train"]["args"]
+    torch.save(state, ck)
+    with pytest.raises(ValueError, match=rf"checkpoint {ck} has a damaged training state \(missing \['args'\]\)"):
+        train(model(), task, lr=1e-2, resume=ck, **KW)
+    torch.save({"model": {}, "step": 1, "x": _Evil()}, ck)
+    with pytest.raises(ValueError, match=rf"checkpoint {ck} holds Python objects .* refused") as e:
+        read_checkpoint(ck)
+    assert "weights_only=False" not in str(e.value)

@@ -3,6 +3,7 @@
 import os
 import pickle
 import random
+import re
 
 import numpy as np
 import pytest
@@ -395,3 +396,30 @@ def test_registry_and_unknown_names():
         D.get_task("cifar10")
     with pytest.raises(ValueError, match="unknown transfer pair 'sparse_parity'; known"):
         D.transfer_pair("sparse_parity")
+
+
+@pytest.mark.parametrize("tamper, why", [
+    ("labels", "its arrays' sha256 differs"),           # labels swapped, shapes kept
+    ("rows", "x is float32 (159, 40), expected float32 (160, 40)"),  # a row dropped
+    ("out_of_range", "y has labels outside 0..9"),
+    ("args", "it was written for other generation args"),
+])
+def test_mnist1d_tampered_cache_is_regenerated_with_a_warning(tmp_path, count_make_dataset, tamper, why):
+    a = D.mnist1d(num_samples=SMALL_MNIST1D, cache=tmp_path)
+    path = a.meta["cache_path"]
+    with np.load(path, allow_pickle=False) as z:
+        data = {k: z[k] for k in z.files}
+    if tamper == "labels":
+        data["y"] = (data["y"] + 1) % 10
+    elif tamper == "rows":
+        data["x"] = data["x"][1:]
+    elif tamper == "out_of_range":
+        data["y"] = data["y"] + 10
+    else:
+        data["args_json"] = np.array(str(data["args_json"]).replace('"seed": 42', '"seed": 7'))
+    np.savez(path, **data)
+    with pytest.warns(UserWarning, match=re.escape(f"mnist1d cache {path} does not match its arguments ({why}")):
+        b = D.mnist1d(num_samples=SMALL_MNIST1D, cache=tmp_path)
+    assert len(count_make_dataset) == 2 and not b.meta["cache_hit"] and _same(a, b)
+    c = D.mnist1d(num_samples=SMALL_MNIST1D, cache=tmp_path)  # the regenerated cache is whole again
+    assert c.meta["cache_hit"] and len(count_make_dataset) == 2

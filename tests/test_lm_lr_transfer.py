@@ -130,3 +130,17 @@ def test_sweep_stacked_equals_one_by_one(tmp_path):
     assert {r.meta["sweep"]["ensemble"] for r in recs["always"].values()} == {4}
     for key, a in recs["always"].items():
         assert a.summary["val/loss"] == pytest.approx(recs["never"][key].summary["val/loss"], rel=1e-10)
+
+
+def test_plot_of_a_grid_where_every_run_diverged_draws(tmp_path):
+    """Every loss NaN (all runs diverged): the figure is drawn without axis limits, not a NaN-limit crash."""
+    import math
+
+    from paramlab.experiments.lm_lr_transfer import _plot
+
+    nan = float("nan")
+    row = lambda w: {"width": w, "mean_curve": [nan, nan], "status": "no optimum", "robust": nan}  # noqa: E731
+    table = {s: {"per_width": [row(32), row(64)], "shift_robust": nan, "shift_se": nan,
+                 "best_loss_by_width": [nan, nan]} for s in ("sp", "mup")}
+    path = _plot(table, {"widths": [32, 64], "log2_lrs": [-8, -6], "steps": 2, "batch": 2, "context": 4}, tmp_path)
+    assert path.exists() and math.isnan(table["sp"]["best_loss_by_width"][0])

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from paramlab.measure.probe import kernel_ridge_loo, linear_probe, score
@@ -38,3 +39,18 @@ def test_probe_recovers_a_linear_function_with_intercept_and_scores():
     K = F @ F.T
     p, _ = kernel_ridge_loo(K + torch.eye(100), F[:, 0], K + torch.eye(100), ridges=(1e-8,))
     assert torch.allclose(p[:, 0], F[:, 0].double(), atol=1e-3)
+
+
+def test_constant_features_fit_the_intercept_and_nan_features_are_refused():
+    """Every unit of a width-1 ReLU layer dead: the features are constant, the probe predicts the training
+    mean (r2 0 on the training rows), not a TypeError from an empty ridge choice; NaN features are an error."""
+    from paramlab.measure.probe import linear_probe
+
+    y = torch.randn(20, 2, dtype=torch.float64)
+    for f in (torch.zeros(20, 1), torch.full((20, 3), 2.5)):
+        pred, ridge = linear_probe(f, y, f[:7])
+        assert ridge == float("inf") and torch.allclose(pred, y.mean(0).expand(7, 2))
+    pred, ridge = linear_probe(torch.randn(20, 3), y, torch.randn(7, 3))  # negative control: a real fit
+    assert ridge != float("inf") and not torch.allclose(pred, y.mean(0).expand(7, 2))
+    with pytest.raises(ValueError, match="NaN/inf"):
+        linear_probe(torch.full((20, 3), float("nan")), y, torch.zeros(7, 3))

@@ -1,6 +1,8 @@
-"""A private Ray instance listens on loopback only and ends with its driver, even a SIGKILLed one."""
+"""A private Ray instance listens on loopback only, ignores a stray RAY_ADDRESS and ends with its driver, even a
+SIGKILLed one."""
 
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -22,7 +24,7 @@ import ray
 def f():
     return os.getpid()
 
-print("ready", ray.get(f.remote()), flush=True)
+print("ready", ray.get(f.remote()), ray.get_runtime_context().gcs_address, flush=True)
 time.sleep(600)
 '''
 
@@ -53,14 +55,22 @@ def cmd(pid: int) -> str:
 
 
 @pytest.fixture
-def driver():
+def driver(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)  # the driver must set it itself
-    proc = subprocess.Popen([sys.executable, "-c", DRIVER], stdout=subprocess.PIPE, text=True, env=env)
-    line = proc.stdout.readline()
-    assert line.startswith("ready"), "the driver did not start Ray"
+    env["RAY_ADDRESS"] = "127.0.0.1:1"  # a stray address: the private instance ignores it (else it hangs)
+    err = open(tmp_path / "stderr", "w")
+    proc = subprocess.Popen([sys.executable, "-c", DRIVER], stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+    ready, _, _ = select.select([proc.stdout], [], [], 120)
+    line = proc.stdout.readline() if ready else ""
+    if not line.startswith("ready"):
+        proc.kill()
+        pytest.fail("the driver did not start Ray within 120 s: " + (tmp_path / "stderr").read_text()[-2000:])
+    assert "RAY_ADDRESS=127.0.0.1:1 is set in the environment and ignored" in (tmp_path / "stderr").read_text()
+    proc.gcs_address = line.split()[2]
     time.sleep(2)  # agents up
     yield proc
+    err.close()
     if proc.poll() is None:
         proc.kill()
         proc.wait()
@@ -68,6 +78,13 @@ def driver():
 
 @pytest.mark.slow
 def test_private_ray_listens_on_loopback_only_and_ends_with_a_killed_driver(driver):
+    import socket
+
+    from paramlab.executors import _speaks_http2
+
+    host, port = driver.gcs_address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as conn:  # what --address checks answers here
+        assert _speaks_http2(conn, 5.0), "Ray's GCS did not answer the HTTP/2 preface"
     pids = set(descendants(driver.pid)) | {driver.pid}
     names = {p: cmd(p) for p in pids}
     programs = {n.split(" ", 1)[0] for n in names.values()}

@@ -69,3 +69,41 @@ def test_missing_directory_is_a_clear_error(tmp_path, capsys):
     assert main(["compare", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err
     assert "does not exist" in err and "Traceback" not in err
+
+
+def offline_folder(parent, run_id="abc123", config_line="config: {'scheme': 'sp', 'width': 32}"):
+    d = parent / "wandb" / f"offline-run-20260101_000000-{run_id}"
+    (d / "files").mkdir(parents=True)
+    (d / "logs").mkdir()
+    (d / "logs" / "debug.log").write_text(f"some line\n{config_line}\n")
+    return d
+
+
+def test_compare_mode_follows_the_folder_contents_not_its_name(tmp_path, recwarn):
+    """A group under my_wandb_study/ is a group: all 4 runs, both schemes, whether or not a run has a wandb
+    folder; a run's wandb folder given alone maps to its run."""
+    g = tmp_path / "my_wandb_study" / "e" / "g"
+    for i, (s, w) in enumerate([("sp", 32), ("sp", 64), ("ntk", 32), ("ntk", 64)]):
+        d = fake_run(g, f"{s}-w{w}", s, w, w ** -0.5)
+        if i % 2 == 0:
+            offline_folder(d, run_id=f"r{i}")
+    res = compare([g], out=tmp_path / "cmp")
+    assert res["n_runs"] == 4 and set(res["slopes"]["train/loss"]) == {"sp", "ntk"}
+    assert not [w for w in recwarn if issubclass(w.category, RecordWarning)]
+    res = compare([g / "sp-w32" / "wandb"], out=tmp_path / "cmp2")
+    assert res["n_runs"] == 1
+
+
+def test_wandb_runs_outside_a_paramlab_run_and_damaged_debug_logs_are_named(tmp_path):
+    loose = tmp_path / "loose"
+    offline_folder(loose, run_id="x1")
+    with pytest.warns(RecordWarning, match=r"wandb runs left out, not inside a paramlab run folder.*offline-run-"):
+        with pytest.raises(ValueError, match="no runs"):
+            compare([loose], out=tmp_path / "cmp")
+    from paramlab.records import find_wandb_offline_runs
+
+    for bad in ("config: {[1]: 2}", "config: {'a': ", "config: [1, 2]", "config: {'a': \x00}"):
+        d = offline_folder(tmp_path / bad.encode().hex(), run_id="x2", config_line=bad)
+        with pytest.warns(RecordWarning, match=rf"{d / 'logs' / 'debug.log'}: its config line cannot be read"):
+            (run,) = find_wandb_offline_runs(d)
+        assert run.config is None

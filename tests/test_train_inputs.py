@@ -92,3 +92,10 @@ def test_stacked_and_single_agree_on_threshold_divergence(task):
           for m, lr, s in zip(b, kw["lr"], kw["seed"])]
     assert [r.diverged for r in ra] == [r.diverged for r in rb] == [False, True]
     assert ra[1].diverged_reason == rb[1].diverged_reason and ra[1].steps_done == rb[1].steps_done
+
+
+def test_data_dtype_other_than_the_parameters_is_an_error_naming_the_fix(task):
+    with pytest.raises(ValueError, match=r"dtype=torch.float16 casts the data .* parameters are torch.float32.*autocast"):
+        train(model(), task, lr=0.1, steps=2, dtype=torch.float16)
+    res = train(model(), task, lr=0.1, steps=2, dtype=torch.float32)  # negative control: the same dtype trains
+    assert res.steps_done == 2

@@ -19,7 +19,7 @@ import numpy as np
 from ..io import atomic_write
 from .task import Task, check_classes, check_pos, classification_task, select_classes, standardize_inputs
 
-_MNIST1D_CACHE_FORMAT = 1
+_MNIST1D_CACHE_FORMAT = 2  # 2: the arrays' sha256 stored and checked
 
 
 def cache_dir(path: str | os.PathLike | None = None) -> Path:
@@ -110,22 +110,57 @@ def mnist1d_arrays(
     path = cache_dir(cache) / f"mnist1d_{key}.npz"
     info: dict[str, Any] = {"cache_path": str(path), "cache_hit": False, "gen_args": args}
     names = ("x", "y", "x_test", "y_test")
+    args_json = json.dumps(args, sort_keys=True, default=str)
     if use_cache and path.is_file():
         try:
             with np.load(path, allow_pickle=False) as z:
                 arrays = {n: z[n] for n in names}
-            info["cache_hit"] = True
-            return arrays, info
+                stored_args, stored_digest = str(z["args_json"]), str(z["sha256"])
         except Exception as e:  # corrupt/foreign file: regenerate and overwrite
-            warnings.warn(f"ignoring unreadable mnist1d cache {path}: {e}")
+            warnings.warn(f"ignoring unreadable mnist1d cache {path} ({type(e).__name__}: {e}): regenerated")
+        else:
+            why = _cache_mismatch(arrays, args, stored_args, args_json, stored_digest, n_kept - n_tr, n_tr)
+            if why is None:
+                info["cache_hit"] = True
+                return arrays, info
+            warnings.warn(f"mnist1d cache {path} does not match its arguments ({why}): regenerated")
     arrays = _generate_mnist1d(args)
     if use_cache:
         try:
             with atomic_write(path, "wb") as f:  # readers see no file or a whole one
-                np.savez(f, **arrays, args_json=np.array(json.dumps(args, sort_keys=True, default=str)))
+                np.savez(f, **arrays, args_json=np.array(args_json), sha256=np.array(_digest(arrays)))
         except OSError as e:
             warnings.warn(f"could not write mnist1d cache {path}: {e}")
     return arrays, info
+
+
+def _digest(arrays: Mapping[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for n in ("x", "y", "x_test", "y_test"):
+        a = np.ascontiguousarray(arrays[n])
+        h.update(f"{n}{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _cache_mismatch(arrays, args, stored_args: str, args_json: str, digest: str, n_te: int, n_tr: int) -> str | None:
+    """Why cached arrays are not the ones `args` generate (None if they are): the stored args, the shapes
+    (train / test rows from num_samples and train_split, final_seq_length columns), dtypes, the labels
+    (0..9) and the arrays' sha256 (written beside them) must all agree."""
+    if stored_args != args_json:
+        return "it was written for other generation args"
+    length = int(args.get("final_seq_length", 40))
+    want = {"x": ((n_tr, length), np.float32), "y": ((n_tr,), np.int64), "x_test": ((n_te, length), np.float32),
+            "y_test": ((n_te,), np.int64)}
+    for n, (shape, dtype) in want.items():
+        if arrays[n].shape != shape or arrays[n].dtype != dtype:
+            return f"{n} is {arrays[n].dtype} {arrays[n].shape}, expected {np.dtype(dtype)} {shape}"
+    for n in ("y", "y_test"):
+        if arrays[n].size and (arrays[n].min() < 0 or arrays[n].max() > 9):
+            return f"{n} has labels outside 0..9"
+    if _digest(arrays) != digest:
+        return "its arrays' sha256 differs from the one stored with them (changed after it was written)"
+    return None
 
 
 def mnist1d(
@@ -148,7 +183,9 @@ def mnist1d(
 
     The generated arrays are cached as ``<cache>/mnist1d_<hash>.npz`` keyed by the generation args
     and the mnist1d version (cache dir: ``cache`` argument, else ``$PARAMLAB_CACHE``, else
-    ``~/.cache/paramlab``), written atomically (temp file + ``os.replace``).
+    ``~/.cache/paramlab``), written atomically (temp file + ``os.replace``). A cache file is used
+    only if its stored args, shapes, dtypes, labels and sha256 match; otherwise it is regenerated with
+    a warning (a tampered or foreign file is never used silently).
 
     Args:
         classes: keep only these classes; labels are remapped to ``0..len(classes)-1`` in the given

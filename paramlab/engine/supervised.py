@@ -24,7 +24,7 @@ from ..losses import default_loss, loss_fn, stacked_loss_fn
 from ..models.mlp import MLP
 from ..optim import optimizer as make_optimizer
 from ..precision import autocast_context, autocast_dtype
-from ..train_checks import check_data, check_output, check_sizes
+from ..train_checks import check_data, check_dtype, check_output, check_sizes
 from .batches import TensorBatches
 from .loop import TrainResult, fit
 from .stack import STACK_MAX_FLOPS, Single, stack, stacking_pays
@@ -207,11 +207,12 @@ def train(
     evals = lambda: ([evaluate(forward, xtr_e, ytr_e, loss, task.n_classes)],  # noqa: E731
                      [evaluate(forward, xte_e, yte_e, loss, task.n_classes)])
     batches = TensorBatches(xtr, ytr, batch_size, [seed])
+    eval_given = eval_every  # None: the default steps // 10, which grows with steps (a resume may add steps)
     eval_every = max(1, eval_every or max(1, steps // 10))
     # what a checkpoint must match to resume (steps may grow: a run can be continued further)
     run_args = {"optimizer": optimizer if isinstance(optimizer, str) else type(optimizer).__name__,
                 "lr": float(lr), "batch_size": batches.bs, "seed": int(seed),
-                "loss": loss if isinstance(loss, str) else "custom", "eval_every": int(eval_every),
+                "loss": loss if isinstance(loss, str) else "custom", "eval_every": eval_given,
                 "eval_rows": eval_rows}
     ckpt = _Checkpoints(checkpoint, checkpoint_every, steps, model, opt, batches, run_args)
     bar = _bar(progress, steps, "train")
@@ -232,6 +233,7 @@ def _checked_forward(model: nn.Module, task, loss, dtype, autocast):
     dev = next(model.parameters()).device
     param_dtype = next(model.parameters()).dtype
     ac_dtype = autocast_dtype(autocast)
+    check_dtype(dtype, param_dtype, ac_dtype is not None)
     forward = model if ac_dtype is None else _autocast_forward(model, dev, ac_dtype, param_dtype)
     data = _task_tensors(task, dev, dtype or param_dtype)
     was_training = model.training
@@ -255,7 +257,7 @@ class _Checkpoints:
         """Load a checkpoint read from `where` (None: a fresh run); returns the first step to run."""
         if saved is None:
             return 1
-        st = restore_state(saved, self.model, self.opt, self.batches.gen, self.run_args, where)
+        st = restore_state(saved, self.model, self.opt, self.batches.gen, self.run_args, where, steps=self.steps)
         self.res.history, self.res.steps_done, self.initial[0] = st["history"], st["step"], st["initial_loss"]
         self.res.diverged, self.res.diverged_reason = st["diverged"], st["diverged_reason"]
         self.batches.restore(st["perm"], st["pos"])
@@ -268,7 +270,7 @@ class _Checkpoints:
             return
         b, res = self.batches, self.res
         save_checkpoint(self.path, self.model, self.opt, step, extra=train_state(
-            b.gen, b.perm, b.pos, res.history, self.initial[0], res.diverged, res.diverged_reason, self.run_args))
+            b.gen, b.perm, b.pos, res.history, self.initial[0], res.diverged, res.diverged_reason, self.run_args, steps=self.steps))
 
     def periodic(self, step: int) -> None:
         if self.every is not None and step % self.every == 0 and step < self.steps:

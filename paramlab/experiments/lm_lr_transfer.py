@@ -162,7 +162,8 @@ def _plot(table: dict, p: dict, out_dir: Path) -> Path:
     schemes, widths, x = list(table), p["widths"], np.array(p["log2_lrs"], dtype=float)
     fig, axes = plt.subplots(1, len(schemes) + 1, figsize=(4.6 * (len(schemes) + 1), 3.8))
     cols = width_colors(len(widths))
-    lo = min(min(t["best_loss_by_width"]) for t in table.values())
+    finite = [v for t in table.values() for v in t["best_loss_by_width"] if np.isfinite(v)]
+    lo = min(finite) if finite else None  # every run diverged: no loss to set the axes by
     for ax, s in zip(axes, schemes):
         for i, r in enumerate(table[s]["per_width"]):
             col = cols[i]
@@ -173,7 +174,8 @@ def _plot(table: dict, p: dict, out_dir: Path) -> Path:
         t = table[s]
         ax.set_title(f"{s}: optimum shift {t['shift_robust']:+.2f} ± {t['shift_se']:.2f}", fontsize=10)
         ax.set_xlabel("log2 base learning rate")
-        ax.set_ylim(lo - 0.05, lo + 1.2)
+        if lo is not None:
+            ax.set_ylim(lo - 0.05, lo + 1.2)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"val loss (nats/char) after {p['steps'] * p['batch'] * p['context']} tokens")
     legend_outside(axes[0], below=True)

@@ -23,7 +23,7 @@ from typing import Callable, Hashable, Mapping
 from ..runners import Option, Runner, SpecError
 from ..spec import SweepSpec, load_spec
 from ..store import SUMMARY_DIR, default_group, safe_component
-from .checks import CHECKS
+from .checks import CHECKS, cross_check
 from .summary import Summary, write_summary
 
 __all__ = ["Batch", "Experiment", "History", "LR_AXES", "Log", "SIZES", "WIDTH_AXES"]
@@ -158,9 +158,9 @@ class Experiment:
     @property
     def runner(self) -> Runner:
         if self.batch is None:
-            return Runner(self.name, self.run_config, self.options())
-        return Runner(self.name, self.run_config, self.options(), batch=self.run_batch, batch_key=self.batch.key,
-                      batch_pays=self.batch.pays)
+            return Runner(self.name, self.run_config, self.options(), prepare=cross_check)
+        return Runner(self.name, self.run_config, self.options(), prepare=cross_check, batch=self.run_batch,
+                      batch_key=self.batch.key, batch_pays=self.batch.pays)
 
     # -- running -----------------------------------------------------------------------------------
 

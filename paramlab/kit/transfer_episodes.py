@@ -148,7 +148,9 @@ def fresh_readout(model: nn.Module, d_out: int) -> nn.Module:
     if ro.bias is not None:
         ro.bias = nn.Parameter(torch.zeros(d_out, **kw))
     ro.out_features = d_out
-    return model
+    from ..parameterize import replan_resized
+
+    return replan_resized(model)  # the plan takes the new number of outputs (not a width dim)
 
 
 @torch.no_grad()

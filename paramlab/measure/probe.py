@@ -24,11 +24,15 @@ def kernel_ridge_loo(k_train: torch.Tensor, y_train: torch.Tensor, k_test_train:
                      ridges=RIDGES) -> tuple[torch.Tensor, float]:
     """Predictions on the test points and the chosen ridge (relative to the mean eigenvalue).
 
-    k_train (n, n) PSD, y_train (n,) or (n, k), k_test_train (m, n). Computed in float64.
+    k_train (n, n) PSD, y_train (n,) or (n, k), k_test_train (m, n). Computed in float64. A kernel that
+    is constant once centred (features constant on the training set, e.g. every ReLU unit of a width-1
+    layer dead) fits the intercept only: the training mean, ridge inf.
     """
     K, Y, Ks = k_train.double(), y_train.double(), k_test_train.double()
     if Y.dim() == 1:
         Y = Y[:, None]
+    if not (bool(torch.isfinite(K).all()) and bool(torch.isfinite(Ks).all())):
+        raise ValueError("kernel ridge regression got a kernel with NaN/inf entries (features that are not finite)")
     n = K.shape[0]
     # centre: Kc = P K P with P = I - 11^T/n (an unpenalized intercept); the test rows likewise
     col = K.mean(0, keepdim=True)  # (1, n)
@@ -36,6 +40,8 @@ def kernel_ridge_loo(k_train: torch.Tensor, y_train: torch.Tensor, k_test_train:
     Ksc = Ks - col - Ks.mean(1, keepdim=True) + K.mean()
     y_mean = Y.mean(0, keepdim=True)
     Yc = Y - y_mean
+    if not bool(Kc.abs().max() > 1e-12 * float(K.abs().max())):  # constant features (all units dead)
+        return y_mean.expand(Ks.shape[0], -1).clone(), float("inf")  # only the intercept fits: the mean
     s, V = torch.linalg.eigh(Kc)  # (n,), (n, n)
     # drop the constant direction (Kc 1 = 0): the intercept fits it, the ridge must not count it
     const = (V.T @ torch.full((n,), n ** -0.5, dtype=V.dtype)).abs().argmax()
