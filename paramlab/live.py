@@ -43,6 +43,13 @@ def as_model(k: int) -> Iterator[None]:
         _SINKS.reset(token)
 
 
+def sink(model: int = 0) -> Sink | None:
+    """The sink `emit(..., model=model)` calls now (None without one): for a caller that renames or
+    re-steps a loop's points before sending them, while the loop itself runs inside `sending_to([])`."""
+    sinks = _SINKS.get()
+    return sinks[model] if 0 <= model < len(sinks) else None
+
+
 def listening() -> bool:
     """True inside `sending_to` with at least one sink (a loop may skip building metrics otherwise)."""
     return bool(_SINKS.get())

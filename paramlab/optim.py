@@ -139,8 +139,8 @@ def tensor_hparams(
     weight_decay = _check_positive("weight_decay", weight_decay, allow_zero=True)
     if eps_mode not in EPS_MODES:
         raise ValueError(f"eps_mode must be one of {EPS_MODES}, got {eps_mode!r}")
+    W.check_not_flattened(model)  # first: flattening also changes the planned shapes, which get_plan refuses less clearly
     plan = get_plan(model)
-    W.check_not_flattened(model)
     dplan = plan.depth
     undecayed = _no_decay_rule(no_decay, [t.name for t in plan])
     g_back = backward_signal_exponent(plan.scheme["output"].invariants()[0])  # at init: the readout's std
@@ -272,6 +272,7 @@ _MIX_ROLES = ("input", "hidden", "output", "vector", "scalar")
 
 def _assign(model: nn.Module, name) -> dict[str, str]:
     """tensor name -> optimizer name, for one optimizer, the 'muon' hybrid, or a mix {role | name | pattern: optimizer}."""
+    W.check_not_flattened(model)  # a FlatParameter is not in the plan: say why
     plan = get_plan(model)
     params = {n: p for n, p in W.named_parameters(model) if p.requires_grad}
     for n in params:

@@ -229,6 +229,7 @@ def run_one(cfg: dict, log) -> dict:
     """One (scheme, width, seed): per shot count k, meta-train a fresh network and meta-test it and its init."""
     out: dict = {"diverged": 0}
     done = 0  # outer steps of the earlier shot counts: the live (wandb) step keeps growing across them
+    send = live.sink()  # the engine's points are unprefixed: this run sends them per shot count (klog)
     for k in cfg["shots"]:
         (xa, ya), (xb, yb), meta_tr, meta_val, meta_te = _pools(cfg, k)
         model = _model(cfg)
@@ -236,11 +237,13 @@ def run_one(cfg: dict, log) -> dict:
 
         def klog(m, s, k=k, base=done):
             point = {f"k{k}/{n}": v for n, v in m.items()}
-            live.emit(point, base + s)
+            if send is not None:
+                send(point, base + s)
             if log is not None:
                 log(point, s)
 
-        losses = meta_train(model, xa, ya, meta_tr, cfg, klog)
+        with live.sending_to([]):
+            losses = meta_train(model, xa, ya, meta_tr, cfg, klog)
         done += len(losses)
         if losses and not np.isfinite(losses[-1]):
             return {**out, "diverged": 1}
