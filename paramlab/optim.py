@@ -344,6 +344,24 @@ def optimizer(
     """
     assign = _assign(model, name)
     parts = sorted(set(assign.values()), key=list(assign.values()).index)
+    common = {"momentum": momentum, "nesterov": nesterov, "betas": betas, "eps": eps, "adjust_lr_fn": adjust_lr_fn}
+    _check_request(parts, impl, common, kwargs, adam_lr)
+    built = []
+    for part in parts:
+        names = {n for n, o in assign.items() if o == part}
+        built.append(_part_optimizer(model, part, names, impl, common, options, kwargs, lr, adam_lr, weight_decay,
+                                     eps_mode, layer_lr, no_decay, decoupled_wd))
+    if len(built) == 1:
+        return built[0]
+    opt = Combined(built)
+    opt.paramlab_lr_mult = True
+    return opt
+
+
+def _check_request(parts: list[str], impl, common: dict, kwargs: dict, adam_lr) -> None:
+    """Refuse, before anything is built, an `optimizer()` call whose arguments do not fit its parts: an unknown
+    name, impl= with a mix, kwargs a mix cannot place, adam_lr without an Adam part, a common argument no part
+    takes (`OPTIMIZERS`, `_IGNORED`), an unknown adjust_lr_fn."""
     if impl is not None:
         if len(parts) != 1:
             raise ValueError("impl= takes one optimizer class and one family name, not a mix")
@@ -361,49 +379,46 @@ def optimizer(
         _check_positive("adam_lr", adam_lr)
     if adam_lr is not None and not {"adam", "adamw"} & set(parts):
         raise ValueError(f"adam_lr sets the AdamW part of a mix, and {parts} has none")
-    common = {"momentum": momentum, "nesterov": nesterov, "betas": betas, "eps": eps, "adjust_lr_fn": adjust_lr_fn}
     given = {k for k, v in common.items() if v is not None}
     if impl is None:
         takes = set().union(*(set(OPTIMIZERS[p][2]) | set(_IGNORED.get(p, ())) for p in parts))
         if given - takes:
             raise ValueError(f"{sorted(given - takes)} make(s) no sense for {' + '.join(parts)}: "
                              f"{' + '.join(parts)} take(s) {sorted(takes) or 'none of momentum, betas, eps'}")
-    if adjust_lr_fn not in MUON_ADJUST:
-        raise ValueError(f"adjust_lr_fn must be one of {[k for k in MUON_ADJUST if k]}, got {adjust_lr_fn!r}")
-    built = []
-    for part in parts:
-        if impl is None:
-            make, fam, defaults = OPTIMIZERS[part]
-            cls = make()
-            args = {k: (common[k] if common[k] is not None else d) for k, d in defaults.items()}
-        else:
-            cls, fam, args = impl, get_family(part).name, {k: v for k, v in common.items() if v is not None}
-        if part == "muon":
-            fam = MUON_ADJUST[args["adjust_lr_fn"]]
-        names = {n for n, o in assign.items() if o == part}
-        _check_part(model, part, fam, names, args, lr)
-        # adam_lr / lr rides in lr_mult, so a loop writing one lr into every group keeps the parts' ratio too
-        part_scale = adam_lr / _check_positive("lr", lr) if (adam_lr is not None and part in ("adam", "adamw")) else 1.0
-        # eps that follows a scale travels per group (Adam's, Adafactor's pair); Muon's fixed guard stays an argument
-        scaled_eps = any(f != "fixed" for _, f in get_family(fam).eps)
-        part_eps = args.pop("eps", None) if scaled_eps else None
-        groups = _groups(tensor_hparams(model, fam, lr, weight_decay, part_eps, eps_mode, layer_lr, no_decay,
-                                        decoupled_wd, names=names))
-        for g in groups:
-            g["lr"] = lr  # the base lr: ApplyLrMult multiplies in lr_mult at each step
-            g["lr_mult"] *= part_scale
-        extra = {**dict((options or {}).get(part, {})), **kwargs}
-        opt = cls(groups, lr=lr, **{**args, **extra})
-        hooks = ApplyLrMult(relative_cap=get_family(fam).lr_b != 0)
-        opt.register_step_pre_hook(hooks.pre)
-        opt.register_step_post_hook(hooks.post)
-        opt.paramlab_lr_mult = True  # group["lr"] is the base lr (see effective_lrs)
-        opt.paramlab_family = fam
-        built.append(opt)
-    if len(built) == 1:
-        return built[0]
-    opt = Combined(built)
-    opt.paramlab_lr_mult = True
+    if common["adjust_lr_fn"] not in MUON_ADJUST:
+        raise ValueError(f"adjust_lr_fn must be one of {[k for k in MUON_ADJUST if k]}, got {common['adjust_lr_fn']!r}")
+
+
+def _part_optimizer(model, part: str, names: set, impl, common: dict, options, kwargs: dict, lr, adam_lr,
+                    weight_decay, eps_mode, layer_lr, no_decay, decoupled_wd) -> torch.optim.Optimizer:
+    """The torch optimizer of one part of `optimizer()` (the tensors `names`), with its per-tensor groups and
+    the `ApplyLrMult` hooks; its entry of `options` and `kwargs` go to its constructor."""
+    if impl is None:
+        make, fam, defaults = OPTIMIZERS[part]
+        cls = make()
+        args = {k: (common[k] if common[k] is not None else d) for k, d in defaults.items()}
+    else:
+        cls, fam, args = impl, get_family(part).name, {k: v for k, v in common.items() if v is not None}
+    if part == "muon":
+        fam = MUON_ADJUST[args["adjust_lr_fn"]]
+    _check_part(model, part, fam, names, args, lr)
+    # adam_lr / lr rides in lr_mult, so a loop writing one lr into every group keeps the parts' ratio too
+    part_scale = adam_lr / _check_positive("lr", lr) if (adam_lr is not None and part in ("adam", "adamw")) else 1.0
+    # eps that follows a scale travels per group (Adam's, Adafactor's pair); Muon's fixed guard stays an argument
+    scaled_eps = any(f != "fixed" for _, f in get_family(fam).eps)
+    part_eps = args.pop("eps", None) if scaled_eps else None
+    groups = _groups(tensor_hparams(model, fam, lr, weight_decay, part_eps, eps_mode, layer_lr, no_decay,
+                                    decoupled_wd, names=names))
+    for g in groups:
+        g["lr"] = lr  # the base lr: ApplyLrMult multiplies in lr_mult at each step
+        g["lr_mult"] *= part_scale
+    extra = {**dict((options or {}).get(part, {})), **kwargs}
+    opt = cls(groups, lr=lr, **{**args, **extra})
+    hooks = ApplyLrMult(relative_cap=get_family(fam).lr_b != 0)
+    opt.register_step_pre_hook(hooks.pre)
+    opt.register_step_post_hook(hooks.post)
+    opt.paramlab_lr_mult = True  # group["lr"] is the base lr (see effective_lrs)
+    opt.paramlab_family = fam
     return opt
 
 

@@ -325,27 +325,13 @@ def make_plan(
             "no parameter has a width dimension: the base model has the same shapes as the model. Pass "
             "delta= (the model at another width) so paramlab can tell which dims are widths"
         )
-    use_names = {u.name for us in uses.values() for u in us} | set(uses)
-    for n in (roles or {}):
-        if n not in use_names and not any(fnmatch.fnmatchcase(k, n) for k in use_names):
-            raise ValueError(f"roles= names {n!r}, which matches no parameter of the model")
+    _check_role_names(roles, uses)
     shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
     tensors, extra, missing, readout_modules = [], [], [], set()
     for name, ulist in uses.items():
         wd, shape = dims[name], shapes[name]
         ulist = ulist or [R.Use(name, name, name.rpartition(".")[0], name.rpartition(".")[2], None, "other")]
-        found = []
-        for u in ulist:
-            inferred = R.infer_role(u.kind, wd)
-            tag = match_pattern(u.name, roles)
-            if tag is not None and tag not in ROLES:
-                raise ValueError(f"roles[{u.name!r}] = {tag!r} is not a role: roles are {', '.join(ROLES)}")
-            if tag is not None and inferred is not None and tag != inferred:
-                raise ValueError(
-                    f"parameter {u.name!r}: tagged {tag!r} but its width dims {wd} make it {inferred!r}; "
-                    "check the base/delta models or the tag"
-                )
-            found.append(tag or inferred)
+        found = [_use_role(u, wd, roles) for u in ulist]
         if any(r is None for r in found):
             kinds = ", ".join(sorted({u.kind for u, r in zip(ulist, found) if r is None}))
             missing.append(f"{name} {list(shape)} ({kinds})")
@@ -365,27 +351,7 @@ def make_plan(
             m, base_shape = UN.unit_fan(pu.kind, role, shape), UN.base_shape(shape)
         # readout_zero_init zeroes the readout weight and the bias of the same layer
         zero = opts.readout_zero_init and (role == "output" or (pu.kind == "bias" and pu.module in readout_modules))
-        init_kind, base_std = _default_init(pu.kind, role, name, base_shape, opts.gain, opts.readout_gain,
-                                            opts.bias_std, opts.embedding_std, zero)
-        override = match_pattern(name, opts.init)
-        if override is not None:
-            if isinstance(override, str):
-                if override not in INIT_KINDS or override == "normal":
-                    raise ValueError(f"init[{name!r}] = {override!r}: give a base std (float) or one of zeros, ones, keep")
-                init_kind, base_std = override, 0.0
-            else:
-                init_kind, base_std = "normal", float(override)
-        if init_kind == "keep" and ex.b != 0 and m != 1.0:
-            raise ValueError(
-                f"parameter {name!r} ({pu.kind}): paramlab does not know its base init, and scheme {scheme.name!r} "
-                f"scales it by m^-{ex.b:g}. Give its std at the base width with init={{{name!r}: std}}"
-            )
-        if init_kind == "ambiguous":
-            raise ValueError(
-                f"parameter {name!r} {list(shape)} is held by a {type(_module(model, pu.module)).__name__} paramlab has no "
-                "layout for, so it cannot tell which dims are its fan-in (it depends on how the forward uses it). "
-                f"Give its std at the base width with init={{{name!r}: std}}, or init={{{name!r}: 'keep'}} to keep its values"
-            )
+        init_kind, base_std = _init(model, name, shape, pu, role, m, base_shape, scheme, opts, zero)
         const = _const(model, pu, role, opts.output_mult) * (UN.unit_const(pu.kind, role, shape) if scheme.unit else 1.0)
         tensors.append(TensorPlan(name, shape, role, pu.kind, m, ex.a, ex.b, ex.c_sgd, ex.c_adam, init_kind, base_std,
                                   const, pu.module, pu.attr))
@@ -404,6 +370,57 @@ def make_plan(
     TI.warn_large_tied_logits(plan)
     dplan = DP.resolve(model, plan, depth_scaling, base_depth, branches, blocks, depth)
     return plan if dplan is None else Plan(scheme, plan.tensors, plan.uses, sites, dplan)
+
+
+def _check_role_names(roles: Mapping[str, str] | None, uses: dict) -> None:
+    """Every name or pattern in roles= matches a parameter or one of its uses (a typo is refused)."""
+    use_names = {u.name for us in uses.values() for u in us} | set(uses)
+    for n in (roles or {}):
+        if n not in use_names and not any(fnmatch.fnmatchcase(k, n) for k in use_names):
+            raise ValueError(f"roles= names {n!r}, which matches no parameter of the model")
+
+
+def _use_role(use, wd, roles: Mapping[str, str] | None) -> str | None:
+    """The role of one use of a tensor: its roles= tag, checked against the role its width dims `wd` give
+    (a disagreement is refused), else the inferred role; None when neither says."""
+    inferred = R.infer_role(use.kind, wd)
+    tag = match_pattern(use.name, roles)
+    if tag is not None and tag not in ROLES:
+        raise ValueError(f"roles[{use.name!r}] = {tag!r} is not a role: roles are {', '.join(ROLES)}")
+    if tag is not None and inferred is not None and tag != inferred:
+        raise ValueError(
+            f"parameter {use.name!r}: tagged {tag!r} but its width dims {wd} make it {inferred!r}; "
+            "check the base/delta models or the tag"
+        )
+    return tag or inferred
+
+
+def _init(model, name, shape, pu, role, m, base_shape, scheme, opts, zero) -> tuple[str, float]:
+    """(init kind, std at base width) of a tensor: the SP default (`_default_init`), or opts.init's entry for
+    it; refused where paramlab cannot know the base init (a 'keep' the scheme rescales, an unknown layout)."""
+    init_kind, base_std = _default_init(pu.kind, role, name, base_shape, opts.gain, opts.readout_gain,
+                                        opts.bias_std, opts.embedding_std, zero)
+    override = match_pattern(name, opts.init)
+    if override is not None:
+        if isinstance(override, str):
+            if override not in INIT_KINDS or override == "normal":
+                raise ValueError(f"init[{name!r}] = {override!r}: give a base std (float) or one of zeros, ones, keep")
+            init_kind, base_std = override, 0.0
+        else:
+            init_kind, base_std = "normal", float(override)
+    ex = scheme[role]
+    if init_kind == "keep" and ex.b != 0 and m != 1.0:
+        raise ValueError(
+            f"parameter {name!r} ({pu.kind}): paramlab does not know its base init, and scheme {scheme.name!r} "
+            f"scales it by m^-{ex.b:g}. Give its std at the base width with init={{{name!r}: std}}"
+        )
+    if init_kind == "ambiguous":
+        raise ValueError(
+            f"parameter {name!r} {list(shape)} is held by a {type(_module(model, pu.module)).__name__} paramlab has no "
+            "layout for, so it cannot tell which dims are its fan-in (it depends on how the forward uses it). "
+            f"Give its std at the base width with init={{{name!r}: std}}, or init={{{name!r}: 'keep'}} to keep its values"
+        )
+    return init_kind, base_std
 
 
 def _module(model: nn.Module, name: str) -> nn.Module:

@@ -206,29 +206,10 @@ def run_sweep(
     s = load_spec(spec, max_points=None if yes else MAX_POINTS, import_runner=not dry_run)
     if dry_run and foreign_runner(s.runner):  # a spec's runner is code: a dry run does not import it
         return _dry_run_unimported(s, root, name)
-    if root is not None:
-        s.root = str(root)
-    if name is not None:
-        s.name = check_name(name, "sweep (group)")
-    if ensemble is not None:
-        if ensemble not in ENSEMBLE_MODES:
-            raise SpecError(f"ensemble must be one of {list(ENSEMBLE_MODES)}, got {ensemble!r}")
-        s.ensemble = ensemble
-    if wandb is not None:
-        s.wandb = bool(wandb)
-    if tags:
-        if isinstance(tags, str) or not all(isinstance(t, str) and t for t in tags):
-            raise SpecError(f"tags must be a list of non-empty strings, got {tags!r}")
-        s.tags = [*s.tags, *[t for t in tags if t not in s.tags]]
+    _override_spec(s, root=root, name=name, ensemble=ensemble, wandb=wandb, tags=tags)
     project = default_project(s.experiment, wandb_project)
     runner = get_runner(s.runner)
-    for key, val in (("device", device), ("precision", precision)):
-        if val is not None:
-            if runner.options is not None and key not in runner.options:
-                raise SpecError(f"runner {runner.name!r} has no {key!r} option: valid keys are {runner.valid_keys()}")
-            s.fixed[key] = val
-            for g in s.grids():
-                g.pop(key, None)
+    _set_runner_options(s, runner, device=device, precision=precision)
     if s.name is None:
         s.name = "sweep-" + config_hash({"grid": s.grid, "fixed": s.fixed, "runner": s.runner})
     points = s.points()
@@ -263,52 +244,100 @@ def run_sweep(
         # stacks from the whole grid (see the docstring): a unit runs again if any of its runs is incomplete
         units = [u for u in _units(runner, list(zip(names, points)), s.ensemble, s.max_ensemble)
                  if any(n not in complete for n, _ in u)]
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
+        _run_units(runner, units, complete, report, s, executor=executor, address=address, project=project,
+                   wandb_entity=wandb_entity, wandb_config=wandb_config, progress=progress, num_cpus=num_cpus,
+                   num_gpus=num_gpus, threads=threads, ray_init=ray_init)
+    _collect_runs(report, names, points)
+    return report
 
-            bar = tqdm(total=len(points), initial=report.skipped, desc=f"sweep {group}", unit="run",
-                       dynamic_ncols=True, file=sys.stderr)
 
-        live_runs = (LiveRuns(group_dir, experiment, group, tags=s.tags, project=project, entity=wandb_entity,
-                              config=wandb_config) if s.wandb and wandb_enabled() else None)
-        wb = {"project": project, "entity": wandb_entity, "wandb_config": wandb_config}
+def _override_spec(s: SweepSpec, *, root, name, ensemble, wandb, tags) -> None:
+    """Apply run_sweep's root, name, ensemble, wandb and tags arguments to the loaded spec (None: keep the
+    spec's); tags are appended to the spec's, without repeats."""
+    if root is not None:
+        s.root = str(root)
+    if name is not None:
+        s.name = check_name(name, "sweep (group)")
+    if ensemble is not None:
+        if ensemble not in ENSEMBLE_MODES:
+            raise SpecError(f"ensemble must be one of {list(ENSEMBLE_MODES)}, got {ensemble!r}")
+        s.ensemble = ensemble
+    if wandb is not None:
+        s.wandb = bool(wandb)
+    if tags:
+        if isinstance(tags, str) or not all(isinstance(t, str) and t for t in tags):
+            raise SpecError(f"tags must be a list of non-empty strings, got {tags!r}")
+        s.tags = [*s.tags, *[t for t in tags if t not in s.tags]]
 
-        def open_live(unit):
-            return LiveRuns.sinks(live_runs.open(unit, complete))
 
-        def record(unit, outcomes):
-            stack = [n for n, _ in unit]
-            todo = [(u, out) for u, out in zip(unit, outcomes) if u[0] not in complete]
-            for (n, cfg), out in todo:
-                _record(group_dir, n, cfg, out, s, executor, stack, wb,
-                        live_runs.take(n) if live_runs is not None else None)
-                setattr(report, out["status"], getattr(report, out["status"]) + 1)
-            if bar is not None:
-                bar.update(len(todo))
-                bar.set_postfix(diverged=report.diverged, failed=report.failed, refresh=False)
+def _set_runner_options(s: SweepSpec, runner: Runner, **options) -> None:
+    """Fix each given runner option (device, precision) for every run: it leaves the grid and joins the
+    fixed options; refused when the runner has no option of that name."""
+    for key, val in options.items():
+        if val is not None:
+            if runner.options is not None and key not in runner.options:
+                raise SpecError(f"runner {runner.name!r} has no {key!r} option: valid keys are {runner.valid_keys()}")
+            s.fixed[key] = val
+            for g in s.grids():
+                g.pop(key, None)
 
-        try:
-            if executor == "local":
-                run_local(runner, units, record, num_cpus, num_gpus, threads,
-                          open_live if live_runs is not None else None)
-            else:
-                run_ray(runner, units, record, address, num_cpus, num_gpus, threads, ray_init,
-                        open_live if live_runs is not None else None)
-        finally:
-            if live_runs is not None:
-                live_runs.close()
-            if bar is not None:
-                bar.close()
+
+def _run_units(runner: Runner, units: list, complete: set, report: SweepReport, s: SweepSpec, *, executor: str,
+               address, project, wandb_entity, wandb_config, progress: bool, num_cpus, num_gpus, threads,
+               ray_init) -> None:
+    """Compute the units on the executor and record each incomplete run as its unit returns (store, wandb,
+    the report's counts and the progress bar); a unit's complete runs are computed again, never rewritten."""
+    group_dir, experiment, group = report.path, report.experiment, report.name
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=report.total, initial=report.skipped, desc=f"sweep {group}", unit="run",
+                   dynamic_ncols=True, file=sys.stderr)
+
+    live_runs = (LiveRuns(group_dir, experiment, group, tags=s.tags, project=project, entity=wandb_entity,
+                          config=wandb_config) if s.wandb and wandb_enabled() else None)
+    wb = {"project": project, "entity": wandb_entity, "wandb_config": wandb_config}
+
+    def open_live(unit):
+        return LiveRuns.sinks(live_runs.open(unit, complete))
+
+    def record(unit, outcomes):
+        stack = [n for n, _ in unit]
+        todo = [(u, out) for u, out in zip(unit, outcomes) if u[0] not in complete]
+        for (n, cfg), out in todo:
+            _record(group_dir, n, cfg, out, s, executor, stack, wb,
+                    live_runs.take(n) if live_runs is not None else None)
+            setattr(report, out["status"], getattr(report, out["status"]) + 1)
+        if bar is not None:
+            bar.update(len(todo))
+            bar.set_postfix(diverged=report.diverged, failed=report.failed, refresh=False)
+
+    try:
+        if executor == "local":
+            run_local(runner, units, record, num_cpus, num_gpus, threads,
+                      open_live if live_runs is not None else None)
+        else:
+            run_ray(runner, units, record, address, num_cpus, num_gpus, threads, ray_init,
+                    open_live if live_runs is not None else None)
+    finally:
+        if live_runs is not None:
+            live_runs.close()
+        if bar is not None:
+            bar.close()
+
+
+def _collect_runs(report: SweepReport, names: list[str], points: list[dict]) -> None:
+    """Append each grid point's stored status and summary (reserved keys left out) to report.runs, in grid
+    order; a record damaged after it was written reads as 'unreadable'."""
     for n, c in zip(names, points):
-        path = group_dir / n
+        path = report.path / n
         meta = read_json(path / "meta.json", {})
         summary = read_json(path / "summary.json", {})
         if not isinstance(meta, dict) or not isinstance(summary, dict):  # damaged after it was written
             meta, summary = {"status": "unreadable"}, {}
         report.runs.append({"name": n, "path": path, "status": meta.get("status", "missing"), "config": c,
                             "summary": {k: v for k, v in summary.items() if k not in RESERVED_SUMMARY_KEYS}})
-    return report
 
 
 def _dry_run_unimported(s: SweepSpec, root, name) -> SweepReport:

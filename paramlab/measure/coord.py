@@ -184,14 +184,7 @@ def _run(model, opt, x, y, loss, steps, names, qs, infos, spectral_kw, record, p
         # |multiplier|: RMS and spectral norm of the effective weight mult * W are |mult| times W's
         scale = {n: abs(infos[n].mult if n in infos else 1.0) for n in wnames}
         want_d, want_upd = (any(q.startswith(f"{tag}/") for q in qs) for tag in ("dW", "upd"))
-        bufs = {}
-        for n in wnames if want_d or want_upd else ():
-            p = params[n].detach()
-            key = (n, tuple(p.shape), p.dtype, p.device)
-            if key not in pool:
-                pool[key] = tuple(torch.empty_like(p, memory_format=torch.contiguous_format) for _ in range(4))
-            bufs[n] = pool[key]
-            bufs[n][0].copy_(p)
+        bufs = _weight_buffers(params, wnames if want_d or want_upd else (), pool)
         out0 = None
         for t in range(steps + 1):
             for n in wnames:  # weights used by the forward pass of step t
@@ -224,26 +217,73 @@ def _run(model, opt, x, y, loss, steps, names, qs, infos, spectral_kw, record, p
             acts = {**cap.outputs, **logits}
             if out0 is None:
                 out0, first_order = acts, cap.order
-            stats = cap.named_stats()
-            for name, a in acts.items():
-                if any(want_act):
-                    rms, l1 = stats[name] if name in stats else _stats(a, *want_act)
-                    if want_act[0]:
-                        record(t, name, "act/rms", rms)
-                    if want_act[1]:
-                        record(t, name, "act/l1", l1)
-                if any(want_dact) and t > 0 and name in out0 and out0[name].shape == a.shape:
-                    rms, l1 = _stats(a - out0[name], *want_dact)
-                    if want_dact[0]:
-                        record(t, name, "dact/rms", rms)
-                    if want_dact[1]:
-                        record(t, name, "dact/l1", l1)
+            _record_activations(t, acts, out0, cap.named_stats(), want_act, want_dact, record)
             if not math.isfinite(loss_t):  # diverged: no update was taken, later steps are not measured
                 break
         return list(out0.keys()), wnames, first_order
     finally:
         cap.remove()
 
+
+def _weight_buffers(params: dict, wnames, pool: dict) -> dict[str, tuple]:
+    """name -> (W_0, W_{t-1}, W_t - W_0, W_t - W_{t-1}) buffers from `pool` (made there on first use), W_0
+    filled with the parameter's value now."""
+    bufs = {}
+    for n in wnames:
+        p = params[n].detach()
+        key = (n, tuple(p.shape), p.dtype, p.device)
+        if key not in pool:
+            pool[key] = tuple(torch.empty_like(p, memory_format=torch.contiguous_format) for _ in range(4))
+        bufs[n] = pool[key]
+        bufs[n][0].copy_(p)
+    return bufs
+
+
+def _record_activations(t, acts, out0, stats, want_act, want_dact, record) -> None:
+    """record act/rms, act/l1 of each output at step t (from the capture's `stats` where it reduced it) and,
+    for t >= 1, dact/rms, dact/l1 of its change since the first forward `out0` (same shape only)."""
+    for name, a in acts.items():
+        if any(want_act):
+            rms, l1 = stats[name] if name in stats else _stats(a, *want_act)
+            if want_act[0]:
+                record(t, name, "act/rms", rms)
+            if want_act[1]:
+                record(t, name, "act/l1", l1)
+        if any(want_dact) and t > 0 and name in out0 and out0[name].shape == a.shape:
+            rms, l1 = _stats(a - out0[name], *want_dact)
+            if want_dact[0]:
+                record(t, name, "dact/rms", rms)
+            if want_dact[1]:
+                record(t, name, "dact/l1", l1)
+
+
+def _check_seed_trap(inits: dict, model: nn.Module, w: int, s: int, seeds: list[int]) -> None:
+    """Keep the first seed's initial parameters at width w; warn when a later seed builds the same network
+    (a builder that fixes its own seed), once per width."""
+    if s == seeds[0]:
+        inits[w] = fingerprint(model)
+    elif w in inits:
+        if same_network(inits.pop(w), fingerprint(model)):
+            warn_same_seeds("coord_check", (seeds[0], s), w)
+
+
+def _on_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, y) on the model's device, floating-point ones in its parameters' dtype."""
+    p0 = next((p for p in model.parameters() if p.is_floating_point()), None)
+    xx = x.to(device=p0.device, dtype=p0.dtype if x.is_floating_point() else x.dtype) if p0 is not None else x
+    yy = y.to(device=xx.device, dtype=p0.dtype if (y.is_floating_point() and p0 is not None) else y.dtype)
+    return xx, yy
+
+
+def _full_forward_order(model: nn.Module, names: list[str] | None, x: torch.Tensor) -> list[str] | None:
+    """The forward order of all leaves and the requested modules, for the predictions, by a no-grad forward
+    on x; None when the run's own first forward records exactly those modules (it gives the order)."""
+    every = list(dict.fromkeys(leaf_module_names(model) + (names or [])))
+    if names is None or every == names:
+        return None
+    with torch.no_grad(), capture(model, every, clone=False) as cap:
+        model(x)
+        return cap.order
 
 
 def coord_check(
@@ -320,14 +360,8 @@ def coord_check(
     for w, s in runs:
         torch.manual_seed(s)
         model = unwrap(make_model(w))  # DDP / FSDP1 / compile: measured on the module inside, in eager mode
-        if s == seeds[0]:
-            inits[w] = fingerprint(model)
-        elif w in inits:
-            if same_network(inits.pop(w), fingerprint(model)):
-                warn_same_seeds("coord_check", (seeds[0], s), w)
-        p0 = next((p for p in model.parameters() if p.is_floating_point()), None)
-        xx = x.to(device=p0.device, dtype=p0.dtype if x.is_floating_point() else x.dtype) if p0 is not None else x
-        yy = y.to(device=xx.device, dtype=p0.dtype if (y.is_floating_point() and p0 is not None) else y.dtype)
+        _check_seed_trap(inits, model, w, s, seeds)
+        xx, yy = _on_model(model, x, y)
         opt = _optimizer(model, optimizer, lr)
         infos = plan_tensor_infos(model) or mup_tensor_infos(model)
         if family is None:
@@ -336,21 +370,15 @@ def coord_check(
         def record(t, name, q, v, w=w, s=s):
             res.records.append({"width": w, "seed": s, "step": t, "name": name, "quantity": q, "value": v})
 
-        every = None
-        if first is None:  # the full forward order (all leaves and the requested modules) for the predictions
-            every = list(dict.fromkeys(leaf_module_names(model) + (names or [])))
-            if names is not None and every != names:  # else the first forward of the run gives it
-                with torch.no_grad(), capture(model, every, clone=False) as cap:
-                    model(xx)
-                    full_order = cap.order
+        # the full forward order for the predictions: before the run, which changes the model
+        pre_order = _full_forward_order(model, names, xx) if first is None else None
         order, wnames, run_order = _run(model, opt, xx, yy, loss, steps, names, qs, infos, spectral_kw, record, pool)
-        if every is not None and (names is None or every == names):
-            full_order = run_order
         if s == seeds[0]:
             for n, p in model.named_parameters(remove_duplicate=False):
                 shapes.setdefault(n, []).append(tuple(p.shape))
         if first is None:
             first = (model, order, wnames, infos)
+            full_order = run_order if pre_order is None else pre_order
         if bar is not None:
             bar.update(1)
     if bar is not None:
