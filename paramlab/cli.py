@@ -55,10 +55,13 @@ def _compare(args):
 
 def _schemes(args):
     from .report import schemes_table
-    from .schemes import PRESETS, get_scheme
+    from .schemes import PRESETS, UNIT_PRESETS, get_scheme
 
-    names = args.names or list(PRESETS)
+    names = args.names or [*PRESETS, *UNIT_PRESETS]  # u-mup too: it is a preset (in its own unit frame)
     print(schemes_table(names))
+    unit = [n for n in names if get_scheme(n).unit]
+    if unit:
+        print(f"({', '.join(unit)}: exponents in each tensor's own fan-in, unit init and multipliers; docs/peers.md)")
     from .depth import depth_rules_table  # depth rules compose with every width scheme
 
     print()
