@@ -15,8 +15,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["LOSSES", "default_loss", "loss_fn", "stacked_loss_fn"]
-
 LOSSES = ("mse", "xent")
 
 

@@ -10,8 +10,6 @@ import contextlib
 
 import torch
 
-__all__ = ["autocast_context", "autocast_dtype"]
-
 
 def autocast_dtype(autocast) -> torch.dtype | None:
     """The autocast dtype an argument names (None: no autocast)."""

@@ -29,8 +29,6 @@ from .store import safe_component
 from .tracking import wandb_identity
 from .wandb_sink import WandbSink, check_project, resolve_wandb_mode
 
-__all__ = ["LiveRuns", "default_project"]
-
 
 def default_project(experiment: str, explicit: str | None = None) -> str:
     """The wandb project of an experiment's runs: `explicit` (``--wandb-project``), else

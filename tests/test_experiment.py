@@ -144,3 +144,39 @@ def test_pl_run_and_pl_coord_check_are_on_the_package_face(tmp_path):
     assert out == read_json(tmp_path / "kernel_limit" / "g" / "summary" / "summary.json") and out["verdicts"]
     recs = load_runs(tmp_path / "kernel_limit" / "g")
     assert recs and all(r.status in ("finished", "diverged") for r in recs)
+
+
+def test_a_summarys_computation_is_stored_once_and_resumes_after_a_crash(tmp_path):
+    """`stored`: computed once per (name, inputs) in the summary folder, read back exactly (NaN, inf,
+    float bits); a crash while computing leaves nothing, so the rerun computes; other inputs, another
+    record; run discovery does not see the records."""
+    from paramlab.kit.summary import PARTS_DIR, stored
+    from paramlab.store import SUMMARY_DIR
+
+    group = tmp_path / "e" / "g"
+    (group / "run-1").mkdir(parents=True)
+    (group / "run-1" / "config.json").write_text(json.dumps({"width": 64}))
+    out, calls = group / SUMMARY_DIR, []
+    value = {"ntk": 0.1 + 0.2, "nngp": [float("nan"), float("inf"), -1e-300], "k1": {"n": 3}}
+
+    def compute():
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # killed mid-computation
+        return value
+
+    with pytest.raises(KeyboardInterrupt):
+        stored(out, "kernels", {"width": 64, "lr": 0.1}, compute)
+    assert not (out / PARTS_DIR).exists() or not any((out / PARTS_DIR).iterdir())
+    first = stored(out, "kernels", {"width": 64, "lr": 0.1}, compute)
+    again = stored(out, "kernels", {"lr": 0.1, "width": 64}, compute)  # key order is not part of the key
+    assert len(calls) == 2
+    assert json.dumps(first) == json.dumps(again) == json.dumps(value)  # bit-exact floats, NaN and inf kept
+    assert first["ntk"] == 0.1 + 0.2 and first["nngp"][2] == -1e-300
+    stored(out, "kernels", {"width": 128, "lr": 0.1}, compute)  # other inputs: computed and kept beside it
+    assert len(calls) == 3 and len(list((out / PARTS_DIR).iterdir())) == 2
+    assert [r.path.name for r in load_runs(group)] == ["run-1"]  # the stored parts are not runs
+    # a record whose inputs do not match its name (a corrupt or foreign file) is recomputed, not trusted
+    path = next(p for p in (out / PARTS_DIR).iterdir() if "128" not in json.dumps(read_json(p)["inputs"]))
+    path.write_text(json.dumps({"name": "kernels", "inputs": {"width": 32}, "value": 0}))
+    assert stored(out, "kernels", {"width": 64, "lr": 0.1}, compute) == first and len(calls) == 4

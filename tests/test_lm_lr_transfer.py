@@ -14,6 +14,7 @@ import torch
 import paramlab as pl
 from paramlab.data.text import shakespeare_char
 from paramlab.experiments import get
+from paramlab.experiments import lm_lr_transfer as L
 from paramlab.experiments.lm_lr_transfer import SIZES, shift_table
 from paramlab.engine.lm import evaluate, sample, train_lm
 from paramlab.records import find_wandb_offline_runs, load_runs
@@ -26,7 +27,7 @@ def task():
     return shakespeare_char()
 
 
-def test_tiny_size_end_to_end(tmp_path, capsys):
+def test_tiny_size_end_to_end(tmp_path, capsys, monkeypatch):
     out = get("lm_lr_transfer").run("tiny", root=tmp_path, use_wandb=True, progress=False, group="t")
     printed = capsys.readouterr().out
     assert "shift robust" in printed and "plot (lm_loss_vs_lr):" in printed
@@ -40,6 +41,12 @@ def test_tiny_size_end_to_end(tmp_path, capsys):
     assert set(out["verdicts"]) >= {"mup_shift_within_1_step", "mup_loss_falls_with_width", "sp_drifts_down_2_steps"}
     assert len(out["sample"]["text"]) == size["sample_chars"]
     assert (tmp_path / "lm_lr_transfer" / "t" / "summary" / "lm_loss_vs_lr.png").exists()
+    # summarized again (every run complete): the sample is read from summary/parts/, not retrained
+    path, calls = tmp_path / "lm_lr_transfer" / "t" / "summary" / "summary.json", []
+    before = path.read_bytes()
+    monkeypatch.setattr(L, "train_lm", lambda *a, **k: calls.append(a))
+    get("lm_lr_transfer").run("tiny", root=tmp_path, use_wandb=False, progress=False, group="t")
+    assert calls == [] and path.read_bytes() == before
 
 
 def test_shift_table_reads_a_known_shift():

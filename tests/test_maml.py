@@ -165,7 +165,7 @@ def test_bad_input_is_refused_with_the_fix():
             exp.run("tiny", root="/nonexistent-never-written", use_wandb=False, progress=False, **bad)
 
 
-def test_tiny_runs_end_to_end(tmp_path):
+def test_tiny_runs_end_to_end(tmp_path, monkeypatch):
     s = get("maml").run("tiny", root=tmp_path, use_wandb=False, progress=False, group="t")
     out = tmp_path / "maml" / "t" / "summary"
     assert (out / "summary.json").exists() and (out / "maml_mnist1d.png").exists() and (out / "summary.md").exists()
@@ -181,3 +181,8 @@ def test_tiny_runs_end_to_end(tmp_path):
         assert set(vv["meta_val_gap_at_largest"]) == {"mup - ntk"}
         g = vv["schemes"]
         assert g["mup"]["acc"][0] == g["ntk"]["acc"][0]  # base width: one network
+    # summarized again (every run complete): the kernel baselines are read from summary/parts/, not recomputed
+    before, calls = (out / "summary.json").read_bytes(), []
+    monkeypatch.setattr(M, "kernel_baselines", lambda p: calls.append(p) or {})
+    get("maml").run("tiny", root=tmp_path, use_wandb=False, progress=False, group="t")
+    assert calls == [] and (out / "summary.json").read_bytes() == before

@@ -61,6 +61,19 @@ def test_tiny_runs_end_to_end(tiny_runs):
         assert (root / "transfer" / task / "summary" / "transfer_gain_vs_width.png").stat().st_size > 10_000
 
 
+def test_a_second_summary_reads_the_stored_kernel_baselines(tiny_runs, monkeypatch):
+    """Summarizing the group again (the same command: every run is complete) reads the kernel baselines
+    from summary/parts/ instead of computing them, and writes the same summary.json byte for byte."""
+    root, _ = tiny_runs
+    task = "mnist1d_compose"
+    path = root / "transfer" / task / "summary" / "summary.json"
+    before, calls = path.read_bytes(), []
+    monkeypatch.setattr(TE, "kernel_baselines", lambda p: calls.append(p) or {})
+    get("transfer").run("tiny", root=root, use_wandb=False, progress=False, group=task, task=task)
+    assert calls == [] and path.read_bytes() == before
+    assert len(list((path.parent / "parts").glob("kernel_baselines-*.json"))) == 1
+
+
 def test_finetune_with_a_fresh_readout_of_another_size(tiny_runs):
     """mnist1d_compose: A has 10 outputs, B 2: the fine-tune gets a fresh 2-way readout."""
     from paramlab.records import load_runs

@@ -28,8 +28,6 @@ from .episodes import Episodes, k_shot_episodes
 from .mnist1d import mnist1d_arrays
 from .task import check_pos, classification_task, select_classes, standardize_inputs
 
-__all__ = ["IMAGE_PAIRS", "digits_disjoint", "mnist1d_compose", "mnist1d_disjoint"]
-
 
 def _mnist1d_raw():
     arr, _ = mnist1d_arrays(5000, 0.8, 42, None, True, {})  # the canonical 4000 / 1000 split

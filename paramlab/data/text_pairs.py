@@ -42,9 +42,6 @@ from .episodes import Episodes
 from .task import Task, check_pos
 from .text import shakespeare_text
 
-__all__ = ["CATEGORIES", "TEXT_PAIRS", "cbow_task", "play_episodes", "shakespeare_plays", "shakespeare_w2v",
-           "spoken_words", "vocabulary", "word_category_episodes"]
-
 WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 
 # Ten categories of content words, written before any model was trained. Ambiguous words were left

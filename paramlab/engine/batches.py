@@ -17,8 +17,6 @@ from typing import Any, Sequence
 
 import torch
 
-__all__ = ["Batch", "Episodes", "TensorBatches", "TokenWindows"]
-
 
 @dataclass
 class Batch:

@@ -32,8 +32,6 @@ from .loop import TrainResult, fit
 from .stack import Single, Stacked
 from .update import StackedUpdate, TorchUpdate
 
-__all__ = ["LMResult", "evaluate", "lm_loss", "sample", "train_lm", "train_lm_stacked"]
-
 
 @dataclass
 class LMResult:

@@ -27,8 +27,6 @@ from .. import live
 from ..divergence import DIVERGE_FACTOR, check_factor, diverged_reason
 from .step import train_step
 
-__all__ = ["TrainResult", "fit"]
-
 
 @dataclass
 class TrainResult:

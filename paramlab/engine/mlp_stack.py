@@ -18,8 +18,6 @@ from torch import nn
 from ..models.mlp import MLP
 from ..parameterize import InputScale, OutputAffine, get_plan
 
-__all__ = ["MLPStack", "write_rows"]
-
 # Per-model weight size from which batched matmuls run as one GEMM per model (CPU GEMM libraries
 # block one large matrix better than a batch of them; small ones are faster batched).
 _MM_LOOP_NUMEL = 1 << 18

@@ -53,8 +53,6 @@ from ..multipliers import HOOK_TYPES
 from ..parameterize import get_plan
 from .mlp_stack import MLPStack, write_rows
 
-__all__ = ["STACK_MAX_FLOPS", "Single", "Stacked", "forward_constants", "model_step_flops", "stack", "stacking_pays"]
-
 _SCALAR = (bool, int, float, str, type(None))
 # the hooks a stacked forward replays: each is a pure function of its module's output and its own plain numbers
 # (collected below), so the vmapped call applies it per model exactly as a plain call does

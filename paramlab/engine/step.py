@@ -18,8 +18,6 @@ from typing import Callable, Iterable
 
 import torch
 
-__all__ = ["train_step"]
-
 Stop = Callable[[list], bool]
 
 

@@ -30,9 +30,6 @@ from .loop import TrainResult, fit
 from .stack import STACK_MAX_FLOPS, Single, stack, stacking_pays
 from .update import StackedUpdate, TorchUpdate, stackable_optimizer
 
-__all__ = ["eval_subset", "evaluate", "step_flops", "train", "train_many", "train_sequential", "train_stack",
-           "use_ensemble"]
-
 # hook(step, model) -> dict of metrics (or None); called at step 0 and every `eval_every` steps
 Hook = Callable[[int, nn.Module], "dict | None"]
 

@@ -32,7 +32,7 @@ from ..runners import BatchKey
 from ..kit import command
 from ..kit.experiment import LR_AXES, Batch, Experiment
 from ..kit.lm import OnDevice, check_optimizer, check_task, lm_model, lm_task, protocol
-from ..kit.summary import Summary
+from ..kit.summary import Summary, stored
 
 NAME = "lm_lr_transfer"
 _BASE = dict(task="shakespeare_char", depth=2, n_heads=4, base_width=32, context=32, batch=16, n_eval=256,
@@ -193,20 +193,26 @@ def _plot(table: dict, p: dict, out_dir: Path) -> Path:
     return save_figure(fig, out_dir / "lm_loss_vs_lr.png")
 
 
-def _sample(table: dict, p: dict) -> dict | None:
-    """Retrain the widest muP model at its best grid lr (seed 0: the grid's run, deterministic) and sample."""
+def _sample(table: dict, p: dict, out_dir: Path) -> dict | None:
+    """The widest muP model retrained at its best grid lr (seed 0: the grid's run, deterministic) and
+    sampled; stored in the summary folder (`paramlab.kit.summary.stored`), so a second summary reads it."""
     if "mup" not in table or not p.get("sample_chars"):
         return None
     r = table["mup"]["per_width"][-1]
     if not np.isfinite(r["grid"]):
         return None
     cfg = {**p, "scheme": "mup", "width": r["width"], "seed": 0, "log2_lr": r["grid"]}
-    task = lm_task(p["task"])
+    return stored(out_dir, "sample", cfg, lambda: _draw_sample(cfg))
+
+
+def _draw_sample(cfg: dict) -> dict:
+    """Train `cfg`'s model as its grid run did and sample `sample_chars` characters after "ROMEO:\\n"."""
+    task = lm_task(cfg["task"])
     model = lm_model(cfg, task)
-    res = train_lm(model, OnDevice(task, p["device"]), lr=2.0 ** r["grid"], seed=0, **protocol(cfg))
-    text = sample(model.cpu(), task, prompt="ROMEO:\n", n=p["sample_chars"], temperature=0.8, seed=0)
-    return dict(width=r["width"], log2_lr=r["grid"], val_loss=res.val_loss, prompt="ROMEO:\n", temperature=0.8,
-                text=text)
+    res = train_lm(model, OnDevice(task, cfg["device"]), lr=2.0 ** cfg["log2_lr"], seed=0, **protocol(cfg))
+    text = sample(model.cpu(), task, prompt="ROMEO:\n", n=cfg["sample_chars"], temperature=0.8, seed=0)
+    return dict(width=cfg["width"], log2_lr=cfg["log2_lr"], val_loss=res.val_loss, prompt="ROMEO:\n",
+                temperature=0.8, text=text)
 
 
 def summarize(results: list, p: dict, out_dir: Path) -> Summary:
@@ -232,7 +238,7 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
         extra["check_sp_equals_mup_at_base"] = dict(
             max_abs_diff=float(np.max(np.abs(a[fin] - b[fin]))) if fin.any() else None,
             same_divergence=bool(np.array_equal(np.isinf(a), np.isinf(b))))
-    smp = _sample(table, p)
+    smp = _sample(table, p, Path(out_dir))
     if smp:
         extra["sample"] = smp
     notes = (f"tiny Shakespeare (char), depth {p['depth']}, {p['n_heads']} heads, context {p['context']}, batch "

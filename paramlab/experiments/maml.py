@@ -53,7 +53,7 @@ from ..runners import positive
 from ..schemes import get_scheme
 from ..kit import command
 from ..kit.experiment import Experiment
-from ..kit.summary import Summary, by_width
+from ..kit.summary import Summary, by_width, stored
 from ..kit.transfer_episodes import CHECKS as EPISODE_CHECKS
 from ..kit.transfer_episodes import fit_indices, fmt_ci, kernel_lines, paired_gaps, prediction, width_axes
 
@@ -302,7 +302,7 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
     """Per shot count: meta-test accuracy and gain vs width per scheme (95% t-intervals over seeds), the
     accuracy from init and the kernels on the same draws, TP4's verdicts, and the figure."""
     widths, schemes = p["widths"], p["schemes"]
-    kern = kernel_baselines(p)
+    kern = stored(out_dir, "kernel_baselines", p, lambda: kernel_baselines(p))
     variants = [f"k{k}" for k in p["shots"]]
     fit = fit_indices(widths, p["base_width"])
     rows, verdicts, gap_notes = [], {}, []

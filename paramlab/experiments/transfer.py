@@ -51,7 +51,7 @@ from ..kit import command
 from ..kit import transfer_episodes as TE
 from ..kit.checks import check_transfer_pair
 from ..kit.experiment import Experiment
-from ..kit.summary import Summary, by_width
+from ..kit.summary import Summary, by_width, stored
 
 NAME = "transfer"
 _BASE = dict(task="multi_index", depth=2, activation="relu", base_width=64, optimizer="sgd", lr=0.1,
@@ -136,7 +136,7 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
     """Transfer gain (probe and fine-tune) vs width per scheme, against kernel baselines on B."""
     if TE.is_episode_pair(p["task"]):
         return TE.summarize(results, p, out_dir)
-    kern = kernel_baselines(p)
+    kern = stored(out_dir, "kernel_baselines", p, lambda: kernel_baselines(p))
 
     widths, schemes = p["widths"], p["schemes"]
 

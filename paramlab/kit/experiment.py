@@ -8,7 +8,8 @@ any run starts (a bad value leaves nothing behind), one store layout
 after a crash: complete runs are kept, the rest run), the lock against two processes on one group,
 stacked ensembles where the experiment can batch, and Ray. Then `summarize` turns the runs'
 summaries into a table, figures and verdicts, written beside the runs in the group's ``summary/``
-folder (`paramlab.kit.summary`).
+folder (`paramlab.kit.summary`); what it computes beyond the runs (kernel baselines, a text sample) it
+stores there with `paramlab.kit.summary.stored`, so summarizing the group again reads it back.
 
 The per-run part is also a runner of its own (`Experiment.runner`, registered under the experiment's
 name in `paramlab.runners`), so ``paramlab sweep`` specs can use it with any grid.
@@ -74,7 +75,8 @@ class Experiment:
         list the grid's values (``seeds`` is a count: seeds 0..n-1), every other option is fixed.
     run_one(config, log) -> summary: one grid point, computed (never written: the sweep records it).
         A summary with ``diverged: 1`` marks the run diverged.
-    summarize(results, params, out_dir) -> Summary: results are [(config, summary)] in grid order.
+    summarize(results, params, out_dir) -> Summary: results are [(config, summary)] in grid order;
+        work beyond reading them goes through `paramlab.kit.summary.stored(out_dir, name, inputs, compute)`.
     axes: grid key -> the size option that lists its values, in grid order.
     checks: option -> check (see `paramlab.runners.Option`) beyond the shared `checks.CHECKS`.
     batch: how grid points run together, if they can (`Batch`).

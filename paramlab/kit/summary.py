@@ -8,21 +8,29 @@ figures themselves and, with wandb on, ``wandb/``: a wandb run of job type ``sum
 summary holds the answer as scalars (`paramlab.kit.headline`: ``headline/...`` numbers,
 ``verdict/...`` 0/1) and which carries the table and the figures as wandb media. Every file is written whole (`paramlab.io`), so a reader
 sees the old summary or the new one. `write_summary` also prints the table and where everything is.
+
+What a summary computes beyond reading the runs (kernel baselines, a text sample from a retrained
+model) is stored there too, in ``summary/parts/`` (`stored`): a second summary of the group, or one
+resumed after a crash, reads it back instead of computing it again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-from ..io import atomic_write, to_jsonable, write_json_atomic
+from ..io import atomic_write, read_json, to_jsonable, write_json_atomic
 from .headline import headline
 from ..report import markdown_table
 from ..wandb_sink import WandbSink, resolve_wandb_mode, wandb_enabled
 
-__all__ = ["Summary", "by_width", "summary_markdown", "summary_record", "write_summary"]
+__all__ = ["PARTS_DIR", "Summary", "by_width", "stored", "summary_markdown", "summary_record", "write_summary"]
+
+PARTS_DIR = "parts"  # in the group's summary folder: the summary's stored computations (`stored`)
 
 
 @dataclass
@@ -47,6 +55,26 @@ def by_width(results, schemes, widths, key: str, **where) -> dict:
 
     return {s: np.array([[r.get(key, np.nan) for c, r in results if pick(c, s, w)] for w in widths], dtype=float)
             for s in schemes}
+
+
+def stored(out_dir: Path, name: str, inputs: Mapping, compute: Callable[[], Any]) -> Any:
+    """compute() once per (name, inputs) in a group: the value as JSON, read back, from
+    ``out_dir/parts/<name>-<hash of inputs>.json`` (out_dir: the group's summary folder).
+
+    The file, written whole (`paramlab.io.write_json_atomic`), holds the name, the inputs and the value;
+    a crash while computing leaves nothing, so a rerun computes again. inputs: everything the value
+    depends on (JSON data; a change gives another file). The value comes back as JSON gives it
+    (tuples as lists, str keys; floats, NaN and inf exact), the same on the first call as on later ones.
+    """
+    inputs = to_jsonable(dict(inputs))
+    text = json.dumps(inputs, sort_keys=True, allow_nan=True)
+    path = Path(out_dir) / PARTS_DIR / f"{name}-{hashlib.sha256(text.encode()).hexdigest()[:16]}.json"
+    rec = read_json(path)
+    if not (isinstance(rec, dict) and rec.get("name") == name
+            and json.dumps(rec.get("inputs"), sort_keys=True, allow_nan=True) == text):
+        rec = {"name": name, "inputs": inputs, "value": to_jsonable(compute())}
+        write_json_atomic(path, rec)
+    return json.loads(json.dumps(rec["value"], allow_nan=True))
 
 
 def _cell(v):

@@ -39,7 +39,7 @@ from ..report import color, describe_size, legend_outside, log_ticks, pyplot, sa
 from ..runners import non_negative
 from ..schemes import get_scheme
 from ..train import train
-from .summary import Summary, by_width
+from .summary import Summary, by_width, stored
 
 
 _SCHEMES = ["sp-stable", "ntk", "mf", "mup"]
@@ -280,7 +280,7 @@ def fit_indices(widths, base_width: int) -> list[int]:
 def summarize(results: list, p: dict, out_dir: Path) -> Summary:
     """Per shot count: gain vs width with intervals per scheme, probe vs the kernels, verdicts, figure."""
     widths, schemes = p["widths"], p["schemes"]
-    kern = kernel_baselines(p)
+    kern = stored(out_dir, "kernel_baselines", p, lambda: kernel_baselines(p))
     variants = [f"k{k}" for k in p["shots"]]
     fit = fit_indices(widths, p["base_width"])
     rows, verdicts, gap_notes = [], {}, []

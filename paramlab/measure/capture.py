@@ -13,8 +13,6 @@ from typing import Iterable, Iterator, Mapping
 import torch
 from torch import nn
 
-__all__ = ["Capture", "capture", "features", "leaf_module_names"]
-
 
 def leaf_module_names(model: nn.Module) -> list[str]:
     """Names of modules without children (the root itself if it has none)."""

@@ -20,9 +20,6 @@ import numpy as np
 
 from .fit import fit_slope
 
-__all__ = ["ACT_QUANTITIES", "DEFAULT_QUANTITIES", "QUANTITIES", "WEIGHT_QUANTITIES", "CoordResult", "agrees",
-           "fit_all", "wanted_quantities"]
-
 ACT_QUANTITIES = ("act/rms", "act/l1", "dact/rms", "dact/l1")
 WEIGHT_QUANTITIES = ("W/rms", "W/spec", "dW/rms", "dW/spec", "upd/rms", "upd/spec")
 QUANTITIES = ACT_QUANTITIES + WEIGHT_QUANTITIES

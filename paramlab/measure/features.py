@@ -30,9 +30,6 @@ from typing import Mapping
 
 import torch
 
-__all__ = ["effective_rank", "feature_kernel", "feature_metrics", "kernel_alignment", "kernel_change", "linear_cka",
-           "rel_change"]
-
 
 def _mat(x: torch.Tensor) -> torch.Tensor:
     """(N, ...) -> (N, p) float64."""

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["chunks", "contract", "gram_triangle", "jacobian_blocks", "jacobian_pairs", "tile"]
-
 # Row blocks of `gram_triangle`: B blocks compute (B + 1) / (2B) of the full Gram's flops, as B GEMMs
 # of (rows / B, P) x (P, the rows from the block on); smaller blocks run slower. Measured (1 thread,
 # CPU, a (640, 36864) G): the full G G^T 0.153 s; B = 2: 0.123, 3: 0.116, 4: 0.113, 8: 0.119, 16: 0.153.

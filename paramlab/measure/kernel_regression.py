@@ -15,8 +15,6 @@ from typing import NamedTuple, Sequence
 
 import torch
 
-__all__ = ["GDPrediction", "gd_mse_prediction", "kernel_regression"]
-
 
 class GDPrediction(NamedTuple):
     """Output of :func:`gd_mse_prediction`: predictions on the train and on the test inputs."""

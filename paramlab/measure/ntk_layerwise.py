@@ -46,8 +46,6 @@ from torch.func import functional_call
 
 from .jacobian import gram_triangle, jacobian_blocks, jacobian_pairs, tile
 
-__all__ = ["layerwise_problem", "layerwise_ntk"]
-
 _CONV = (nn.Conv1d, nn.Conv2d)
 
 

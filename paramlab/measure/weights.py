@@ -18,8 +18,6 @@ from typing import Iterable
 import torch
 from torch import nn
 
-__all__ = ["spectral_norm", "subspace_fraction", "weight_change", "weight_changes"]
-
 
 def _view2d(w: torch.Tensor) -> torch.Tensor:
     w = torch.as_tensor(w).detach()
