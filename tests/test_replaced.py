@@ -140,3 +140,29 @@ def test_replan_resized_keeps_the_readout_multiplier_and_refuses_width_changes()
     w.inp.weight = nn.Parameter(torch.zeros(512, 8))  # the width (fan-out of the input layer) changed
     with pytest.raises(ValueError, match=r"inp.weight \(linear, role input\): \[256, 8\] -> \[512, 8\]"):
         replan_resized(w)
+
+
+class _Mha(nn.Module):
+    def __init__(self, width):
+        super().__init__()
+        self.mha = nn.MultiheadAttention(width, 4, batch_first=True)
+        self.out = nn.Linear(width, 3)
+
+    def forward(self, x):  # (B, T, width) -> (B, T, 3)
+        return self.out(self.mha(x, x, x, need_weights=False)[0])
+
+
+def test_replaced_multihead_out_proj_refused():
+    """nn.MultiheadAttention reads out_proj's tensors in its functional call (the plan gives them to the
+    attention module): a new out_proj never runs its own forward, so the attention module refuses it;
+    putting the planned out_proj back passes (negative control)."""
+    m = pl.parameterize(_Mha(64), "mup", base=_Mha(32), seed=0, attention="keep")
+    x = torch.randn(2, 5, 64)
+    m(x)
+    old = m.mha.out_proj
+    m.mha.out_proj = nn.modules.linear.NonDynamicallyQuantizableLinear(64, 64)
+    refused_everywhere(m, x, r"out_proj was replaced by a new NonDynamicallyQuantizableLinear")
+    m.mha.out_proj = old
+    m(x)
+    pl.optimizer(m, "adam", lr=1e-3)
+    assert "mha.out_proj.weight" in pl.role_table(m)
