@@ -28,6 +28,7 @@ re-plan it: ``paramlab.unparameterize(model)`` then ``paramlab.parameterize(mode
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 import torch
 from torch import nn
@@ -48,6 +49,9 @@ def _on_assign(parent, name, value):
         value.register_forward_pre_hook(hook)
         if old.__dict__.get(STAMP) == _HELD:
             parent.register_forward_pre_hook(ReplacedChild(hook.what, name))
+        dynamo = sys.modules.get("torch._dynamo")
+        if dynamo is not None:  # torch.compile ignores hooks added after it traced (skip_nnmodule_hook_guards): retrace
+            dynamo.reset()
 
 
 def _planned(module: nn.Module) -> bool:

@@ -166,3 +166,30 @@ def test_replaced_multihead_out_proj_refused():
     m(x)
     pl.optimizer(m, "adam", lr=1e-3)
     assert "mha.out_proj.weight" in pl.role_table(m)
+
+
+class _Blocks(nn.Module):
+    def __init__(self, width):
+        super().__init__()
+        self.inp = nn.Linear(8, width)
+        self.blocks = nn.ModuleList(nn.Linear(width, width) for _ in range(2))
+        self.out = nn.Linear(width, 4)
+
+    def forward(self, x):
+        h = self.inp(x)
+        for b in self.blocks:
+            h = torch.relu(b(h))
+        return self.out(h)
+
+
+def test_replaced_layer_inside_compiled_model_refused():
+    """torch.compile does not run a forward hook added after it traced a submodule of a ModuleList (its
+    skip_nnmodule_hook_guards): the replacement resets its caches, so the compiled model's next forward runs
+    the refusal. Negative control: the compiled model runs before the replacement."""
+    m = pl.parameterize(_Blocks(64), "mup", base=_Blocks(32), seed=0)
+    c = torch.compile(m, backend="eager")
+    x = torch.randn(3, 8)
+    c(x)
+    m.blocks[0] = nn.Linear(64, 64)
+    with pytest.raises(ValueError, match="0 was replaced by a new Linear after parameterize"):
+        c(x)
