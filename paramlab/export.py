@@ -37,6 +37,7 @@ an sdpa caller whose query projection fold cannot find or check, a depth branch 
 from __future__ import annotations
 
 import copy
+import warnings
 
 import torch
 from torch import nn
@@ -129,7 +130,7 @@ def _check_example(src, out, example) -> None:
 def _untie(model: nn.Module, plan, managed=()) -> None:
     """Give each further use whose multiplier differs from its tensor's a tensor of its own."""
     own = {t.name: t.mult for t in plan.tensors}
-    untied = False
+    untied = []
     for u in plan.uses:
         if u.mult == own[u.tensor] or u.module in managed:
             continue
@@ -137,10 +138,15 @@ def _untie(model: nn.Module, plan, managed=()) -> None:
         holder = model.get_submodule(path) if path else model
         old = getattr(holder, attr)
         setattr(holder, attr, nn.Parameter(old.detach().clone(), requires_grad=old.requires_grad))
-        untied = True
+        untied.append(f"{u.name} (from {u.tensor})")
     cfg = getattr(model, "config", None)
     if untied and cfg is not None and hasattr(cfg, "tie_word_embeddings"):
         cfg.tie_word_embeddings = False  # plain transformers must not tie the two back when loading
+    elif untied:  # no config to say so: a plain model that ties them in __init__ (nanoGPT) loads one of the two
+        warnings.warn(f"fold: {', '.join(untied)} is a tensor of its own in the folded model (its multiplier differs "
+                      "from the tied tensor's). Load the folded state_dict into an untied model: a model that ties "
+                      "them back (nanoGPT's `wte.weight = lm_head.weight`) keeps one of the two on load_state_dict and "
+                      "computes different outputs, with no error", stacklevel=3)
 
 
 def _fold_multipliers(model: nn.Module, plan, managed=()) -> None:

@@ -299,7 +299,20 @@ def _assign(model: nn.Module, name) -> dict[str, str]:
         if v is None:
             raise ValueError(f"the mix {dict(name)} names no optimizer for {n!r} (role {plan[n].role}): add '*'")
         out[n] = str(v).lower()
+    _check_mix_keys(name, params, plan)
     return out
+
+
+def _check_mix_keys(mix: Mapping, params: Mapping, plan) -> None:
+    """Refuse a mix key (a role or a name pattern, not '*') that matches no trainable tensor: its optimizer would
+    silently train nothing ({'hidden': 'muon', '*': 'adamw'} on a model without hidden tensors is all AdamW)."""
+    roles = {plan[n].role for n in params}
+    for key, opt in mix.items():
+        if key == "*" or key in roles or (key not in _MIX_ROLES and any(match_pattern(n, {key: 1}) for n in params)):
+            continue
+        raise ValueError(f"the mix key {key!r} (-> {opt!r}) matches no trainable tensor of this model (its roles: "
+                         f"{', '.join(sorted(roles))}), so {opt!r} would train nothing: drop the key or name tensors "
+                         "that exist (paramlab.role_table(model) lists them)")
 
 
 def optimizer(

@@ -28,20 +28,30 @@ re-plan it: ``paramlab.unparameterize(model)`` then ``paramlab.parameterize(mode
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 import torch
 from torch import nn
 
 STAMP = "_paramlab_planned"
+_HELD = "held"  # the stamp of a submodule whose tensors the plan gives to a parent (attr "out_proj.weight")
 _registered = []
 
 
 def _on_assign(parent, name, value):
-    """torch's global module-registration hook: a new module put where a planned one was gets `Replaced`."""
+    """torch's global module-registration hook: a new module put where a planned one was gets `Replaced`; so
+    does its parent where the parent reads the old one's tensors itself (nn.MultiheadAttention's out_proj is
+    used by the functional call, never called, so a hook on it alone would never run)."""
     old = parent.__dict__.get("_modules", {}).get(name)
     if isinstance(value, nn.Module) and old is not None and old is not value and _planned(old) and not _planned(value):
-        value.register_forward_pre_hook(Replaced(f"{name} was replaced by a new {type(value).__name__} after "
-                                                 f"parameterize (it was a {type(old).__name__})"))
+        hook = Replaced(f"{name} was replaced by a new {type(value).__name__} after parameterize (it was a "
+                        f"{type(old).__name__})")
+        value.register_forward_pre_hook(hook)
+        if old.__dict__.get(STAMP) == _HELD:
+            parent.register_forward_pre_hook(ReplacedChild(hook.what, name))
+        dynamo = sys.modules.get("torch._dynamo")
+        if dynamo is not None:  # torch.compile ignores hooks added after it traced (skip_nnmodule_hook_guards): retrace
+            dynamo.reset()
 
 
 def _planned(module: nn.Module) -> bool:
@@ -66,8 +76,11 @@ def _uses(plan):
 def stamp(model: nn.Module, plan) -> None:
     """Mark the modules `plan` covers (see the module docstring)."""
     _register_global_hook()
-    for _, mname, _, _ in _uses(plan):
-        model.get_submodule(mname).__dict__[STAMP] = True
+    for _, mname, attr, _ in _uses(plan):
+        mod = model.get_submodule(mname)
+        mod.__dict__[STAMP] = True
+        if "." in attr:  # a tensor of a submodule that its parent reads (nn.MultiheadAttention's out_proj)
+            mod.get_submodule(attr.rpartition(".")[0]).__dict__.setdefault(STAMP, _HELD)
 
 
 def problems(model: nn.Module, plan) -> list[str]:
@@ -90,10 +103,24 @@ def problems(model: nn.Module, plan) -> list[str]:
                                                           f"{list(now) if now is not None else 'none'}")
                 out.append(f"{mname or '(the model)'} was replaced by a new {type(mod).__name__} after "
                            f"parameterize ({same})")
+        elif "." in attr and STAMP not in getattr(_holder(mod, attr), "__dict__", {}):
+            sub = f"{mname}.{attr.rpartition('.')[0]}".lstrip(".")
+            if sub not in seen:
+                seen.add(sub)
+                out.append(f"{sub} was replaced by a new {type(_holder(mod, attr)).__name__} after parameterize "
+                           f"(its parent {mname or '(the model)'} reads its tensors)")
         elif now != shape:
             out.append(f"{name} has shape {list(now) if now is not None else 'none'} now (replaced or resized "
                        f"in place, e.g. by resize_token_embeddings); the plan's is {list(shape)}")
     return out
+
+
+def _holder(mod: nn.Module, attr: str):
+    """The submodule of `mod` that holds the tensor at dotted `attr` (None where the path is gone)."""
+    try:
+        return mod.get_submodule(attr.rpartition(".")[0])
+    except AttributeError:
+        return None
 
 
 # kind -> role -> the dims of the tensor that are widths (by the role's definition: an output layer's fan-out
@@ -163,6 +190,20 @@ class Replaced:
 
     def __call__(self, module, args):
         raise ValueError(message([self.what]))
+
+
+class ReplacedChild(Replaced):
+    """Forward pre-hook of a parent that reads a replaced child's tensors itself: refuses while the child
+    there is not a planned one (putting the planned child back makes it pass again)."""
+
+    def __init__(self, what: str, name: str):
+        super().__init__(what)
+        self.name = name
+
+    def __call__(self, module, args):
+        child = module._modules.get(self.name)
+        if child is None or STAMP not in child.__dict__:
+            super().__call__(module, args)
 
 
 def remove(model: nn.Module) -> None:

@@ -344,3 +344,16 @@ def test_a_uniform_shift_keeps_a_global_lr_scheme_global():
             c0, c1 = sp.lr_exponent(role, fam), shifted.lr_exponent(role, fam)
             step = {"sgd": 2, "adafactor": 0}.get(fam, 1)
             assert c1 == c0 - step * 0.5, (fam, role)
+
+
+def test_mix_key_that_matches_nothing_is_refused():
+    """{'hidden': 'muon', '*': 'adamw'} on a model with no hidden tensor would silently be all AdamW: refused, as
+    'muon' alone is; a key naming no tensor (a typo'd pattern) likewise. Negative control: the same mix on a model
+    with hidden matrices builds, and its Muon part trains them."""
+    shallow = pl.mlp(8, 3, 64, depth=1, scheme="mup", base_width=32, seed=0)  # input and readout only
+    for mix in ({"hidden": "muon", "*": "adamw"}, {"hidden": "muonx", "*": "adamw"}, {"layer.*": "lion", "*": "adam"}):
+        with pytest.raises(ValueError, match=r"the mix key .* matches no trainable tensor .* would train nothing"):
+            pl.optimizer(shallow, mix, lr=1e-3)
+    net = mlp("mup")
+    fams = trained_families(pl.optimizer(net, {"hidden": "muon", "*": "adamw"}, lr=1e-3))
+    assert fams["layers.1.weight"] == "spectral" and fams["readout.weight"] == "adam"

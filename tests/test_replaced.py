@@ -140,3 +140,56 @@ def test_replan_resized_keeps_the_readout_multiplier_and_refuses_width_changes()
     w.inp.weight = nn.Parameter(torch.zeros(512, 8))  # the width (fan-out of the input layer) changed
     with pytest.raises(ValueError, match=r"inp.weight \(linear, role input\): \[256, 8\] -> \[512, 8\]"):
         replan_resized(w)
+
+
+class _Mha(nn.Module):
+    def __init__(self, width):
+        super().__init__()
+        self.mha = nn.MultiheadAttention(width, 4, batch_first=True)
+        self.out = nn.Linear(width, 3)
+
+    def forward(self, x):  # (B, T, width) -> (B, T, 3)
+        return self.out(self.mha(x, x, x, need_weights=False)[0])
+
+
+def test_replaced_multihead_out_proj_refused():
+    """nn.MultiheadAttention reads out_proj's tensors in its functional call (the plan gives them to the
+    attention module): a new out_proj never runs its own forward, so the attention module refuses it;
+    putting the planned out_proj back passes (negative control)."""
+    m = pl.parameterize(_Mha(64), "mup", base=_Mha(32), seed=0, attention="keep")
+    x = torch.randn(2, 5, 64)
+    m(x)
+    old = m.mha.out_proj
+    m.mha.out_proj = nn.modules.linear.NonDynamicallyQuantizableLinear(64, 64)
+    refused_everywhere(m, x, r"out_proj was replaced by a new NonDynamicallyQuantizableLinear")
+    m.mha.out_proj = old
+    m(x)
+    pl.optimizer(m, "adam", lr=1e-3)
+    assert "mha.out_proj.weight" in pl.role_table(m)
+
+
+class _Blocks(nn.Module):
+    def __init__(self, width):
+        super().__init__()
+        self.inp = nn.Linear(8, width)
+        self.blocks = nn.ModuleList(nn.Linear(width, width) for _ in range(2))
+        self.out = nn.Linear(width, 4)
+
+    def forward(self, x):
+        h = self.inp(x)
+        for b in self.blocks:
+            h = torch.relu(b(h))
+        return self.out(h)
+
+
+def test_replaced_layer_inside_compiled_model_refused():
+    """torch.compile does not run a forward hook added after it traced a submodule of a ModuleList (its
+    skip_nnmodule_hook_guards): the replacement resets its caches, so the compiled model's next forward runs
+    the refusal. Negative control: the compiled model runs before the replacement."""
+    m = pl.parameterize(_Blocks(64), "mup", base=_Blocks(32), seed=0)
+    c = torch.compile(m, backend="eager")
+    x = torch.randn(3, 8)
+    c(x)
+    m.blocks[0] = nn.Linear(64, 64)
+    with pytest.raises(ValueError, match="0 was replaced by a new Linear after parameterize"):
+        c(x)

@@ -21,7 +21,9 @@ from pathlib import Path
 
 import pytest
 
+import paramlab as pl
 from paramlab import store, wandb_sink
+from paramlab.provenance import code_git_info
 from paramlab.experiments import NAMES, get
 from paramlab.kit.headline import headline
 from paramlab.records import find_wandb_offline_runs, load_runs
@@ -160,6 +162,8 @@ def test_summary_run_holds_headline_scalars_and_verdicts_equal_to_summary_json(g
         data = json.loads((gdir / "summary" / "summary.json").read_text())
         wb = runs["summary"]
         assert wb["run"]["job_type"] == "summary" and wb["config"]["size"] == "tiny"
+        # the answer's provenance: the code's commit and version, as every run of the group has them
+        assert wb["config"]["git_sha"] == code_git_info()["sha"] and wb["config"]["paramlab_version"] == pl.__version__
         flat = headline(data)
         assert flat, name
         for k, v in flat.items():

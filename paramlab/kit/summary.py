@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from ..io import atomic_write, read_json, to_jsonable, write_json_atomic
+from ..provenance import code_git_info, library_versions
 from .headline import headline
 from ..report import markdown_table
 from ..wandb_sink import WandbSink, resolve_wandb_mode, wandb_enabled
@@ -108,7 +109,8 @@ def _log_to_wandb(summary: Summary, data: dict, *, experiment: str, group: str, 
     sink = WandbSink({})
     sink.start(run_dir=out_dir, name="summary", group=f"{experiment}-{group}", job_type="summary",
                tags=[experiment, "summary", *(wb.get("tags") or ())],
-               config={"experiment": experiment, "kind": "summary", **dict(wb.get("wandb_config") or {})},
+               config={"experiment": experiment, "kind": "summary", "git_sha": code_git_info().get("sha"),
+                       "paramlab_version": library_versions().get("paramlab"), **dict(wb.get("wandb_config") or {})},
                project=default_project(experiment, wb.get("wandb_project")), entity=wb.get("wandb_entity"),
                mode=resolve_wandb_mode(), settings=None)
     sink.summary(headline(data))
