@@ -132,7 +132,7 @@ def main(argv=None) -> int:
     p.add_argument("--version", action="version", version=f"paramlab {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    d = sub.add_parser("demo", help="one-step feature movement vs width for every scheme (about a minute)")
+    d = sub.add_parser("demo", help="one-step feature movement vs width for every scheme (about 5-40 s)")
     d.add_argument("--out", default="outputs/demo")
     d.add_argument("--seeds", type=int, default=3)
     d.set_defaults(fn=_demo)

@@ -31,7 +31,6 @@ def test_readme_quick_start_coord_check_and_lr_sweep(tmp_path, monkeypatch):
     assert not ns["res"].passed
     # the lr_sweep recipe, on a smaller grid (the README's is 90 runs)
     ns["build"] = lambda w: pl.parameterize(MyNet(w), "mup", base=MyNet(64, device="meta"), delta=MyNet(128, device="meta"))
-    ns["x_val"], ns["y_val"] = torch.randn(64, 40), torch.randint(0, 10, (64,))
     small = (sweep.replace("widths=[64, 128, 256], log2_lrs=range(-12, -2), seeds=3",
                            "widths=[64, 128], log2_lrs=range(-9, -5), seeds=1")
              .replace("range(100)", "range(5)").replace("build(8192)", "build(256)"))
