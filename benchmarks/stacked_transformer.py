@@ -1,9 +1,11 @@
 """Stacked vs sequential training of K Transformer LMs: K = 8 muP models (different lrs and seeds) trained
 as one `vmap(functional_call)` pass (`paramlab.engine.lm.train_lm_stacked`, built on
 `paramlab.engine.stack.Stacked`) vs one after another (`train_lm`), side by side in one process, with two
-ceilings timed in the same run. Prints the ratios per width and writes JSON.
+ceilings timed in the same run. Prints the ratios per width and writes JSON. Variants run in rounds (each
+once per round, the order rotating); every ratio is taken within a round and reported as the median over
+rounds with its range; one-thread runs are timed in the process's CPU time.
 
-    python benchmarks/stacked_transformer.py [--k 8] [--widths 32 64] [--steps 40] [--repeats 3]
+    python benchmarks/stacked_transformer.py [--k 8] [--widths 32 64] [--steps 40] [--repeats 5]
 
 Setting: tiny Shakespeare, depth 2, 4 heads, batch 16 x context 32 tokens, Adam, 1 thread; evaluation
 excluded (2 windows). Variants: `stacked` (SDPA inside vmap: torch has no batching rule for it and loops
@@ -24,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from _common import timed, write_json
+from _common import clock_for, fmt_ratio, ratio_stats, timed, timed_rounds, write_json
 import paramlab as pl
 from paramlab.data.text import shakespeare_char
 from paramlab.engine.lm import train_lm, train_lm_stacked
@@ -36,7 +38,7 @@ def make(task, width, seed, context, explicit=False):
     return m.expose_attn_logits(explicit)
 
 
-def gemm_ceiling(k, width, batch, context, vocab, steps, depth=2, heads=4):
+def gemm_ceiling(k, width, batch, context, vocab, steps, depth=2, heads=4, clock=None):
     """Seconds for the matmuls alone of `steps` training steps of K stacked models."""
     bt, d, f, dh, t = batch * context, width, 4 * width, width // heads, context
     g = torch.Generator().manual_seed(0)
@@ -57,7 +59,7 @@ def gemm_ceiling(k, width, batch, context, vocab, steps, depth=2, heads=4):
                 torch.bmm(att.mT, gy), torch.bmm(gy, v.mT)  # grad v, grad att
 
     one()
-    return timed(one, 3)[0]
+    return min(timed_rounds([one], 3, clock)[0][0]) if clock else timed(one, 3)[0]
 
 
 def main(argv=None):
@@ -67,7 +69,7 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--context", type=int, default=32)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5, help="rounds")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="benchmarks/results/stacked_transformer.json")
     a = p.parse_args(argv)
@@ -95,19 +97,28 @@ def main(argv=None):
         warm = {**proto, "steps": 2}
         train_lm(make(task, width, 0, a.context), task, lr=1e-3, seed=0, **warm)  # the first optimizer costs seconds
         train_lm_stacked([make(task, width, s, a.context) for s in (0, 1)], task, lrs=[1e-3] * 2, seeds=[0, 1], **warm)
-        times = {n: [] for n in fns}
-        for _ in range(a.repeats):  # alternate: a load spike hits every variant alike
-            for n, f in fns.items():
-                times[n].append(timed(f, 1)[0])
+        clock_name, clock = clock_for(a.threads)
+        samples, _ = timed_rounds(list(fns.values()), a.repeats, clock)  # rotating order: load hits all alike
+        times = dict(zip(fns, samples))
         best = {n: min(v) for n, v in times.items()}
-        gemm = gemm_ceiling(k, width, a.batch, a.context, task.vocab_size, a.steps)
-        r = dict(k=k, width=width, steps=a.steps, batch=a.batch, context=a.context, times=times, best=best,
-                 gemm_seconds=gemm, speedup={n: best["sequential"] / best[n] for n in ("stacked", "stacked-explicit")},
-                 big_batch_ceiling=best["sequential"] / best["big-batch"], gemm_ceiling=best["sequential"] / gemm)
+        gemm = gemm_ceiling(k, width, a.batch, a.context, task.vocab_size, a.steps, clock=clock)
+        seq = times["sequential"]
+        speed = {n: ratio_stats(seq, times[n]) for n in ("stacked", "stacked-explicit")}
+        big = ratio_stats(seq, times["big-batch"])
+        # the fraction of the big-batch ceiling, per round: big-batch time / stacked time
+        frac = {n: ratio_stats(times["big-batch"], times[n]) for n in speed}
+        r = dict(k=k, width=width, steps=a.steps, batch=a.batch, context=a.context, clock=clock_name, times=times,
+                 best=best, gemm_seconds=gemm, speedup={n: v["median"] for n, v in speed.items()},
+                 speedup_range={n: [v["min"], v["max"]] for n, v in speed.items()},
+                 big_batch_ceiling=big["median"], big_batch_ceiling_range=[big["min"], big["max"]],
+                 fraction_of_big_batch={n: v["median"] for n, v in frac.items()},
+                 fraction_of_big_batch_range={n: [v["min"], v["max"]] for n, v in frac.items()},
+                 gemm_ceiling=min(seq) / gemm)
         results.append(r)
-        print(f"K={k} width {width}: sequential {best['sequential']:.2f} s | stacked {r['speedup']['stacked']:.2f}x, "
-              f"stacked-explicit {r['speedup']['stacked-explicit']:.2f}x | ceilings: big-batch "
-              f"{r['big_batch_ceiling']:.2f}x, GEMM {r['gemm_ceiling']:.2f}x", flush=True)
+        print(f"K={k} width {width}: sequential {min(seq):.2f} s ({clock_name} time, medians of {a.repeats} rounds) | "
+              f"stacked {fmt_ratio(speed['stacked'])}, stacked-explicit {fmt_ratio(speed['stacked-explicit'])} | "
+              f"ceilings: big-batch {fmt_ratio(big)}, GEMM {r['gemm_ceiling']:.2f}x | of the big-batch ceiling: "
+              f"stacked {frac['stacked']['median']:.0%}, explicit {frac['stacked-explicit']['median']:.0%}", flush=True)
     write_json(Path(a.out), dict(args=vars(a), results=results))
 
 

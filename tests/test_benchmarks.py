@@ -14,7 +14,7 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 def bench(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCH))
     yield
-    for name in ("hook_overhead", "coord_vs_mup", "optim_step", "_common"):
+    for name in ("hook_overhead", "coord_vs_mup", "optim_step", "stacked_transformer", "_common"):
         sys.modules.pop(name, None)
 
 
@@ -62,3 +62,24 @@ def test_optim_step_dry_run_times_known_families_and_skips_unknown_ones(bench, t
         assert {"overhead_pct", "overhead_pct_range", "null_pct", "target_pct"} <= set(x)
     # muon: timed where paramlab.optimizer builds it, else listed as skipped with the reason
     assert ("muon" in r["skipped"]) != any(x["family"] == "muon" for x in r["results"])
+
+
+def test_stacked_transformer_dry_run_takes_ratios_within_rounds(bench, tmp_path):
+    import stacked_transformer
+
+    out = tmp_path / "stacked.json"
+    stacked_transformer.main(["--k", "2", "--widths", "32", "--steps", "2", "--batch", "2", "--context", "8",
+                              "--repeats", "3", "--out", str(out)])
+    (r,) = json.loads(out.read_text())["results"]
+    assert r["clock"] == "cpu" and all(len(v) == 3 for v in r["times"].values())
+    t = r["times"]
+    for n in ("stacked", "stacked-explicit"):
+        # each ratio is the median over rounds of the same round's sequential / stacked (and big-batch / stacked)
+        per_round = sorted(a / b for a, b in zip(t["sequential"], t[n]))
+        assert r["speedup"][n] == pytest.approx(per_round[1], abs=1e-3)
+        assert r["speedup_range"][n] == pytest.approx([per_round[0], per_round[-1]], abs=1e-3)
+        frac = sorted(b / a for a, b in zip(t[n], t["big-batch"]))
+        assert r["fraction_of_big_batch"][n] == pytest.approx(frac[1], abs=1e-3)
+    assert r["big_batch_ceiling"] == pytest.approx(sorted(a / b for a, b in zip(t["sequential"], t["big-batch"]))[1],
+                                                   abs=1e-3)
+
