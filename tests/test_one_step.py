@@ -7,7 +7,7 @@ checked as a difference of slopes against muP, which the theory makes exact.
 
 import pytest
 
-from paramlab.experiments.one_step import width_sweep
+from paramlab.measure.one_step import width_sweep
 
 WIDTHS = [256, 512, 1024, 2048, 4096]
 

@@ -1,6 +1,7 @@
 """One optimizer step on one example, measured across widths: the cleanest test of a scheme's
-width exponents (docs/theory.md §3.3: batch 1, one step, linear response). `paramlab demo` draws it;
-tests/test_one_step.py checks its slopes."""
+width exponents (docs/theory.md §3.3: batch 1, one step, linear response), as the relative change of
+the hidden features and the output update. tests/test_one_step.py checks its slopes; for any model,
+`coord_check(..., steps=1)` measures the same step per module (tests/test_coord.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import torch
 
 from ..engine.step import train_step
 from ..engine.update import TorchUpdate
-from ..measure.fit import fit_slope
+from .fit import fit_slope
 from ..models.mlp import mlp
 from ..optim import optimizer as make_optimizer
 
