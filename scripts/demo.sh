@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Install (scripts/setup.sh) and run the main job: the transfer experiment at quick size (20 s of CPU;
-# 55 s wall measured on a busy 2-core machine). It prints its verdicts in words, the summary table and
+# Install (scripts/setup.sh) and run the main job: the transfer experiment at quick size (21 s wall,
+# 20 s CPU on 2 cores, measured by benchmarks/time_experiments.py). It prints its verdicts in words, the summary table and
 # where its plot and records are.
 # Extra args go to the experiment, e.g. `bash scripts/demo.sh --size default`.
 set -euo pipefail
