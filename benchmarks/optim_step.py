@@ -4,7 +4,10 @@ Prints the overhead per family, model and width and writes JSON.
 
     python benchmarks/optim_step.py [--families adam lion adafactor muon] [--widths 256 1024] [--threads 1]
 
-What is timed: `opt.step()` alone, `--steps` times per call, on fixed gradients (one backward pass
+What is timed: `opt.step()` alone, `--steps` times per call (default: as many steps as take about
+`--call-seconds` on paramlab's side, read off a warm-up step, at least 1: a Muon step of the width-1024
+Transformer takes ~1 s, an Adam step of the width-256 MLP ~0.2 ms, and a call of a few milliseconds
+reads mostly timer and scheduler noise), on fixed gradients (one backward pass
 of a batch first; every step reads the same .grad), so forward and backward, common to both sides,
 do not dilute the difference. Both sides start from the same weights (deepcopies) and gradients.
 
@@ -14,6 +17,12 @@ do not dilute the difference. Both sides start from the same weights (deepcopies
     adafactor  pl.optimizer(m, 'adafactor')               torch.optim.Adafactor(m.parameters())
     muon       pl.optimizer(m, 'muon') (the hybrid)       torch.optim.Muon(hidden 2-D matrices) + AdamW(rest)
 
+A third side, `grouped`: the plain torch optimizer built with paramlab's own parameter groups (the same
+tensors in the same groups, each group's effective lr written in, no step hooks). muP gives the input,
+hidden and output layers different learning rates, so no muP optimizer built on torch's can use fewer
+groups; grouped / plain - 1 is the cost of those groups alone (torch's fixed cost per group), the floor
+of paramlab's overhead, timed in the same rounds (`floor_pct`; the Muon hybrid has none: its two parts
+differ from the plain partition). paramlab / grouped - 1 is what paramlab adds on top (`beyond_floor_pct`).
 A family that `paramlab.optimizer` does not know (an older paramlab) is skipped and listed as such.
 Models: muP MLP (d_in 32, 10 outputs, depth 2, base 64) and Transformer (vocab 256, depth 2, 4 heads,
 base 64) at each width. The overhead is paramlab / plain - 1 within a round (rounds rotate the
@@ -68,6 +77,21 @@ def plain_optimizer(family: str, model, lr: float):
     raise ValueError(f"unknown family {family!r}")
 
 
+def grouped_twin(ours, model, twin_model):
+    """The plain torch optimizer of `ours`'s class over `twin_model` with `ours`'s param groups (tensors
+    matched by position in `model.parameters()`), each group's effective lr (lr x lr_mult) written in and no
+    paramlab step hooks; None for a combined optimizer (the Muon hybrid)."""
+    if len(ours) != 1 or not isinstance(ours[0], torch.optim.Optimizer) or hasattr(ours[0], "parts"):
+        return None
+    opt = ours[0]
+    pos = {id(q): i for i, q in enumerate(model.parameters())}
+    twin = list(twin_model.parameters())
+    groups = [{**{k: v for k, v in g.items() if k not in ("params", "lr_mult")},
+               "params": [twin[pos[id(q)]] for q in g["params"]], "lr": g["lr"] * g.get("lr_mult", 1.0)}
+              for g in opt.param_groups]
+    return [type(opt)(groups, lr=opt.defaults["lr"])]
+
+
 def stepper(opts, steps: int):
     def run():
         for _ in range(steps):
@@ -89,8 +113,13 @@ def main(argv=None):
     p.add_argument("--models", nargs="+", default=["mlp", "transformer"])
     p.add_argument("--widths", type=int, nargs="+", default=[256, 1024])
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--steps", type=int, default=10, help="optimizer steps per timed call")
-    p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--steps", type=int, default=None,
+                   help="optimizer steps per timed call (default: about --call-seconds of paramlab's steps)")
+    p.add_argument("--call-seconds", type=float, default=0.05, help="the default call's length")
+    p.add_argument("--rounds", type=int, default=15,
+                   help="rounds per row, fewer (at least --min-rounds) where a row would take over --row-seconds")
+    p.add_argument("--min-rounds", type=int, default=5)
+    p.add_argument("--row-seconds", type=float, default=60.0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--target", type=float, default=5.0, help="target: overhead <= this many percent")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "optim_step.json"))
@@ -108,25 +137,43 @@ def main(argv=None):
                     skipped[family] = str(e).splitlines()[0][:200]
                     break
                 # same weights; the same batch gives the same .grad (deepcopy does not copy a Parameter's .grad)
-                plain_m, twin_m = (with_grads(copy.deepcopy(model), loss) for _ in range(2))
+                plain_m, twin_m, grouped_m = (with_grads(copy.deepcopy(model), loss) for _ in range(3))
                 assert all(torch.equal(a.grad, b.grad) for a, b in zip(model.parameters(), plain_m.parameters()))
                 plain, twin = plain_optimizer(family, plain_m, args.lr), plain_optimizer(family, twin_m, args.lr)
-                fa, fb, fc = stepper(ours, args.steps), stepper(plain, args.steps), stepper(twin, args.steps)
-                fa(), fb(), fc()  # warm-up: optimizer state, allocator
-                (ta, tb, tc), _ = timed_rounds([fa, fb, fc], args.rounds, clock)
-                over = {k: round((v - 1) * 100, 2) for k, v in ratio_stats(ta, tb).items()}
-                null = {k: round((v - 1) * 100, 2) for k, v in ratio_stats(tc, tb).items()}
-                med = lambda ts: sorted(ts)[len(ts) // 2] / args.steps  # noqa: E731
+                grouped = grouped_twin(ours, model, grouped_m)
+                sides = (ours, plain, twin) + ((grouped,) if grouped else ())
+                for o in sides:
+                    stepper(o, 1)()  # warm-up: optimizer state, allocator
+                t0 = clock()
+                stepper(ours, 1)()
+                t_step = max(clock() - t0, 1e-6)
+                steps = args.steps or max(1, round(args.call_seconds / t_step))
+                # a Muon step of the width-1024 Transformer takes seconds: fewer rounds there, never under min-rounds
+                rounds = max(min(args.rounds, args.min_rounds), min(args.rounds, int(args.row_seconds / (len(sides) * steps * t_step))))
+                fns = [stepper(o, steps) for o in sides]
+                (ta, tb, tc, *tg), _ = timed_rounds(fns, rounds, clock)
+                pct = lambda num, den: {k: round((v - 1) * 100, 2) for k, v in ratio_stats(num, den).items()}  # noqa: E731
+                over, null = pct(ta, tb), pct(tc, tb)
+                floor = pct(tg[0], tb) if tg else None
+                beyond = pct(ta, tg[0]) if tg else None
+                med = lambda ts: sorted(ts)[len(ts) // 2] / steps  # noqa: E731
                 verdict = "pass" if over["median"] <= args.target else "short"
-                rows.append(dict(family=family, model=kind, width=width, steps_per_call=args.steps, rounds=args.rounds,
+                rows.append(dict(family=family, model=kind, width=width, steps_per_call=steps, rounds=rounds,
                                  seconds_per_step_paramlab=round(med(ta), 6), seconds_per_step_plain=round(med(tb), 6),
                                  overhead_pct=over["median"], overhead_pct_range=[over["min"], over["max"]],
                                  null_pct=null["median"], null_pct_range=[null["min"], null["max"]],
+                                 floor_pct=floor and floor["median"], floor_pct_range=floor and [floor["min"], floor["max"]],
+                                 beyond_floor_pct=beyond and beyond["median"],
+                                 beyond_floor_pct_range=beyond and [beyond["min"], beyond["max"]],
                                  param_groups=sum(len(o.param_groups) for o in ours), target_pct=args.target))
                 print(f"{family:10s} {kind:12s} width {width:5d}  step {med(ta) * 1e3:7.3f} ms paramlab, "
                       f"{med(tb) * 1e3:7.3f} ms plain  overhead {over['median']:+6.2f}% ({over['min']:+.1f} to "
                       f"{over['max']:+.1f}; ceiling 0%; null {null['median']:+.2f}%)  target <= {args.target:g}%: "
                       f"{verdict}")
+                if floor:
+                    print(f"{'':10s} {'':12s} {'':11s} plain torch with paramlab's {rows[-1]['param_groups']} groups (the "
+                          f"floor): {floor['median']:+6.2f}% ({floor['min']:+.1f} to {floor['max']:+.1f}); paramlab beyond "
+                          f"it {beyond['median']:+6.2f}% ({beyond['min']:+.1f} to {beyond['max']:+.1f})")
             if family in skipped:
                 break
     for family, why in skipped.items():

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run the six benchmarks one after another (default arguments), then print a summary from their JSON
+# Run the seven benchmarks one after another (default arguments), then print a summary from their JSON
 # files in benchmarks/results/: each target with its measured value, its ceiling and pass / short.
 #
 #     bash benchmarks/run_all.sh            # from the repository root (or anywhere)
@@ -14,7 +14,7 @@ RESULTS=benchmarks/results
 failed=()
 t_start=$(date +%s)
 
-for name in ensemble_vs_sequential coord_vs_mup ntk_vs_loop hook_overhead optim_step train_flops; do
+for name in ensemble_vs_sequential stacked_transformer coord_vs_mup ntk_vs_loop hook_overhead optim_step train_flops; do
     echo "=== $name ==="
     start=$(date +%s)
     if ! "$PY" "benchmarks/$name.py"; then
@@ -80,6 +80,16 @@ for r in (e or {}).get("results", []):
 if e is None:
     row("ensemble vs sequential", None, ">= 2/3 of ceiling (width 256)", False)
 
+s = load("stacked_transformer")
+for r in (s or {}).get("results", []):
+    label = f"stacked LMs vs sequential, K={r['k']}, d_model {r['width']}"
+    fraction_row(label, r["speedup"]["stacked"], r["fraction_of_big_batch"]["stacked"], 2 / 3, r["big_batch_ceiling"],
+                 r["speedup_range"]["stacked"], "one model on the K batches at once (big-batch)")
+    info(f"  (explicit attention: {r['fraction_of_big_batch']['stacked-explicit']:.0%} of big-batch)",
+         r["speedup"]["stacked-explicit"], r["big_batch_ceiling"])
+if s is None:
+    row("stacked LMs", None, ">= 2/3 of big-batch (d_model 32, 64)", False)
+
 c = load("coord_vs_mup")
 row("coord check: mup time / paramlab time", c and c["speedup_vs_mup"], ">= 1x, values agree",
     bool(c) and c["speedup_vs_mup"] >= 1.0 and c["values_agree"], c and c["max_speedup_vs_mup"],
@@ -101,6 +111,11 @@ for arch, r in (n or {}).get("results", {}).items():
         elif arch == "cnn" and m == "layerwise" and r.get("target_fraction"):
             fraction_row(label, sp, r["fraction_of_ceiling"][m], r["target_fraction"], ceil, spread,
                          "loop / half the J J^T GEMM")
+            if r.get("seconds_gram_triangle") is not None:
+                tri, budget = r["seconds_gram_triangle"], r["seconds_target_budget"]
+                print(f"  {'':4s}  paramlab's Gram alone {tri:.3f} s ({r['gram_triangle_share_of_layerwise']:.0%} of the "
+                      f"method's time) against the target's budget {budget:.3f} s: "
+                      + ("the Gram alone is over it" if tri > budget else f"{budget - tri:.3f} s left for the rest"))
         else:
             info(label, sp, ceil)
 if n is None:
@@ -123,6 +138,9 @@ for r in (o or {}).get("results", []):
     label = f"optimizer step, {r['family']} {r['model']} width {r['width']} (null {r['null_pct']:+.1f}%)"
     row(label, r["overhead_pct"], f"<= {r['target_pct']:g}%", r["overhead_pct"] <= r["target_pct"], 0.0, "%",
         spread=r["overhead_pct_range"])
+    if r.get("floor_pct") is not None:
+        print(f"  {'':4s}  floor (plain torch with paramlab's {r['param_groups']} groups) {r['floor_pct']:+.1f}%; "
+              f"paramlab beyond it {r['beyond_floor_pct']:+.1f}%")
 for fam, why in (o or {}).get("skipped", {}).items():
     print(f"  optimizer step, {fam}: skipped ({why})")
 if o is None:
@@ -132,7 +150,7 @@ t = load("train_flops")
 row(f"training FLOP/s / matmul FLOP/s (width {t['width'] if t else 2048})", t and t["ratio"] * 100, ">= 50%",
     bool(t) and t["ratio"] >= 0.5, 100.0 if t else None, "%")
 
-loads = {k: v.get("load_avg") for k, v in (("ensemble", e), ("coord", c), ("ntk", n), ("hooks", h), ("optim", o),
+loads = {k: v.get("load_avg") for k, v in (("ensemble", e), ("stacked LMs", s), ("coord", c), ("ntk", n), ("hooks", h), ("optim", o),
                                           ("flops", t)) if v}
 print(f"  {sum(verdicts)} of {len(verdicts)} targets met; load averages at the end of each run: {loads}")
 EOF

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -54,12 +55,17 @@ def test_optim_step_dry_run_times_known_families_and_skips_unknown_ones(bench, t
     import optim_step
 
     out = tmp_path / "optim.json"
-    optim_step.main(["--families", "adam", "muon", "--models", "mlp", "--widths", "64", "--rounds", "1", "--steps", "1",
+    optim_step.main(["--families", "adam", "muon", "--models", "mlp", "--widths", "128", "--rounds", "1", "--steps", "1",
                      "--out", str(out)])
     r = json.loads(out.read_text())
-    assert [(x["family"], x["model"], x["width"]) for x in r["results"] if x["family"] == "adam"] == [("adam", "mlp", 64)]
+    assert [(x["family"], x["model"], x["width"]) for x in r["results"] if x["family"] == "adam"] == [("adam", "mlp", 128)]
     for x in r["results"]:
-        assert {"overhead_pct", "overhead_pct_range", "null_pct", "target_pct"} <= set(x)
+        assert {"overhead_pct", "overhead_pct_range", "null_pct", "target_pct", "floor_pct", "beyond_floor_pct"} <= set(x)
+        assert x["steps_per_call"] == 1
+        # the floor (plain torch with paramlab's groups) exists for a single torch optimizer, not for the Muon hybrid
+        assert (x["floor_pct"] is None) == (x["family"] == "muon")
+        if x["family"] == "adam":  # above the base width muP gives input, hidden and output layers other lrs: 2+ groups
+            assert x["param_groups"] >= 2 and x["beyond_floor_pct_range"] is not None
     # muon: timed where paramlab.optimizer builds it, else listed as skipped with the reason
     assert ("muon" in r["skipped"]) != any(x["family"] == "muon" for x in r["results"])
 
@@ -83,3 +89,22 @@ def test_stacked_transformer_dry_run_takes_ratios_within_rounds(bench, tmp_path)
     assert r["big_batch_ceiling"] == pytest.approx(sorted(a / b for a, b in zip(t["sequential"], t["big-batch"]))[1],
                                                    abs=1e-3)
 
+
+
+def test_optim_step_floor_is_the_same_update_as_paramlab(bench):
+    """The floor side (plain torch with paramlab's groups, effective lrs written in) takes paramlab's exact step;
+    the plain one-group optimizer does not (the control)."""
+    import copy
+
+    import optim_step
+    import paramlab as pl
+
+    model, loss = optim_step.make("mlp", 128)
+    ours = [pl.optimizer(optim_step.with_grads(model, loss), "adam", lr=1e-2)]
+    twin_m, plain_m = (optim_step.with_grads(copy.deepcopy(model), loss) for _ in range(2))
+    grouped = optim_step.grouped_twin(ours, model, twin_m)
+    plain = optim_step.plain_optimizer("adam", plain_m, 1e-2)
+    for opts in (ours, grouped, plain):
+        optim_step.stepper(opts, 2)()
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), twin_m.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(model.parameters(), plain_m.parameters()))

@@ -125,8 +125,10 @@ def _factors(layer: _Layer, n: int, deltas: list[list[torch.Tensor]]) -> None:
         else:
             a_parts.append(inp.detach().reshape(n, -1, inp.shape[-1]))
             d_parts.append(d.reshape(n, d.shape[1], -1, d.shape[-1]))
-    layer.a = torch.cat(a_parts, 1)
-    layer.delta = torch.cat(d_parts, 2)
+    # one call (the usual case): keep the views; the per-example einsum reads a conv delta in its
+    # (N, K, C_out, P) storage order, which a concatenated copy would transpose (two copies of the batch)
+    layer.a = a_parts[0] if len(a_parts) == 1 else torch.cat(a_parts, 1)
+    layer.delta = d_parts[0] if len(d_parts) == 1 else torch.cat(d_parts, 2)
     layer.calls = []
 
 
