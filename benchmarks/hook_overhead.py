@@ -117,7 +117,8 @@ def main(argv=None):
     p.add_argument("--widths", type=int, nargs="+", default=[64, 128, 256, 512, 1024])
     p.add_argument("--models", nargs="+", default=["mlp", "transformer"])
     p.add_argument("--steps", type=int, default=None, help="steps per timed call (default: ~0.1 s of work)")
-    p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--rounds", type=int, default=41,
+                   help="rounds (per-call noise here is +-10-40%%: the median's error shrinks as 1/sqrt(rounds))")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--target", type=float, default=3.0, help="target: overhead <= this many percent ...")
     p.add_argument("--target-min-width", type=int, default=256, help="... at widths >= this")

@@ -14,11 +14,11 @@ Frobenius error). The networks (muP, base width 16 or 64):
 The ceiling: the one GEMM G G^T of the (N K, P) per-example gradients that the loop and every
 method that contracts per-example gradients must do, half of it at best (the kernel is symmetric):
 loop time / (GEMM time / 2), timed in the same rounds. Target: the layerwise eNTK of the CNN at
->= 2/3 of that ceiling (`--target-fraction`). Also timed in the same rounds: the Gram as paramlab
-computes it (`gram_triangle`, the upper block triangle) on a G of the same shape, alone: the floor
-of the layerwise method before its forward and backward passes and per-example gradients. The target
-is reachable only if that floor fits in its time budget, (GEMM time / 2) / target fraction; the JSON
-gives both (`seconds_gram_triangle`, `seconds_target_budget`).
+>= 2/3 of that ceiling (`--target-fraction`). Also timed in the same rounds, for the CNN: the Gram
+as paramlab computes it (`gram_triangle`, the upper block triangle) on a G of the same shape, alone:
+the floor of the layerwise method before its forward and backward passes and per-example gradients.
+The target is reachable only if that floor fits in its time budget, (GEMM time / 2) / target
+fraction; the JSON gives both (`seconds_gram_triangle`, `seconds_target_budget`).
 
 Timings: after a warm-up of each path, `--repeats` rounds of every path and the GEMM, in an order
 that rotates from round to round; each ratio is taken within a round and reported as the median over
@@ -90,7 +90,10 @@ def main(argv=None):
         # the floor of every method that contracts per-example gradients (the loop included): one GEMM
         # (N K, P) @ (P, N K) of that size; exploiting the kernel's symmetry halves it at best
         k_out = ntk_naive(model, x[:1]).shape[-1]
-        paths["gram"], paths["gram_triangle"] = gram_fns(x.shape[0], k_out, g_cols(model))
+        target = arch == "cnn"
+        paths["gram"], tri = gram_fns(x.shape[0], k_out, g_cols(model))
+        if target:  # the method's floor under the target (the MLP's layerwise forms no per-example gradients)
+            paths["gram_triangle"] = tri
         names = list(paths)
         samples, outs = timed_rounds([paths[nm] for nm in names], args.repeats, clock)
         ts, kernels = dict(zip(names, samples)), dict(zip(names, outs))
@@ -107,7 +110,6 @@ def main(argv=None):
             of_ceiling = f"{frac[name]['median']:5.0%} of the ceiling" if name in frac else " " * 20
             print(f"  {name:9s} {med[name]:8.3f}s   speedup vs loop {fmt_ratio(speed[name]):22s} {of_ceiling}   "
                   f"rel. error vs loop {errors[name]:.1e}")
-        target = arch == "cnn"
         verdict = ""
         if target:
             verdict = "pass" if frac["layerwise"]["median"] >= args.target_fraction else "short"
@@ -115,20 +117,22 @@ def main(argv=None):
         print(f"  J J^T GEMM ({x.shape[0] * k_out} x {g_cols(model)}) {med['gram']:.3f}s: ceiling (loop / half the GEMM) "
               f"{fmt_ratio(ceiling)}{verdict}")
         budget = med["gram"] / 2 / args.target_fraction
-        tri_share = ratio_stats(ts["gram_triangle"], ts["layerwise"])  # Gram alone / layerwise, per round
-        print(f"  paramlab's Gram alone (gram_triangle) {med['gram_triangle']:.3f}s = {tri_share['median']:.0%} of the "
-              f"layerwise time; the target's budget (half the GEMM / {args.target_fraction:.2f}) {budget:.3f}s: "
-              + ("the Gram alone does not fit it" if med["gram_triangle"] > budget else
-                 f"{budget - med['gram_triangle']:.3f}s left for the passes and per-example gradients"))
+        floor = {}
+        if target:
+            tri_share = ratio_stats(ts["gram_triangle"], ts["layerwise"])  # Gram alone / layerwise, per round
+            print(f"  paramlab's Gram alone (gram_triangle) {med['gram_triangle']:.3f}s = {tri_share['median']:.0%} of the "
+                  f"layerwise time; the target's budget (half the GEMM / {args.target_fraction:.2f}) {budget:.3f}s: "
+                  + ("the Gram alone does not fit it" if med["gram_triangle"] > budget else
+                     f"{budget - med['gram_triangle']:.3f}s left for the passes and per-example gradients"))
+            floor = dict(seconds_gram_triangle=round(med["gram_triangle"], 4), seconds_target_budget=round(budget, 4),
+                         gram_triangle_share_of_layerwise=tri_share["median"])
         results[arch] = dict(description=desc, params=sum(q.numel() for q in model.parameters()),
                              seconds={k: round(v, 4) for k, v in med.items() if not k.startswith("gram")},
                              samples=ts,
                              speedup_vs_loop={k: v["median"] for k, v in speed.items()},
                              speedup_range={k: [v["min"], v["max"]] for k, v in speed.items()},
                              seconds_gram_gemm=round(med["gram"], 4),
-                             seconds_gram_triangle=round(med["gram_triangle"], 4),
-                             seconds_target_budget=round(med["gram"] / 2 / args.target_fraction, 4),
-                             gram_triangle_share_of_layerwise=tri_share["median"],
+                             **floor,
                              max_speedup_gram_methods=ceiling["median"],
                              max_speedup_range=[ceiling["min"], ceiling["max"]],
                              fraction_of_ceiling={k: v["median"] for k, v in frac.items()},

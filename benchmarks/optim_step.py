@@ -6,8 +6,9 @@ Prints the overhead per family, model and width and writes JSON.
 
 What is timed: `opt.step()` alone, `--steps` times per call (default: as many steps as take about
 `--call-seconds` on paramlab's side, read off a warm-up step, at least 1: a Muon step of the width-1024
-Transformer takes ~1 s, an Adam step of the width-256 MLP ~0.2 ms, and a call of a few milliseconds
-reads mostly timer and scheduler noise), on fixed gradients (one backward pass
+Transformer takes seconds, an Adam step of the width-256 MLP ~0.2 ms), in up to `--rounds` (60)
+rounds, as many as fit in `--row-seconds` (15 s) per row and at least `--min-rounds` (5), on fixed
+gradients (one backward pass
 of a batch first; every step reads the same .grad), so forward and backward, common to both sides,
 do not dilute the difference. Both sides start from the same weights (deepcopies) and gradients.
 
@@ -116,10 +117,10 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=None,
                    help="optimizer steps per timed call (default: about --call-seconds of paramlab's steps)")
     p.add_argument("--call-seconds", type=float, default=0.05, help="the default call's length")
-    p.add_argument("--rounds", type=int, default=15,
+    p.add_argument("--rounds", type=int, default=60,
                    help="rounds per row, fewer (at least --min-rounds) where a row would take over --row-seconds")
     p.add_argument("--min-rounds", type=int, default=5)
-    p.add_argument("--row-seconds", type=float, default=60.0)
+    p.add_argument("--row-seconds", type=float, default=15.0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--target", type=float, default=5.0, help="target: overhead <= this many percent")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "optim_step.json"))
@@ -148,7 +149,9 @@ def main(argv=None):
                 stepper(ours, 1)()
                 t_step = max(clock() - t0, 1e-6)
                 steps = args.steps or max(1, round(args.call_seconds / t_step))
-                # a Muon step of the width-1024 Transformer takes seconds: fewer rounds there, never under min-rounds
+                # per-call noise on this machine is +-10-40%, so many rounds where calls are short (the median's
+                # error shrinks as 1/sqrt(rounds)); a Muon step of the width-1024 Transformer takes seconds: fewer
+                # rounds there, never under min-rounds
                 rounds = max(min(args.rounds, args.min_rounds), min(args.rounds, int(args.row_seconds / (len(sides) * steps * t_step))))
                 fns = [stepper(o, steps) for o in sides]
                 (ta, tb, tc, *tg), _ = timed_rounds(fns, rounds, clock)

@@ -49,9 +49,9 @@ def row(label, value, target, ok, ceiling=None, unit="x", spread=None):
         print(f"  {label:56s} {'missing':>8s}   target {target}")
         verdicts.append(False)
         return
-    rng = f"({spread[0]:.2f}-{spread[1]:.2f})" if spread else ""
+    rng = f"({spread[0]:.2f} to {spread[1]:.2f})" if spread else ""
     ceil = f"ceiling {ceiling:6.2f}{unit}" if ceiling is not None else ""
-    print(f"  {label:56s} {value:7.2f}{unit} {rng:15s} {ceil:16s} target {target:22s} {'pass' if ok else 'short'}")
+    print(f"  {label:56s} {value:7.2f}{unit} {rng:20s} {ceil:16s} target {target:22s} {'pass' if ok else 'short'}")
     verdicts.append(ok)
 
 
@@ -63,7 +63,7 @@ def fraction_row(label, value, fraction, target_fraction, ceiling, spread, what)
 
 def info(label, value, ceiling=None, unit="x"):
     ceil = f"ceiling {ceiling:6.2f}{unit}" if ceiling is not None else ""
-    print(f"  {label:56s} {value:7.2f}{unit} {'':15s} {ceil:16s} (no target)")
+    print(f"  {label:56s} {value:7.2f}{unit} {'':20s} {ceil:16s} (no target)")
 
 
 e = load("ensemble_vs_sequential")
