@@ -147,6 +147,20 @@ def test_coord_check_seed_trap():
                     quantities=("act/rms",))
 
 
+def test_seed_fingerprint_samples_every_tensor_across_its_length():
+    """The seed trap's fingerprint keeps <= 256 evenly spaced entries per tensor (not a second copy of the
+    model), from the whole tensor: a change in its last rows changes the fingerprint."""
+    from paramlab.measure.seeds import fingerprint, same_network
+
+    a = torch.nn.Linear(512, 512)
+    fa = fingerprint(a)
+    assert [t.numel() for t in fa] == [256, 256]
+    with torch.no_grad():
+        a.weight[-2:] += 1.0  # the last 2 of 512 rows: entries 261632.. of the flattened weight
+    assert not same_network(fa, fingerprint(a))
+    assert same_network(fingerprint(a), fingerprint(a))
+
+
 def test_bad_grid_and_bad_return_are_refused(tmp_path):
     build = lambda w: pl.mlp(8, 1, w, scheme="mup")  # noqa: E731
     with pytest.raises(ValueError, match="widths"):
