@@ -16,7 +16,7 @@ import math
 
 import torch
 
-__all__ = ["Lion"]
+__all__ = ["Lion", "lion_update_"]
 
 
 class Lion(torch.optim.Optimizer):
@@ -40,18 +40,23 @@ class Lion(torch.optim.Optimizer):
                 loss = closure()
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
-            lr, wd = group["lr"], group["weight_decay"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = -p.grad if group["maximize"] else p.grad
-                state = self.state[p]
-                if not state:
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                m = state["exp_avg"]
-                update = (beta1 * m + (1 - beta1) * g).sign_()  # c_t, signed
-                if wd:
-                    p.mul_(1 - lr * wd)
-                p.add_(update, alpha=-lr)
-                m.mul_(beta2).add_(g, alpha=1 - beta2)
+            params = [p for p in group["params"] if p.grad is not None]
+            grads = [-p.grad if group["maximize"] else p.grad for p in params]
+            for p in params:
+                if not self.state[p]:
+                    self.state[p]["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            lion_update_(params, grads, [self.state[p]["exp_avg"] for p in params], group["lr"], beta1, beta2,
+                         group["weight_decay"])
         return loss
+
+
+@torch.no_grad()
+def lion_update_(params, grads, exp_avgs, lr: float, beta1: float, beta2: float, weight_decay: float) -> None:
+    """One Lion step (the module docstring's three lines) on lists of tensors, in place: the update of
+    `Lion.step` and of the stacked engine (`paramlab.engine.update`), which passes (model, tensor) slices."""
+    for p, g, m in zip(params, grads, exp_avgs):
+        update = (beta1 * m + (1 - beta1) * g).sign_()  # c_t, signed
+        if weight_decay:
+            p.mul_(1 - lr * weight_decay)
+        p.add_(update, alpha=-lr)
+        m.mul_(beta2).add_(g, alpha=1 - beta2)

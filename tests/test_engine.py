@@ -141,8 +141,8 @@ def test_maml_outer_step_is_the_query_gradient_at_the_adapted_parameters():
 def test_a_family_is_a_table_row(task, monkeypatch):
     """The stacked update refuses an optimizer without a kernel, naming the fix; a new row (here torch's SGD
     kernel under another name) trains a stack equal to one by one with no other change."""
-    with pytest.raises(ValueError, match="no kernel for optimizer 'lion'.*one by one"):
-        StackedUpdate(stack(mlps(2)), "lion", [1e-3] * 2, [0.0] * 2, [1e-8] * 2)
+    with pytest.raises(ValueError, match="no kernel for optimizer 'adafactor'.*one by one"):
+        StackedUpdate(stack(mlps(2)), "adafactor", [1e-3] * 2, [0.0] * 2, [1e-8] * 2)
     monkeypatch.setitem(KERNELS, "plain_sgd", Kernel("sgd", ("buf",), KERNELS["sgd"].run))
     a, b = mlps(2), mlps(2)
     ra = train_stack(a, task, optimizer="plain_sgd", lr=[0.05, 0.02], seed=[0, 1], steps=10, eval_every=5,

@@ -57,10 +57,10 @@ def test_sgd_momentum_equals_sequential(task):
     assert_same(train_ensemble(a, task, **kw), train_sequential(b, task, **kw), a, b)
 
 
-@pytest.mark.parametrize("opt", ["sgd", "adam"])
+@pytest.mark.parametrize("opt", ["sgd", "adam", "lion"])
 def test_negative_control_a_tenth_of_a_percent_lr_change_fails(task, opt):
     """The float64 bar is meaningful: one model's lr off by 0.1% is caught."""
-    lrs = [0.05, 0.02] if opt == "sgd" else [3e-3, 1e-3]
+    lrs = [0.05, 0.02] if opt == "sgd" else [3e-3, 1e-3] if opt == "adam" else [3e-4, 1e-4]
     kw = dict(optimizer=opt, seed=[0, 1], steps=10, batch_size=32, eval_every=5)
     a, b = make(["mup", "sp"], [0, 1]), make(["mup", "sp"], [0, 1])
     ra = train_ensemble(a, task, lr=lrs, **kw)
@@ -97,6 +97,18 @@ def test_adam_equals_sequential(task, opt):
               weight_decay=0.01 if opt == "adamw" else 0.0, eps=[1e-8, 1e-6, 1e-8, 1e-7])
     a, b = make(SCHEMES, SEEDS), make(SCHEMES, SEEDS)
     assert_same(train_ensemble(a, task, **kw), train_sequential(b, task, **kw), a, b)
+
+
+def test_lion_equals_sequential(task):
+    """Lion stacked (the engine's row, `paramlab.lion.lion_update_` on the slices) == `paramlab.lion.Lion` one
+    by one, with its own default betas (0.9, 0.99) on both sides, per-model lrs and weight decay, four schemes;
+    one by one takes no eps (Lion has none) when none is given."""
+    kw = dict(optimizer="lion", lr=[3e-4, 1e-4, 2e-4, 5e-4], seed=SEEDS, steps=30, batch_size=64, eval_every=10,
+              weight_decay=[0.0, 0.1, 0.0, 0.3])
+    a, b = make(SCHEMES, SEEDS), make(SCHEMES, SEEDS)
+    ra = train_many(a, task, mode="ensemble", **kw)
+    assert_same(ra, train_sequential(b, task, **kw), a, b)
+    assert not all(r.diverged for r in ra) and ra[0].final["train/loss"] < ra[0].history[0]["train/loss"]
 
 
 @pytest.mark.parametrize("opt", ["adam", "adamw"])

@@ -302,7 +302,7 @@ def train_stack(
     momentum: float = 0.0,
     nesterov: bool = False,
     weight_decay: float | Sequence[float] = 0.0,
-    betas: tuple[float, float] = (0.9, 0.999),
+    betas: tuple[float, float] | None = None,
     eps: float | Sequence[float] = 1e-8,
     eps_mode: str = "gradient",
     hooks: Iterable[Hook] = (),
@@ -370,9 +370,10 @@ def train_stack(
     return results
 
 
-def train_sequential(models: Sequence[nn.Module], task, *, lr=0.1, seed=0, weight_decay=0.0, eps=1e-8,
+def train_sequential(models: Sequence[nn.Module], task, *, lr=0.1, seed=0, weight_decay=0.0, eps=None,
                      log=None, **kwargs) -> list[TrainResult]:
-    """The reference: `train` on each model in turn (same arguments as `train_stack`)."""
+    """The reference: `train` on each model in turn (same arguments as `train_stack`; `eps` reaches the
+    optimizer only when given, since Lion and Muon take none)."""
     models = list(models)
     k = len(models)
     lrs, seeds = _as_list(lr, k, "lr"), _as_list(seed, k, "seed")
@@ -383,7 +384,8 @@ def train_sequential(models: Sequence[nn.Module], task, *, lr=0.1, seed=0, weigh
     out = []
     for i, (m, lr_k, s, wd, e, lg) in enumerate(zip(models, lrs, seeds, wds, epss, logs)):
         with live.as_model(i):  # train() emits as model 0: model i of this list
-            out.append(train(m, task, lr=lr_k, seed=s, weight_decay=wd, eps=e, log=lg, **kwargs))
+            extra = {} if e is None else {"eps": e}
+            out.append(train(m, task, lr=lr_k, seed=s, weight_decay=wd, log=lg, **extra, **kwargs))
     return out
 
 

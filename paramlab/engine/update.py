@@ -12,7 +12,9 @@ stacks (contiguous views, no copies) by their hyperparameters and calls the kern
 most K x (tensors) calls and in practice K x (the plan's distinct lr rows). Adam / AdamW on CPU and CUDA
 run torch's fused kernel (`torch._fused_adam_`, the kernel behind `torch.optim.Adam(fused=True)`): one
 pass over memory instead of Adam's ~8 elementwise passes. SGD runs `torch.optim.sgd.sgd` with torch's
-default implementation choice, the arithmetic of `torch.optim.SGD`. A family without a row is refused
+default implementation choice, the arithmetic of `torch.optim.SGD`; Lion runs `paramlab.lion.lion_update_`,
+the update of `paramlab.lion.Lion`. Adafactor (its factored state is not shaped like the tensor) and the
+Muon hybrid (one orthogonalization per matrix) have no row. A family without a row is refused
 with the fix (train its models one by one); adding a family is adding a row.
 """
 
@@ -25,7 +27,8 @@ import torch
 import torch.optim.adam as _adam_impl
 import torch.optim.sgd as _sgd_impl
 
-from ..optim import param_groups
+from ..lion import lion_update_
+from ..optim import OPTIMIZERS, param_groups
 
 __all__ = ["KERNELS", "StackedUpdate", "TorchUpdate", "stackable_optimizer"]
 
@@ -67,6 +70,11 @@ def _sgd(ps, gs, state, hp, opts, step):
             b.copy_(w)
 
 
+def _lion(ps, gs, state, hp, opts, step):
+    """`paramlab.lion.lion_update_` on the slices (the update of `paramlab.lion.Lion`)."""
+    lion_update_(ps, gs, state["m"], hp["lr"], opts["beta1"], opts["beta2"], hp["wd"])
+
+
 def _adam_kernel(decoupled: bool):
     def run(ps, gs, state, hp, opts, step):
         ms, vs = state["m"], state["v"]
@@ -105,6 +113,7 @@ KERNELS: dict[str, Kernel] = {
     "momentum": Kernel("sgd", ("buf",), _sgd),
     "adam": Kernel("adam", ("m", "v"), _adam_kernel(decoupled=False)),
     "adamw": Kernel("adam", ("m", "v"), _adam_kernel(decoupled=True)),
+    "lion": Kernel("sign", ("m",), _lion),
 }
 
 
@@ -124,7 +133,7 @@ class StackedUpdate:
     (K, ...) leaf tensor): an `MLPStack` or a vmap `Stacked` (`paramlab.engine.stack`)."""
 
     def __init__(self, stack, name: str, lrs, wds, epss, eps_mode="gradient", momentum=0.0, nesterov=False,
-                 betas=(0.9, 0.999)):
+                 betas=None):
         if not stackable_optimizer(name):
             raise ValueError(f"the stacked update has no kernel for optimizer {name!r} (it has {sorted(KERNELS)}): "
                              "train these models one by one (paramlab.train, or train_many(mode='sequential')), "
@@ -134,6 +143,8 @@ class StackedUpdate:
         fam = self.kernel.family
         if nesterov and momentum <= 0:
             raise ValueError("Nesterov momentum requires a momentum > 0")
+        if betas is None:  # the optimizer's default, as `paramlab.optimizer` builds it (Lion: (0.9, 0.99))
+            betas = OPTIMIZERS[self.name][2].get("betas", (0.9, 0.999)) if self.name in OPTIMIZERS else (0.9, 0.999)
         beta1, beta2 = (float(b) for b in betas)
         self.opts = {"momentum": float(momentum), "nesterov": bool(nesterov), "beta1": beta1, "beta2": beta2,
                      "step_t": self._step_tensor}
