@@ -48,14 +48,14 @@ from ..measure.kernels import MLPKernel
 from ..measure.probe import kernel_ridge_loo
 from ..models.activations import GAINS
 from ..models.mlp import mlp
-from ..report import color, describe_size, pyplot, save_figure
+from ..report import color, describe_size, save_figure
 from ..runners import positive
 from ..schemes import get_scheme
 from ..kit import command
 from ..kit.experiment import Experiment
-from ..kit.summary import Summary, by_width, stored
+from ..kit.summary import Summary, by_width
 from ..kit.transfer_episodes import CHECKS as EPISODE_CHECKS
-from ..kit.transfer_episodes import fit_indices, fmt_ci, kernel_lines, paired_gaps, prediction, width_axes
+from ..kit.transfer_episodes import fmt_ci, kernel_lines, paired_gaps, prediction, summary_frame, width_axes
 
 
 NAME = "maml"
@@ -302,12 +302,8 @@ def summarize(results: list, p: dict, out_dir: Path) -> Summary:
     """Per shot count: meta-test accuracy and gain vs width per scheme (95% t-intervals over seeds), the
     accuracy from init and the kernels on the same draws, TP4's verdicts, and the figure."""
     widths, schemes = p["widths"], p["schemes"]
-    kern = stored(out_dir, "kernel_baselines", p, lambda: kernel_baselines(p))
-    variants = [f"k{k}" for k in p["shots"]]
-    fit = fit_indices(widths, p["base_width"])
+    kern, variants, fit, fig, axes = summary_frame(p, out_dir, kernel_baselines, 3, 16)
     rows, verdicts, gap_notes = [], {}, []
-    plt = pyplot()
-    fig, axes = plt.subplots(len(variants), 3, figsize=(16, 3.8 * len(variants)), squeeze=False)
     for row, v in enumerate(variants):
         gains, acc, at_init, val, val_acc = (by_width(results, schemes, widths, f"{v}/{key}")
                                              for key in ("gain", "acc", "acc_init", "val_loss", "val_acc"))

@@ -277,15 +277,21 @@ def fit_indices(widths, base_width: int) -> list[int]:
     return fit if len(fit) >= 2 else list(range(len(widths)))
 
 
+def summary_frame(p: dict, out_dir: Path, baselines, panels: int, fig_width: float):
+    """What an episode experiment's summary starts from: its kernel baselines (`baselines(p)`, a stored
+    record), one variant 'k<shots>' per shot count, the widths the slopes are fitted on (`fit_indices`),
+    and a figure with a row per variant and `panels` columns. Returns (kern, variants, fit, fig, axes)."""
+    kern = stored(out_dir, "kernel_baselines", p, lambda: baselines(p))
+    variants = [f"k{k}" for k in p["shots"]]
+    fig, axes = pyplot().subplots(len(variants), panels, figsize=(fig_width, 3.8 * len(variants)), squeeze=False)
+    return kern, variants, fit_indices(p["widths"], p["base_width"]), fig, axes
+
+
 def summarize(results: list, p: dict, out_dir: Path) -> Summary:
     """Per shot count: gain vs width with intervals per scheme, probe vs the kernels, verdicts, figure."""
     widths, schemes = p["widths"], p["schemes"]
-    kern = stored(out_dir, "kernel_baselines", p, lambda: kernel_baselines(p))
-    variants = [f"k{k}" for k in p["shots"]]
-    fit = fit_indices(widths, p["base_width"])
+    kern, variants, fit, fig, axes = summary_frame(p, out_dir, kernel_baselines, 2, 11)
     rows, verdicts, gap_notes = [], {}, []
-    plt = pyplot()
-    fig, axes = plt.subplots(len(variants), 2, figsize=(11, 3.8 * len(variants)), squeeze=False)
     for row, v in enumerate(variants):
         gains, probe, at_init = (by_width(results, schemes, widths, f"B/{v}/{k}")
                                  for k in ("probe_gain", "probe", "probe_init"))
