@@ -152,7 +152,7 @@ def main(argv=None):
                 # per-call noise on this machine is +-10-40%, so many rounds where calls are short (the median's
                 # error shrinks as 1/sqrt(rounds)); a Muon step of the width-1024 Transformer takes seconds: fewer
                 # rounds there, never under min-rounds
-                rounds = max(min(args.rounds, args.min_rounds), min(args.rounds, int(args.row_seconds / (len(sides) * steps * t_step))))
+                rounds = min(args.rounds, max(args.min_rounds, int(args.row_seconds / (len(sides) * steps * t_step))))
                 fns = [stepper(o, steps) for o in sides]
                 (ta, tb, tc, *tg), _ = timed_rounds(fns, rounds, clock)
                 pct = lambda num, den: {k: round((v - 1) * 100, 2) for k, v in ratio_stats(num, den).items()}  # noqa: E731

@@ -18,7 +18,8 @@ __all__ = ["SeedWarning", "fingerprint", "same_network", "warn_same_seeds"]
 
 
 class SeedWarning(UserWarning):
-    """Two different seeds built bit-identical networks: the builder ignores the seed it is given."""
+    """Two different seeds built the same network (bit-equal on every entry `fingerprint` samples): the builder
+    ignores the seed it is given."""
 
 
 # Entries kept per tensor: two seeds that draw the same numbers agree on all of them, two different draws
